@@ -1,0 +1,56 @@
+"""swiftcli: fast LLM inference and deployment on vLLM, with ms-swift's Python API.
+
+Names are imported lazily so that `import swiftcli` (and `swiftcli --help`) loads no torch or vLLM.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "ModelType": "swiftcli.registry.models",
+    "get_default_template_type": "swiftcli.registry.models",
+    "TemplateType": "swiftcli.registry.templates",
+    "get_template": "swiftcli.registry.templates",
+    "Template": "swiftcli.registry.templates",
+    "ModelSpec": "swiftcli.config.spec",
+    "EngineConfig": "swiftcli.config.spec",
+    "GenerationConfig": "swiftcli.config.spec",
+    "resolve_model": "swiftcli.config.resolve",
+    "create_engine": "swiftcli.engines",
+    "get_vllm_engine": "swiftcli.api",
+    "get_model_tokenizer": "swiftcli.api",
+    "inference_vllm": "swiftcli.inference",
+    "inference_stream_vllm": "swiftcli.inference",
+    "inference": "swiftcli.inference",
+    "inference_stream": "swiftcli.inference",
+    "SwiftError": "swiftcli.errors",
+    "get_model_list_client": "swiftcli.client",
+    "XRequestConfig": "swiftcli.client",
+    "inference_client": "swiftcli.client",
+    "inference_client_async": "swiftcli.client",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'swiftcli' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from swiftcli.api import get_model_tokenizer, get_vllm_engine
+    from swiftcli.config.resolve import resolve_model
+    from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
+    from swiftcli.engines import create_engine
+    from swiftcli.errors import SwiftError
+    from swiftcli.inference import inference, inference_stream, inference_stream_vllm, inference_vllm
+    from swiftcli.registry.models import ModelType, get_default_template_type
+    from swiftcli.registry.templates import Template, TemplateType, get_template

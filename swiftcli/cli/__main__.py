@@ -1,0 +1,4 @@
+from swiftcli.cli.main import main
+
+if __name__ == "__main__":
+    main()

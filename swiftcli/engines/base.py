@@ -1,0 +1,103 @@
+"""The Engine protocol every backend implements, and the request/result types they share."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from swiftcli.config.spec import GenerationConfig, ModelSpec
+from swiftcli.errors import ContextLengthError
+
+_ids = itertools.count()
+
+
+def new_request_id(prefix: str = "req") -> str:
+    return f"{prefix}-{next(_ids)}"
+
+
+@dataclass
+class EngineRequest:
+    """One prompt, already encoded by a template, with its sampling settings."""
+
+    prompt_ids: list[int]
+    config: GenerationConfig
+    request_id: str = field(default_factory=new_request_id)
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    adapter: str | None = None
+
+
+@dataclass
+class Completion:
+    """One candidate answer; text and token_ids grow while streaming."""
+
+    index: int
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    logprobs: list[dict[int, float]] | None = None
+
+
+@dataclass
+class RequestResult:
+    """A request's state: cumulative outputs, and whether it is finished."""
+
+    request_id: str
+    prompt_tokens: int
+    outputs: list[Completion]
+    finished: bool = False
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(len(o.token_ids) for o in self.outputs)
+
+
+class Engine(Protocol):
+    """A loaded model that turns encoded requests into streamed results."""
+
+    backend: str
+    spec: ModelSpec
+    hf_tokenizer: Any
+    generation_config: GenerationConfig
+    max_model_len: int
+
+    def stream(self, requests: Sequence[EngineRequest]) -> Iterator[RequestResult]:
+        """Submit all requests at once and yield each one's cumulative state as it changes.
+
+        Closing the iterator early aborts the requests still running.
+        """
+        ...
+
+    def abort(self, request_ids: Sequence[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def check_context_length(prompt_tokens: int, max_new_tokens: int | None, max_model_len: int) -> int:
+    """Tokens the engine may generate; a clear error when the prompt and the request cannot fit."""
+    room = max_model_len - prompt_tokens
+    if room < 1 or (max_new_tokens is not None and max_new_tokens > room):
+        wanted = max_new_tokens if max_new_tokens is not None else 1
+        raise ContextLengthError(
+            f"this request needs {prompt_tokens} prompt + {wanted} new tokens = {prompt_tokens + wanted}, "
+            f"more than the model's context of {max_model_len} tokens",
+            "shorten the input or lower max_new_tokens (or raise --max_model_len)",
+        )
+    return max_new_tokens if max_new_tokens is not None else room
+
+
+def generate_all(
+    engine: Engine,
+    requests: Sequence[EngineRequest],
+    on_result: Callable[[RequestResult], None] | None = None,
+) -> list[RequestResult]:
+    """Run requests as one batch; return final results in request order, calling on_result as each finishes."""
+    final: dict[str, RequestResult] = {}
+    for result in engine.stream(requests):
+        if result.finished:
+            final[result.request_id] = result
+            if on_result is not None:
+                on_result(result)
+    return [final[r.request_id] for r in requests]

