@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 EXTRA ?= cpu,dev
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRA))
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRA))
 
 .PHONY: install run test lint bench
 
