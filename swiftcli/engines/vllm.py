@@ -191,6 +191,10 @@ class VllmEngine:
     def close(self) -> None:
         llm = getattr(self, "llm", None)
         if llm is not None:
+            # Shut the engine core down ourselves; left to interpreter exit, vLLM logs a spurious error.
+            shutdown = getattr(getattr(self._engine, "engine_core", None), "shutdown", None)
+            if shutdown is not None:
+                shutdown()
             del self.llm
             import gc
 
