@@ -24,3 +24,12 @@ def vllm_engine(embedded_spec):
     engine = get_vllm_engine("smollm2-135m-instruct")
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def lora_ckpt(embedded_spec, tmp_path_factory):
+    """A LoRA checkpoint on the embedded model (peft adapter + sft_args.json), as ms-swift 2.x writes one."""
+    from checkpoints import make_lora_adapter
+
+    root = tmp_path_factory.mktemp("lora")
+    return make_lora_adapter(embedded_spec.model_dir, root / "checkpoint-10")
