@@ -1,0 +1,264 @@
+"""Inference over dataset files: every row to the engine as one batch, results as resumable JSON lines.
+
+The result file holds one row per line, in input order: `{"system", "query", "response", "label", "history"}`.
+A line is written and flushed as soon as it and every row before it are answered, so after a crash (even
+kill -9) the file is a complete prefix of the results, perhaps plus one torn line. `ResultFile.resume` drops
+the torn line, checks that the finished lines belong to the same rows, and the run continues after them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from swiftcli.config.spec import GenerationConfig
+from swiftcli.data import Record, Sample, read_samples
+from swiftcli.errors import InputError
+
+DEFAULT_DATASET_SEED = 42
+DEFAULT_TEST_RATIO = 0.01
+
+
+@dataclass(frozen=True)
+class Row:
+    record: Record
+    sample: Sample
+
+
+def load_rows(
+    paths: Sequence[str | Path],
+    sample: int = -1,
+    seed: int = DEFAULT_DATASET_SEED,
+    skip_bad_rows: bool = False,
+    on_skip: Callable[[Record, InputError], None] | None = None,
+) -> list[Row]:
+    """Rows of the files in order; with sample >= 0, a seeded random `sample` of them, still in file order."""
+    rows = [Row(r, s) for r, s in read_samples(paths, skip_bad_rows, on_skip)]
+    return sample_rows(rows, sample, seed)
+
+
+def sample_rows(rows: list[Row], sample: int, seed: int) -> list[Row]:
+    """A seeded random sample of `sample` rows in their original order; all rows when sample is -1."""
+    if 0 <= sample < len(rows):
+        return [rows[i] for i in sorted(_permutation(len(rows), seed)[:sample])]
+    return rows
+
+
+def split_validation(rows: list[Row], test_ratio: float, seed: int) -> list[Row]:
+    """The validation part of a train/validation split: ceil(ratio * n) rows chosen by a seeded permutation
+    (the rule of `datasets.Dataset.train_test_split`), kept in file order."""
+    import math
+
+    if not 0 < test_ratio < 1:
+        raise InputError(f"dataset_test_ratio must be between 0 and 1, got {test_ratio}")
+    count = math.ceil(test_ratio * len(rows))
+    return [rows[i] for i in sorted(_permutation(len(rows), seed)[:count])]
+
+
+def _permutation(n: int, seed: int) -> list[int]:
+    import numpy as np
+
+    return [int(i) for i in np.random.default_rng(seed).permutation(n)]
+
+
+def result_row(sample: Sample, response: str) -> dict[str, Any]:
+    return {"system": sample.system, "query": sample.query, "response": response, "label": sample.response,
+            "history": sample.history}
+
+
+class ResultFile:
+    """A JSON-lines result file written in input order; reopened, it resumes after its last complete line."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: IO[str] | None = None
+        self._pending: dict[int, dict[str, Any]] = {}
+        self.written = 0
+
+    def resume(self, rows: Sequence[Row]) -> int:
+        """How many rows are already done; drops a torn last line and checks the done rows match `rows`."""
+        if not self.path.exists():
+            return 0
+        if self.path.is_dir():
+            raise InputError(f"result file {self.path} is a directory", "pass a file path to --result_file")
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            # The process died in the middle of writing this line: it was never complete, drop it.
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+        done = 0
+        for number, line in enumerate(data[:end].decode("utf-8", errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"{self.path}:{number}: not a result line", "pass a new --result_file") from None
+            if done >= len(rows) or not isinstance(row, dict) or row.get("query") != rows[done].sample.query:
+                raise InputError(
+                    f"{self.path} holds results of other rows (line {number} does not match "
+                    f"{rows[done].record.where if done < len(rows) else 'any row'})",
+                    "resume with the same dataset and sampling options, or pass a new --result_file",
+                )
+            done += 1
+        self.written = done
+        return done
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def add(self, index: int, row: dict[str, Any]) -> None:
+        """Record row `index` (0-based over the whole dataset); writes every row now complete in order."""
+        self._pending[index] = row
+        while self.written in self._pending:
+            self._write(self._pending.pop(self.written))
+
+    def _write(self, row: dict[str, Any]) -> None:
+        assert self._file is not None, "open() first"
+        # One write call per line, then flush: a killed process leaves at most this one line torn.
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self.written += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class StreamWriter:
+    """Results on a text stream (stdout), in input order; nothing to resume."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self._pending: dict[int, dict[str, Any]] = {}
+        self.written = 0
+        self.path = None
+
+    def add(self, index: int, row: dict[str, Any]) -> None:
+        self._pending[index] = row
+        while self.written in self._pending:
+            self.stream.write(json.dumps(self._pending.pop(self.written), ensure_ascii=False) + "\n")
+            self.stream.flush()
+            self.written += 1
+
+
+@dataclass
+class RunStats:
+    rows: int = 0
+    resumed: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    startup_seconds: float = 0.0
+    result_path: str | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def output_tokens_per_second(self) -> float:
+        return self.output_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "resumed": self.resumed, "skipped": len(self.skipped),
+                "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
+                "seconds": round(self.seconds, 3), "output_tokens_per_second": round(self.output_tokens_per_second, 2),
+                "startup_seconds": round(self.startup_seconds, 3), "result_file": self.result_path}
+
+
+def run_rows(
+    engine: Any,
+    template: Any,
+    rows: Sequence[Row],
+    config: GenerationConfig,
+    writer: ResultFile | StreamWriter,
+    start: int = 0,
+    stats: RunStats | None = None,
+    on_row: Callable[[RunStats], None] | None = None,
+) -> RunStats:
+    """Answer rows[start:] as one batch, handing each finished row to `writer` (which keeps input order).
+
+    On KeyboardInterrupt the engine requests are aborted and the interrupt propagates; what the writer
+    has written stays a valid prefix.
+    """
+    from swiftcli.inference import encode_request
+
+    stats = stats or RunStats()
+    todo = list(enumerate(rows))[start:]
+    t0 = time.perf_counter()
+    encoded = [encode_request(template, row.sample.request(), config) for _, row in todo]
+    index = {e.request_id: i for (i, _), e in zip(todo, encoded)}
+    stream = engine.stream(encoded)
+    try:
+        for state in stream:
+            if not state.finished:
+                continue
+            i = index[state.request_id]
+            writer.add(i, result_row(rows[i].sample, state.outputs[0].text if state.outputs else ""))
+            stats.rows += 1
+            stats.prompt_tokens += state.prompt_tokens
+            stats.output_tokens += state.output_tokens
+            stats.seconds = time.perf_counter() - t0
+            if on_row is not None:
+                on_row(stats)
+    finally:
+        _close_quietly(stream)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _close_quietly(stream: Any) -> None:
+    # After Ctrl-C in a terminal the engine process may already be gone; aborting it then must not hide
+    # the interrupt behind a second error.
+    try:
+        stream.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def checkpoint_datasets(args: dict[str, Any], ckpt_dir: Path) -> tuple[list[str], bool, float, int]:
+    """The datasets named in a checkpoint's sft_args.json/args.json: (files, is_validation_set, test_ratio, seed).
+
+    `val_dataset` files are used whole; otherwise the validation split of `dataset`. Entries may carry
+    ms-swift's `#N` sample suffix, which is dropped. Hub dataset names cannot be loaded offline.
+    """
+    seed = int(args.get("dataset_seed", DEFAULT_DATASET_SEED))
+    ratio = float(args.get("dataset_test_ratio", args.get("split_dataset_ratio", DEFAULT_TEST_RATIO)) or 0)
+    val = _as_list(args.get("val_dataset")) + _as_list(args.get("custom_val_dataset_path"))
+    train = _as_list(args.get("dataset")) + _as_list(args.get("custom_train_dataset_path"))
+    names, whole = (val, True) if val else (train, False)
+    if not names:
+        raise InputError(f"the checkpoint's arguments in {ckpt_dir} name no dataset",
+                         "pass --val_dataset FILE instead of --load_dataset_config true")
+    files = []
+    for name in names:
+        name = name.split("#", 1)[0]
+        path = Path(name).expanduser()
+        if not path.is_absolute() and not path.exists() and (ckpt_dir / path).exists():
+            path = ckpt_dir / path
+        if not path.exists():
+            looks_hub = "/" in name and not name.startswith((".", "/", "~")) and path.suffix.lower() not in (
+                ".jsonl", ".json", ".csv")
+            what = "a hub dataset, which cannot be downloaded offline" if looks_hub else "not a file here"
+            raise InputError(f"dataset {name!r} from the checkpoint's arguments is {what}",
+                             "pass a local copy with --val_dataset FILE")
+        files.append(str(path))
+    if not whole and ratio <= 0:
+        raise InputError("the checkpoint's arguments keep no validation split (dataset_test_ratio is 0)",
+                         "pass --val_dataset FILE")
+    return files, whole, ratio, seed
+
+
+def _as_list(value: Any) -> list[str]:
+    if value in (None, "", []):
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Iterable):
+        return [str(v) for v in value]
+    return [str(value)]
