@@ -1,0 +1,26 @@
+"""The web chat page (`swiftcli app-ui`): a Gradio app over a local async engine or an OpenAI-compatible server.
+
+Gradio is imported only when a page is built, so importing this package stays light.
+"""
+
+from swiftcli.webui.app import PageDefaults, build_app, serve
+from swiftcli.webui.backends import (
+    ChatBackend,
+    ChatProgress,
+    ChatSettings,
+    EngineChatBackend,
+    OpenAIChatBackend,
+    connect_api,
+)
+
+__all__ = [
+    "ChatBackend",
+    "ChatProgress",
+    "ChatSettings",
+    "EngineChatBackend",
+    "OpenAIChatBackend",
+    "PageDefaults",
+    "build_app",
+    "connect_api",
+    "serve",
+]

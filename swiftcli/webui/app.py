@@ -1,0 +1,185 @@
+"""The chat page: a Gradio Blocks app over a `ChatBackend`.
+
+Each browser tab has its own conversation in a `gr.State`; the Stop button cancels the running answer, which
+aborts the request in the engine (or closes the server stream). Answers stream as Markdown with the model's
+name, the token count and the speed underneath.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from swiftcli.errors import SwiftError
+from swiftcli.webui.backends import ChatBackend, ChatSettings
+
+logger = logging.getLogger("swiftcli.webui")
+
+# Re-rendering the whole conversation for every token costs more than it shows; ~20 updates a second is smooth.
+UPDATE_INTERVAL_S = 0.05
+
+Turn = dict[str, Any]  # query, response, tokens, seconds, status (running|done|stopped|error), error
+
+
+@dataclass(frozen=True)
+class PageDefaults:
+    """The controls' starting values."""
+
+    temperature: float = 0.3
+    top_p: float = 0.7
+    max_new_tokens: int = 1024
+    system: str | None = None
+
+
+def new_turn(query: str) -> Turn:
+    return {"query": query, "response": "", "tokens": 0, "seconds": 0.0, "status": "running", "error": None}
+
+
+def chat_history(turns: list[Turn]) -> list[tuple[str, str]]:
+    """What the model sees of earlier turns: answered ones (stopped ones too), never errors."""
+    return [(t["query"], t["response"]) for t in turns if t["status"] in ("done", "stopped") and t["response"]]
+
+
+def footer(turn: Turn, model_name: str) -> str:
+    rate = turn["tokens"] / turn["seconds"] if turn["seconds"] > 0 else 0.0
+    parts = [model_name, f"{turn['tokens']} tokens", f"{rate:.1f} tokens/s"]
+    if turn["status"] == "stopped":
+        parts.insert(0, "stopped")
+    return " · ".join(parts)
+
+
+def render(turns: list[Turn], model_name: str) -> list[dict[str, str]]:
+    """The conversation as Chatbot messages; the stats line sits under each finished answer."""
+    messages: list[dict[str, str]] = []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn["query"]})
+        if turn["status"] == "error":
+            content = f"**Error:** {turn['error']}"
+        elif turn["status"] == "running":
+            content = turn["response"] or "…"
+        else:
+            content = f"{turn['response']}\n\n<sub>{footer(turn, model_name)}</sub>"
+        messages.append({"role": "assistant", "content": content})
+    return messages
+
+
+def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title: str | None = None) -> Any:
+    """The Blocks app; call `.queue().launch(...)` on it (see `serve`)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    defaults = defaults or PageDefaults()
+    model_name = backend.model_name
+    limit = max(1, backend.max_new_tokens_limit)
+    system_default = defaults.system if defaults.system is not None else backend.default_system
+
+    async def answer(query: str, turns: list[Turn], settings: ChatSettings) -> AsyncIterator[tuple[Any, Any]]:
+        history = chat_history(turns)
+        turn = new_turn(query)
+        turns = [*turns, turn]
+        yield render(turns, model_name), turns
+        start = time.perf_counter()
+        last_update = 0.0
+        try:
+            async for progress in backend.chat(query, history, settings):
+                turn.update(response=progress.text, tokens=progress.tokens, seconds=time.perf_counter() - start)
+                if time.perf_counter() - last_update >= UPDATE_INTERVAL_S:
+                    last_update = time.perf_counter()
+                    yield render(turns, model_name), turns
+            turn["status"] = "done"
+        except SwiftError as exc:
+            turn.update(status="error", error=str(exc))
+        except Exception as exc:  # a page that dies on one bad answer helps nobody; the log keeps the trace
+            logger.exception("chat request failed")
+            turn.update(status="error", error=f"{type(exc).__name__}: {exc}")
+        yield render(turns, model_name), turns
+
+    def settings_of(system: str, temperature: float, top_p: float, max_new_tokens: float) -> ChatSettings:
+        return ChatSettings(system=system.strip() if backend.supports_system else None,
+                            temperature=float(temperature), top_p=max(float(top_p), 0.01),
+                            max_new_tokens=int(max_new_tokens))
+
+    async def send(message: str, turns: list[Turn], system: str, temperature: float, top_p: float,
+                   max_new_tokens: float) -> AsyncIterator[tuple[Any, Any, Any]]:
+        query = (message or "").strip()
+        if not query:  # an empty message is ignored
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
+        async for chat, state in answer(query, turns, settings_of(system, temperature, top_p, max_new_tokens)):
+            yield "", chat, state
+
+    async def regenerate(turns: list[Turn], system: str, temperature: float, top_p: float,
+                         max_new_tokens: float) -> AsyncIterator[tuple[Any, Any]]:
+        if not turns:
+            yield gr.skip(), gr.skip()
+            return
+        settings = settings_of(system, temperature, top_p, max_new_tokens)
+        async for chat, state in answer(turns[-1]["query"], turns[:-1], settings):
+            yield chat, state
+
+    def mark_stopped(turns: list[Turn]) -> tuple[Any, Any]:
+        turns = [dict(t) for t in turns]
+        if turns and turns[-1]["status"] == "running":
+            turns[-1]["status"] = "stopped"
+        return render(turns, model_name), turns
+
+    def clear() -> tuple[Any, Any, Any]:
+        return [], [], ""
+
+    with gr.Blocks(title=title or f"{model_name} · swiftcli", fill_height=True) as demo:
+        turns = gr.State([])
+        gr.Markdown(f"### {title or model_name}")
+        chatbot = gr.Chatbot(elem_id="chatbot", label=model_name, height=520, buttons=["copy"],
+                             feedback_options=None)
+        with gr.Row(equal_height=True):
+            message = gr.Textbox(elem_id="message", show_label=False, placeholder="Message (Enter to send)",
+                                 scale=8, lines=1, max_lines=8, autofocus=True)
+            send_button = gr.Button("Send", elem_id="send", variant="primary", scale=1, min_width=80)
+            stop_button = gr.Button("Stop", elem_id="stop", variant="stop", scale=1, min_width=80)
+        with gr.Row():
+            regenerate_button = gr.Button("Regenerate", elem_id="regenerate", size="sm")
+            clear_button = gr.Button("Clear", elem_id="clear", size="sm")
+        with gr.Accordion("Settings", open=False, elem_id="settings"):
+            system = gr.Textbox(label="System prompt", value=system_default or "", lines=2, elem_id="system",
+                                visible=backend.supports_system)
+            with gr.Row():
+                temperature = gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="temperature",
+                                        info="0 is greedy", elem_id="temperature")
+                top_p = gr.Slider(0.01, 1.0, value=defaults.top_p, step=0.01, label="top_p", elem_id="top_p")
+                max_new_tokens = gr.Slider(1, limit, value=min(defaults.max_new_tokens, limit), step=1,
+                                           label="max_new_tokens", elem_id="max_new_tokens")
+        controls = [system, temperature, top_p, max_new_tokens]
+
+        # The engine batches what many tabs send, so chat events run concurrently (no per-event limit).
+        running = [
+            message.submit(send, [message, turns, *controls], [message, chatbot, turns], concurrency_limit=None,
+                           api_visibility="private"),
+            send_button.click(send, [message, turns, *controls], [message, chatbot, turns],
+                              concurrency_limit=None, api_visibility="private"),
+            regenerate_button.click(regenerate, [turns, *controls], [chatbot, turns], concurrency_limit=None,
+                                    api_visibility="private"),
+        ]
+        # Cancelling the running event cancels its task, which closes the backend's stream: the engine aborts
+        # the request. The stats line is then redrawn as "stopped".
+        stop_button.click(None, None, None, cancels=running, queue=False).then(
+            mark_stopped, [turns], [chatbot, turns], api_visibility="private")
+        # The Chatbot's own trash icon empties the conversation too, so it must reset the history as well.
+        for clearing in (clear_button.click, chatbot.clear):
+            clearing(None, None, None, cancels=running, queue=False).then(
+                clear, None, [chatbot, turns, message], api_visibility="private")
+    return demo
+
+
+def serve(demo: Any, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
+    """Serve until interrupted (Ctrl-C); returns once the server has stopped."""
+    demo.queue(default_concurrency_limit=None)
+    demo.launch(server_name=host, server_port=port, share=share, show_error=True, prevent_thread_lock=True,
+                footer_links=["gradio"], quiet=False)
+    try:
+        demo.block_thread()
+    finally:
+        demo.close()
