@@ -9,6 +9,7 @@ import typer
 from swiftcli import __version__
 from swiftcli.cli import errors, state
 from swiftcli.cli.app_ui import app_ui_command
+from swiftcli.cli.chat import chat_command
 from swiftcli.cli.infer import infer_command
 from swiftcli.cli.models import models_command
 
@@ -42,6 +43,7 @@ def root(
 
 
 app.command("infer", rich_help_panel="Run")(infer_command)
+app.command("chat", rich_help_panel="Run")(chat_command)
 app.command("models", rich_help_panel="Models")(models_command)
 app.command("app-ui", rich_help_panel="Run")(app_ui_command)
 
