@@ -8,6 +8,8 @@ import pytest
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+# Engines that tests start (in process and in subprocesses) share 2 cores and a few GiB: keep KV caches small.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +23,19 @@ def embedded_spec():
 def vllm_engine(embedded_spec):
     from swiftcli import get_vllm_engine
 
-    engine = get_vllm_engine("smollm2-135m-instruct")
+    # LoRA support on from the start, so LoRA tests share this engine instead of starting another.
+    engine = get_vllm_engine("smollm2-135m-instruct", enable_lora=True, max_lora_rank=8)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def pt_engine(embedded_spec):
+    """The transformers backend on the embedded model, float32 like the vLLM CPU default."""
+    from swiftcli.config import EngineConfig
+    from swiftcli.engines import create_engine
+
+    engine = create_engine(embedded_spec, EngineConfig(dtype="float32"), backend="pt")
     yield engine
     engine.close()
 

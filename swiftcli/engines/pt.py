@@ -95,7 +95,7 @@ class PtEngine:
         torch = _torch()
         cfg = requests[0].config
         tokenizer = self.hf_tokenizer
-        pad = tokenizer.pad_token_id
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         width = max(len(r.prompt_ids) for r in requests)
         input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in requests])
         attention = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in requests])
@@ -122,6 +122,8 @@ class PtEngine:
             kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
         streamer = _BatchStreamer()
         kwargs["streamer"] = streamer
+        ids = [r.request_id for r in requests]
+        kwargs["stopping_criteria"] = self._abort_criteria(ids)
         errors: list[BaseException] = []
 
         def run() -> None:
@@ -140,7 +142,7 @@ class PtEngine:
         stop_set = set(stop_ids)
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        ids = [r.request_id for r in requests]
+        complete = False
         try:
             while True:
                 step = streamer.queue.get()
@@ -149,18 +151,22 @@ class PtEngine:
                 for row, tok in enumerate(step):
                     if done[row]:
                         continue
-                    if tok in stop_set:
-                        done[row] = True
-                    else:
-                        tokens[row].append(tok)
+                    tokens[row].append(tok)  # a stop token counts as generated, as in vLLM, but shows no text
+                    done[row] = tok in stop_set
                 for i, request in enumerate(requests):
                     if request.request_id in self._aborted:
                         continue
                     yield self._result(request, tokens, done, cfg.n, i, stop_strings, max_new, final=False)
                 if all(r in self._aborted for r in ids):
                     break
+            complete = True
         finally:
-            thread.join() if not errors else None
+            if not complete:  # the caller closed the stream: stop generating now, not at max_new_tokens
+                self.abort(ids)
+            thread.join()
+            if not complete:
+                with self._lock:
+                    self._aborted.difference_update(ids)
         if errors:
             raise errors[0]
         for i, request in enumerate(requests):
@@ -176,12 +182,27 @@ class PtEngine:
         outputs = []
         for j in range(n):
             row = i * n + j
-            text, hit_stop = _decode(self.hf_tokenizer, tokens[row], stop_strings, final)
+            shown = tokens[row][:-1] if done[row] else tokens[row]
+            text, hit_stop = _decode(self.hf_tokenizer, shown, stop_strings, final)
             reason = None
             if final:
                 reason = "stop" if done[row] or hit_stop or len(tokens[row]) < max_new else "length"
             outputs.append(Completion(j, text, list(tokens[row]), reason))
         return RequestResult(request.request_id, len(request.prompt_ids), outputs, final)
+
+    def _abort_criteria(self, ids: list[str]) -> Any:
+        """Ends `generate` early once every request of the batch was aborted (frees the model at once)."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        engine = self
+
+        class Aborted(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                torch = _torch()
+                stop = all(r in engine._aborted for r in ids)
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+        return StoppingCriteriaList([Aborted()])
 
     def abort(self, request_ids: Sequence[str]) -> None:
         with self._lock:
