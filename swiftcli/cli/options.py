@@ -89,6 +89,8 @@ class GenerationOptions:
     do_sample: Optional[BoolValue] = opt(None, "false for greedy decoding.", GENERATION_PANEL)
     seed: Optional[int] = opt(None, "Random seed (engine and sampling).", GENERATION_PANEL)
     stop: Optional[list[str]] = opt(None, "Stop string (repeatable).", GENERATION_PANEL)
+    ignore_eos: Optional[BoolValue] = opt(None, "true to generate max_new_tokens regardless of EOS (benchmarks).",
+                                          GENERATION_PANEL)
 
 
 def _parameter(f: Any) -> inspect.Parameter:

@@ -62,8 +62,16 @@ def platform_defaults() -> PlatformDefaults:
 
 
 def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
-    """Our EngineConfig in vLLM's argument names, with platform defaults filled in."""
+    """Our EngineConfig in vLLM's argument names, with platform defaults filled in.
+
+    Checks the parallel sizes against the model first and, on CPU, binds worker threads (see engines.parallel).
+    """
+    from swiftcli.engines.parallel import check_parallel_sizes, prepare_cpu_workers
+
     defaults = platform_defaults()
+    check_parallel_sizes(spec.model_dir, config.tensor_parallel_size, config.pipeline_parallel_size)
+    if defaults.is_cpu:
+        prepare_cpu_workers(config.tensor_parallel_size * config.pipeline_parallel_size)
     args: dict[str, Any] = {
         "model": str(spec.model_dir),
         "tokenizer": str(spec.model_dir),

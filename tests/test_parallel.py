@@ -1,0 +1,89 @@
+"""Tensor and pipeline parallel on CPU: size checks before loading, automatic thread binding, and TP=3 / PP=2
+giving the same greedy tokens as one worker (float32, eager)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from swiftcli.engines import parallel
+from swiftcli.errors import UsageError
+
+PROMPTS = ["What is the capital of France?", "Name three colours.", "Count from one to five."]
+
+
+def test_tp_sizes_checked_against_heads(embedded_spec):
+    shape = parallel.model_shape(embedded_spec.model_dir)
+    assert shape == {"heads": 9, "kv_heads": 3, "layers": 30}
+    with pytest.raises(UsageError) as err:
+        parallel.check_parallel_sizes(embedded_spec.model_dir, 2, 1)
+    assert "9 attention heads" in str(err.value) and "3 KV heads" in str(err.value)
+    assert err.value.hint == "sizes that work: 1, 3, 9"
+    parallel.check_parallel_sizes(embedded_spec.model_dir, 3, 2)  # fine
+    with pytest.raises(UsageError, match="30 layers"):
+        parallel.check_parallel_sizes(embedded_spec.model_dir, 1, 31)
+
+
+def test_tp2_refused_by_the_cli_before_loading():
+    from typer.testing import CliRunner
+
+    from swiftcli.cli.main import app
+
+    result = CliRunner().invoke(app, ["infer", "--query", "hi", "--tensor_parallel_size", "2"])
+    assert result.exit_code == 2
+    assert "sizes that work: 1, 3, 9" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("workers, cpus, nodes, expected", [
+    (3, [0, 1], 1, "0|1|0"),
+    (2, [0, 1, 2, 3], 1, "0,1|2,3"),
+    (3, list(range(8)), 1, "0,1,2|3,4,5|6,7"),
+    (2, [0, 1, 2, 3], 2, None),  # one NUMA node per worker: vLLM binds by itself
+])
+def test_cpu_thread_binding(workers, cpus, nodes, expected):
+    assert parallel.cpu_thread_binding(workers, cpus, nodes) == expected
+
+
+def test_user_binding_wins_and_ours_is_undone(monkeypatch):
+    monkeypatch.setattr(parallel, "numa_nodes", lambda: 1)
+    monkeypatch.setattr(parallel, "_set_here", None)
+    monkeypatch.setenv(parallel.BIND_VARIABLE, "0|0|0")
+    assert parallel.prepare_cpu_workers(3) is None and os.environ[parallel.BIND_VARIABLE] == "0|0|0"
+    monkeypatch.delenv(parallel.BIND_VARIABLE)
+    value = parallel.prepare_cpu_workers(3)
+    assert value and os.environ[parallel.BIND_VARIABLE] == value
+    assert parallel.prepare_cpu_workers(1) is None and parallel.BIND_VARIABLE not in os.environ
+
+
+def _greedy_tokens(engine):
+    from swiftcli import get_template
+    from swiftcli.config import GenerationConfig
+    from swiftcli.engines.base import EngineRequest, generate_all
+
+    template = get_template(engine.spec.template_type, engine.hf_tokenizer)
+    config = GenerationConfig(max_new_tokens=16, temperature=0.0, do_sample=False)
+    requests = [EngineRequest(template.encode(p), config, stop_token_ids=template.stop_token_ids) for p in PROMPTS]
+    return [r.outputs[0].token_ids for r in generate_all(engine, requests)]
+
+
+@pytest.fixture(scope="module")
+def single_worker_tokens(vllm_engine):
+    return _greedy_tokens(vllm_engine)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tp, pp", [(3, 1), (1, 2)], ids=["tp3", "pp2"])
+def test_parallel_engine_matches_one_worker(single_worker_tokens, tp, pp):
+    from swiftcli import get_default_template_type, get_template, get_vllm_engine, inference_vllm
+
+    engine = get_vllm_engine("smollm2-135m-instruct", "float32", tensor_parallel_size=tp,
+                             pipeline_parallel_size=pp, enforce_eager=True)
+    try:
+        assert _greedy_tokens(engine) == single_worker_tokens
+        template = get_template(get_default_template_type("smollm2-135m-instruct"), engine.hf_tokenizer)
+        engine.generation_config.temperature = 0
+        [answer] = inference_vllm(engine, template, [{"query": PROMPTS[0]}])
+        assert "Paris" in answer["response"]
+    finally:
+        engine.close()
