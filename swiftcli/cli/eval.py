@@ -1,0 +1,379 @@
+"""`swiftcli eval`: score a model on dataset files (local engine or --eval_url); `swiftcli eval compare A B`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from swiftcli.cli.errors import handled
+from swiftcli.cli.options import GenerationOptions, ModelOptions, with_options
+
+EVAL_PANEL = "Evaluation"
+
+EXAMPLES = """
+
+[b]Examples[/b]
+
+  swiftcli eval --eval_dataset qa.jsonl --eval_dataset mmlu_dev.csv --eval_limit 100
+
+  swiftcli eval --eval_url http://127.0.0.1:8000/v1 --eval_dataset gsm8k_test.jsonl --eval_few_shot 4
+
+  swiftcli eval compare eval_outputs/base eval_outputs/lora --html report.html
+"""
+
+COMPARE_EXAMPLES = """
+
+[b]Examples[/b]
+
+  swiftcli eval compare eval_outputs/base eval_outputs/lora
+
+  swiftcli eval compare runs/a runs/b --html compare.html
+"""
+
+# Reproducible scores: greedy, and room for a worked math answer.
+EVAL_DEFAULTS: dict[str, Any] = {"temperature": 0.0, "do_sample": False, "max_new_tokens": 512}
+
+eval_app = typer.Typer(
+    name="eval",
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@eval_app.callback(invoke_without_command=True)
+@with_options(model=ModelOptions, gen=GenerationOptions)
+@handled
+def eval_command(
+    ctx: typer.Context,
+    eval_dataset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--eval_dataset",
+            "--eval-dataset",
+            help="A .jsonl, .json or .csv file (repeatable).",
+            rich_help_panel=EVAL_PANEL,
+        ),
+    ] = None,
+    eval_type: Annotated[
+        str | None,
+        typer.Option(
+            "--eval_type",
+            "--eval-type",
+            help="generation, multiple_choice or gsm8k; default: from the columns.",
+            metavar="generation|multiple_choice|gsm8k",
+            rich_help_panel=EVAL_PANEL,
+        ),
+    ] = None,
+    eval_few_shot: Annotated[
+        int,
+        typer.Option(
+            "--eval_few_shot",
+            "--eval-few-shot",
+            help="Examples per prompt, drawn from the same file (not scored).",
+            rich_help_panel=EVAL_PANEL,
+            show_default=True,
+        ),
+    ] = 0,
+    eval_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--eval_limit", "--eval-limit", help="Score at most N rows per dataset.", rich_help_panel=EVAL_PANEL
+        ),
+    ] = None,
+    eval_output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval_output_dir",
+            "--eval-output-dir",
+            help="Where samples.jsonl and summary.json go; default eval_outputs/<timestamp>.",
+            rich_help_panel=EVAL_PANEL,
+        ),
+    ] = None,
+    eval_url: Annotated[
+        str | None,
+        typer.Option(
+            "--eval_url",
+            "--eval-url",
+            help="An OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1, instead of a local engine.",
+            rich_help_panel=EVAL_PANEL,
+        ),
+    ] = None,
+    eval_token: Annotated[
+        str | None,
+        typer.Option(
+            "--eval_token",
+            "--eval-token",
+            help="API key for --eval_url.",
+            envvar="SWIFTCLI_EVAL_TOKEN",
+            show_envvar=True,
+            rich_help_panel=EVAL_PANEL,
+        ),
+    ] = None,
+    eval_model: Annotated[
+        str | None,
+        typer.Option(
+            "--eval_model",
+            "--eval-model",
+            help="Model name at --eval_url; default the first it lists.",
+            rich_help_panel=EVAL_PANEL,
+        ),
+    ] = None,
+    eval_concurrency: Annotated[
+        int,
+        typer.Option(
+            "--eval_concurrency",
+            "--eval-concurrency",
+            help="Requests in flight at once with --eval_url.",
+            rich_help_panel=EVAL_PANEL,
+            show_default=True,
+        ),
+    ] = 8,
+    eval_zh_tokenizer: Annotated[
+        str,
+        typer.Option(
+            "--eval_zh_tokenizer",
+            "--eval-zh-tokenizer",
+            help="How ROUGE-L splits Chinese: char or jieba.",
+            metavar="char|jieba",
+            rich_help_panel=EVAL_PANEL,
+            show_default=True,
+        ),
+    ] = "char",
+    *,
+    model: ModelOptions,
+    gen: GenerationOptions,
+) -> None:
+    """Score a model on dataset files: per-sample jsonl, summary.json and a table of metrics."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from swiftcli.errors import UsageError
+    from swiftcli.eval.evaluate import load_datasets
+    from swiftcli.eval.metrics import ZH_TOKENIZERS
+    from swiftcli.eval.report import check_output_dir, default_output_dir
+
+    if not eval_dataset:
+        raise UsageError("give at least one --eval_dataset FILE", "see `swiftcli eval --help`")
+    if eval_zh_tokenizer not in ZH_TOKENIZERS:
+        raise UsageError(f"--eval_zh_tokenizer must be char or jieba, not {eval_zh_tokenizer!r}")
+    if eval_url and (model.model_type or model.model_id_or_path or model.ckpt_dir):
+        raise UsageError(
+            "--eval_url evaluates a running server; it takes no --model_type, --model or --ckpt_dir",
+            "use --eval_model to pick a model the server serves",
+        )
+    output_dir = eval_output_dir or default_output_dir()
+    check_output_dir(output_dir)
+    seed = gen.seed if gen.seed is not None else 0
+    datasets = load_datasets(eval_dataset, eval_type, eval_few_shot, eval_limit, seed)
+    settings = {
+        "eval_type": eval_type,
+        "few_shot": eval_few_shot,
+        "limit": eval_limit,
+        "seed": seed,
+        "zh_tokenizer": eval_zh_tokenizer,
+        "eval_url": eval_url,
+        "concurrency": eval_concurrency,
+    }
+    run_eval(datasets, output_dir, settings, model, gen, eval_url, eval_token, eval_model)
+
+
+def run_eval(
+    datasets: list[Any],
+    output_dir: Path,
+    settings: dict[str, Any],
+    model: ModelOptions,
+    gen: GenerationOptions,
+    url: str | None,
+    token: str | None,
+    model_name: str | None,
+) -> None:
+    from swiftcli.cli.common import generation_config
+    from swiftcli.config.spec import GenerationConfig
+    from swiftcli.eval.evaluate import build_summary, evaluate
+    from swiftcli.eval.report import write_run
+    from swiftcli.eval.runner import RemoteTarget, generate_local, generate_remote
+
+    started = time.perf_counter()
+    total = sum(len(d.items) for d in datasets)
+    zh = settings["zh_tokenizer"]
+    if url:
+        config = generation_config(GenerationConfig(), gen, **EVAL_DEFAULTS)
+        target = RemoteTarget(url.rstrip("/"), token, model_name)
+        served: dict[str, str] = {}
+
+        def remote(items: list[Any]) -> Any:
+            with _progress(total) as advance:
+                served["model"], generated = generate_remote(
+                    target, items, config, settings["concurrency"], model.system, advance
+                )
+            return generated
+
+        load_s = 0.0
+        outcome = evaluate(datasets, remote, zh)
+        about = {"name": served.get("model"), "url": target.url, "backend": "remote"}
+    else:
+        from swiftcli.cli.common import load
+
+        loaded = load(model, seed=gen.seed)
+        load_s = time.perf_counter() - started
+        config = generation_config(loaded.engine.generation_config, gen, **EVAL_DEFAULTS)
+
+        def local(items: list[Any]) -> Any:
+            with _progress(total) as advance:
+                return generate_local(loaded.engine, loaded.template, items, config, advance)
+
+        try:
+            outcome = evaluate(datasets, local, zh)
+        finally:
+            loaded.engine.close()
+        spec = loaded.spec
+        about = {
+            "name": spec.name,
+            "model_dir": str(spec.model_dir),
+            "ckpt_dir": str(spec.ckpt_dir) if spec.ckpt_dir else None,
+            "template": spec.template_type,
+            "backend": loaded.backend,
+        }
+    summary = build_summary(outcome, about, config.to_dict(), settings, load_s, time.perf_counter() - started)
+    write_run(output_dir, outcome.rows, summary)
+    _print_summary(summary, output_dir)
+
+
+class _progress:
+    """A Rich progress bar on stderr (hidden with --quiet); yields advance(n)."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from swiftcli.cli.state import quiet
+
+        self.bar = Progress(
+            TextColumn("eval"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=quiet(),
+        )
+        self.task = self.bar.add_task("eval", total=total)
+
+    def __enter__(self) -> Any:
+        self.bar.start()
+        return lambda n: self.bar.advance(self.task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.stop()
+
+
+def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from swiftcli.cli.state import quiet
+
+    table = Table(title=f"swiftcli eval: {summary['model'].get('name')}", title_justify="left")
+    for column in ("dataset", "kind", "metric", "score", "ok", "failed"):
+        table.add_column(column, justify="right" if column in ("score", "ok", "failed") else "left")
+    for d in summary["datasets"]:
+        first = True
+        for metric, value in d["metrics"].items():
+            shown = f"{value:.0f}" if metric == "no_answer_found" else f"{value:.2f}"
+            table.add_row(
+                d["name"] if first else "",
+                d["kind"] if first else "",
+                metric,
+                shown,
+                str(d["ok"]) if first else "",
+                str(d["failed"]) if first else "",
+            )
+            first = False
+    Console().print(table)
+    if not quiet():
+        t = summary["timings"]
+        Console(stderr=True).print(
+            f"[dim]{summary['counts']['ok']} answered in {t['generate_s']:.1f} s "
+            f"({t['samples_per_s']:.2f} samples/s); wrote {output_dir}[/]"
+        )
+
+
+@eval_app.command("compare")
+@handled
+def compare_command(
+    run_a: Annotated[Path, typer.Argument(help="A run directory (or its summary.json).")],
+    run_b: Annotated[Path, typer.Argument(help="The run to compare it with.")],
+    html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
+) -> None:
+    """Compare two runs: every metric side by side with its delta, and samples that flipped right/wrong."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from swiftcli.eval.compare import compare_runs, render_html
+    from swiftcli.eval.report import load_run
+
+    comparison = compare_runs(load_run(run_a), load_run(run_b))
+    label_a, label_b = comparison.a.label, comparison.b.label
+    metrics = Table(title="metrics", title_justify="left")
+    for column in ("dataset", "metric", f"A: {label_a}", f"B: {label_b}", "B - A"):
+        metrics.add_column(column, justify="left" if column in ("dataset", "metric") else "right")
+    for row in comparison.metrics:
+        delta = row.delta
+        style = "green" if delta and delta > 0 else "red" if delta and delta < 0 else ""
+        metrics.add_row(
+            row.dataset,
+            row.metric,
+            _num(row.a),
+            _num(row.b),
+            f"[{style}]{delta:+.2f}[/]" if delta is not None and style else _num(delta),
+        )
+    flips = Table(title="samples", title_justify="left")
+    for column in ("dataset", "matched", "wrong->right", "right->wrong", "both right", "both wrong"):
+        flips.add_column(column, justify="left" if column == "dataset" else "right")
+    for f in comparison.flips:
+        flips.add_row(
+            f.dataset,
+            str(f.matched),
+            str(f.wrong_to_right),
+            str(f.right_to_wrong),
+            str(f.both_right),
+            str(f.both_wrong),
+        )
+    console = Console()
+    console.print(metrics)
+    console.print(flips)
+    err = Console(stderr=True)
+    for warning in comparison.warnings:
+        err.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+    if html is not None:
+        _write_text(html, render_html(comparison))
+        err.print(f"[dim]wrote {html}[/]", highlight=False)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _write_text(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    from swiftcli.errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"--html {path} is a directory", "give a file name, e.g. report.html")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+eval_command.__doc__ = (eval_command.__doc__ or "") + EXAMPLES
+compare_command.__doc__ = (compare_command.__doc__ or "") + COMPARE_EXAMPLES

@@ -1,0 +1,106 @@
+"""Predictions -> per-sample rows (prompt, prediction, reference, scores) and per-dataset metrics (0-100)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from swiftcli.eval.datasets import GENERATION, GSM8K, MULTIPLE_CHOICE, EvalDataset
+from swiftcli.eval.extract import extract_choice, extract_number, numbers_equal, parse_number
+from swiftcli.eval.metrics import TextScorer, mean
+from swiftcli.eval.runner import Prediction
+
+# The metric each kind is judged by first (shown first, and used to count right/wrong in `compare`).
+MAIN_METRIC = {GENERATION: "rouge_l", MULTIPLE_CHOICE: "accuracy", GSM8K: "accuracy"}
+
+
+def score_dataset(
+    dataset: EvalDataset, predictions: Sequence[Prediction], zh_tokenizer: str = "char"
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows for samples.jsonl and the dataset's entry in summary.json; metrics cover the rows that got an answer."""
+    rows: list[dict[str, Any]] = []
+    answered = [
+        (item, p) for item, p in zip(dataset.items, predictions, strict=True) if p.error is None and p.text is not None
+    ]
+    metrics: dict[str, float] = {}
+    method: dict[str, str] = {}
+    scored: dict[int, dict[str, Any]] = {}
+    if dataset.kind == GENERATION:
+        references = [item.reference or "" for item, _ in answered]
+        scorer = TextScorer(references, zh_tokenizer)
+        for item, p in answered:
+            scores = scorer.sample(p.text or "", item.reference or "")
+            scored[item.index] = {"scores": scores, "correct": scores["exact_match"] == 100.0}
+        per = [s["scores"] for s in scored.values()]
+        metrics = {
+            "rouge_l": mean([s["rouge_l"] for s in per]),
+            "bleu": scorer.corpus_bleu([p.text or "" for _, p in answered], references),
+            "exact_match": mean([s["exact_match"] for s in per]),
+        }
+        method = scorer.describe()
+    else:
+        unparsed = 0
+        for item, p in answered:
+            if dataset.kind == MULTIPLE_CHOICE:
+                letter = extract_choice(p.text or "", item.letters, item.choices)
+                extracted: str | None = letter
+                correct = letter == item.reference
+            else:
+                number = extract_number(p.text or "")
+                extracted = None if number is None else _plain(number)
+                correct = numbers_equal(number, parse_number(item.reference or ""))
+            unparsed += extracted is None
+            scored[item.index] = {
+                "extracted": extracted,
+                "correct": correct,
+                "scores": {"accuracy": 100.0 if correct else 0.0},
+            }
+        metrics = {"accuracy": mean([s["scores"]["accuracy"] for s in scored.values()])}
+        method = {
+            "accuracy": "option letter extracted from the answer"
+            if dataset.kind == MULTIPLE_CHOICE
+            else "final number extracted from the answer, compared exactly"
+        }
+        metrics["no_answer_found"] = float(unparsed)
+    for item, p in zip(dataset.items, predictions, strict=True):
+        row: dict[str, Any] = {
+            "dataset": dataset.name,
+            "index": item.index,
+            "line": item.line,
+            "kind": item.kind,
+            "status": "ok" if item.index in scored else "failed",
+            "prompt": item.query,
+            "system": item.system,
+            "history_turns": len(item.history),
+            "prediction": p.text,
+            "reference": item.reference,
+        }
+        row.update(scored.get(item.index, {"scores": {}, "correct": None}))
+        row.update(
+            prompt_tokens=p.prompt_tokens, output_tokens=p.output_tokens, finish_reason=p.finish_reason, error=p.error
+        )
+        rows.append(row)
+    failed = sum(1 for r in rows if r["status"] == "failed")
+    metrics = {k: round(v, 4) for k, v in metrics.items()}
+    for row in rows:
+        row["scores"] = {k: round(v, 4) for k, v in row["scores"].items()}
+    entry = {
+        "name": dataset.name,
+        "path": str(dataset.path),
+        "sha256": dataset.sha256,
+        "kind": dataset.kind,
+        "rows": dataset.rows,
+        "few_shot": len(dataset.few_shot_lines),
+        "few_shot_lines": dataset.few_shot_lines,
+        "scored": len(rows),
+        "ok": len(rows) - failed,
+        "failed": failed,
+        "main_metric": MAIN_METRIC[dataset.kind],
+        "metrics": metrics,
+        "method": method,
+    }
+    return rows, entry
+
+
+def _plain(number: Any) -> str:
+    return format(number.normalize(), "f")
