@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -32,11 +32,11 @@ EXAMPLES = """
 @with_options(model=ModelOptions, gen=GenerationOptions)
 @handled
 def app_ui_command(
-    api_url: Annotated[Optional[str], typer.Option(
+    api_url: Annotated[str | None, typer.Option(
         "--api_url", "--api-url", rich_help_panel=SERVER_PANEL,
         help="Chat with a running OpenAI-compatible server (e.g. swiftcli deploy) instead of loading a model.")
     ] = None,
-    api_key: Annotated[Optional[str], typer.Option(
+    api_key: Annotated[str | None, typer.Option(
         "--api_key", "--api-key", rich_help_panel=SERVER_PANEL, envvar="OPENAI_API_KEY", show_envvar=False,
         help="API key for --api_url (default $OPENAI_API_KEY).")] = None,
     host: Annotated[str, typer.Option("--host", rich_help_panel=SERVER_PANEL, show_default=True,
@@ -104,20 +104,23 @@ def start_async_engine(spec: Any, config: Any, backend: str) -> Any:
     return create_async_engine(spec, config, backend)
 
 
-def api_backend(api_url: str, api_key: Optional[str], model: ModelOptions, gen: GenerationOptions
+def api_backend(api_url: str, api_key: str | None, model: ModelOptions, gen: GenerationOptions
                 ) -> tuple[Any, Any]:
     from swiftcli.cli.common import generation_config
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.webui import OpenAIChatBackend, PageDefaults, connect_api
 
-    base_url, name = connect_api(api_url, api_key, model.model_type or model.model_id_or_path)
+    target = connect_api(api_url, api_key, model.model_type or model.model_id_or_path)
     base = generation_config(GenerationConfig(), gen)
     extra = {key: value for key, value in (("top_k", gen.top_k), ("repetition_penalty", gen.repetition_penalty))
              if value is not None}
-    backend = OpenAIChatBackend(base_url, api_key or "EMPTY", name, base, extra_body=extra,
-                                max_new_tokens_limit=model.max_model_len or 8192)
+    limit = model.max_model_len or target.max_model_len or 8192
+    backend = OpenAIChatBackend(target.base_url, api_key or "EMPTY", target.model, base, extra_body=extra,
+                                max_new_tokens_limit=limit)
+    # The server counts the prompt and refuses prompt + max_tokens beyond the context: leave room for the prompt.
     defaults = PageDefaults(temperature=base.temperature if not base.greedy else 0.0, top_p=base.top_p,
-                            max_new_tokens=base.max_new_tokens or 1024, system=model.system)
+                            max_new_tokens=min(base.max_new_tokens or 1024, max(1, limit // 2)),
+                            system=model.system)
     return backend, defaults
 
 

@@ -5,6 +5,7 @@ Gradio is imported only when a page is built, so importing this package stays li
 
 from swiftcli.webui.app import PageDefaults, build_app, serve
 from swiftcli.webui.backends import (
+    ApiTarget,
     ChatBackend,
     ChatProgress,
     ChatSettings,
@@ -21,6 +22,7 @@ __all__ = [
     "OpenAIChatBackend",
     "PageDefaults",
     "build_app",
+    "ApiTarget",
     "connect_api",
     "serve",
 ]

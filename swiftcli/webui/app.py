@@ -155,7 +155,7 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
         controls = [system, temperature, top_p, max_new_tokens]
 
         # The engine batches what many tabs send, so chat events run concurrently (no per-event limit).
-        running = [
+        running: list[Any] = [
             message.submit(send, [message, turns, *controls], [message, chatbot, turns], concurrency_limit=None,
                            api_visibility="private"),
             send_button.click(send, [message, turns, *controls], [message, chatbot, turns],

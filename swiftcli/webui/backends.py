@@ -189,7 +189,16 @@ def _server_message(exc: Any) -> str:
     return f"HTTP {getattr(exc, 'status_code', '?')}"
 
 
-def connect_api(api_url: str, api_key: str | None, model: str | None, timeout: float = 10.0) -> tuple[str, str]:
+@dataclass(frozen=True)
+class ApiTarget:
+    """A server that answered: its base URL, the model to use and, when it says, the model's context."""
+
+    base_url: str
+    model: str
+    max_model_len: int | None = None
+
+
+def connect_api(api_url: str, api_key: str | None, model: str | None, timeout: float = 10.0) -> ApiTarget:
     """Check that an OpenAI-compatible server answers; return its base URL (with /v1 added when that is what
     works) and the model to use (the one asked for, else the first it serves)."""
     try:
@@ -205,7 +214,7 @@ def connect_api(api_url: str, api_key: str | None, model: str | None, timeout: f
     for url in candidates:
         client = openai.OpenAI(base_url=url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
         try:
-            served = [m.id for m in client.models.list()]
+            listed = list(client.models.list())
         except openai.APIConnectionError as exc:
             raise EngineError(f"cannot reach {api_url} ({_cause(exc)})",
                               "start the server first (e.g. swiftcli deploy) or check --api_url") from None
@@ -216,13 +225,15 @@ def connect_api(api_url: str, api_key: str | None, model: str | None, timeout: f
             continue
         finally:
             client.close()
-        if model:
-            if served and model not in served:
-                raise InputError(f"{api_url} does not serve {model!r}", f"it serves: {', '.join(served)}")
-            return url, model
-        if not served:
+        served = [m.id for m in listed]
+        if model and served and model not in served:
+            raise InputError(f"{api_url} does not serve {model!r}", f"it serves: {', '.join(served)}")
+        if not model and not served:
             raise EngineError(f"{api_url} lists no models", "pass the model name with --model_type")
-        return url, served[0]
+        chosen = model or served[0]
+        # vLLM and `swiftcli deploy` list each model's context; other servers may not.
+        context = next((getattr(m, "max_model_len", None) for m in listed if m.id == chosen), None)
+        return ApiTarget(url, chosen, context if isinstance(context, int) else None)
     raise EngineError(f"{api_url} is not an OpenAI-compatible API ({_server_message(last)} on /models)",
                       "point --api_url at the server's /v1 root, e.g. http://127.0.0.1:8000/v1")
 

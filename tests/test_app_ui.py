@@ -1,0 +1,326 @@
+"""`swiftcli app-ui` in a real headless Chromium (Debian's `chromium`, driven by playwright's Python package).
+
+The page is served by `swiftcli app-ui` in a subprocess on the embedded model (vLLM), then by `--api_url` in
+front of vLLM's own OpenAI server; one engine runs at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from swiftcli.cli.main import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SWIFTCLI = [sys.executable, "-c", "from swiftcli.cli.main import main; main()"]
+FRANCE = "What is the capital of France?"
+STORY = "Write a 2000-word story about a dragon who learns to bake bread."
+ANSWER_TIMEOUT_MS = 90_000
+START_TIMEOUT_S = 300
+
+# Chatbot messages as the page renders them: `.bot` / `.user` are Gradio's message classes.
+BOT = "#chatbot .bot"
+USER = "#chatbot .user"
+FINISHED = "tokens/s"  # the stats line appears under an answer once it has ended
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    env["GRADIO_ANALYTICS_ENABLED"] = "False"
+    env["COLUMNS"] = "120"
+    return env
+
+
+@contextmanager
+def running(command: list[str], url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server, wait until `url` answers, and stop it (SIGTERM, then SIGKILL) afterwards."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env(), cwd=ROOT)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{command[3:]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{url} did not answer within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def find_chromium() -> str:
+    """Debian's Chromium; installed with scripts/install-browser.sh (apt) when missing, never downloaded."""
+    path = os.environ.get("SWIFTCLI_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if path:
+        return path
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "install-browser.sh")], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"no Chromium, and scripts/install-browser.sh failed:\n{done.stderr[-2000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    executable = find_chromium()
+    with sync_playwright() as playwright:
+        # --no-sandbox: Chromium refuses its sandbox as root, which CI machines are.
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+    ctx.set_default_timeout(30_000)
+    yield ctx
+    ctx.close()
+
+
+def send(page: Any, text: str, *, enter: bool = True) -> None:
+    page.locator("#message textarea").fill(text)
+    if enter:
+        page.locator("#message textarea").press("Enter")
+    else:
+        page.locator("#send").click()
+
+
+def wait_answer(page: Any, count: int, text: str = FINISHED, timeout: int = ANSWER_TIMEOUT_MS) -> str:
+    """Wait until the page shows `count` answers and the last contains `text`; return that answer."""
+    page.wait_for_function(
+        """([selector, count, text]) => {
+            const answers = document.querySelectorAll(selector);
+            return answers.length === count && answers[count - 1].innerText.includes(text);
+        }""",
+        arg=[BOT, count, text],
+        timeout=timeout,
+    )
+    return str(page.locator(BOT).nth(count - 1).inner_text())
+
+
+def answers(page: Any) -> list[str]:
+    return [str(t) for t in page.locator(BOT).all_inner_texts()]
+
+
+def questions(page: Any) -> list[str]:
+    return [str(t).strip() for t in page.locator(USER).all_inner_texts()]
+
+
+def check_stop(page: Any, count: int) -> str:
+    """Ask for a long answer, press Stop while it streams; the answer must stop growing and say so."""
+    send(page, STORY, enter=False)
+    page.wait_for_function(
+        "([selector, count]) => { const a = document.querySelectorAll(selector);"
+        " return a.length === count && a[count - 1].innerText.length > 80; }",
+        arg=[BOT, count],
+        timeout=ANSWER_TIMEOUT_MS,
+    )
+    page.locator("#stop").click()
+    stopped = wait_answer(page, count, "stopped", timeout=20_000)
+    time.sleep(2.0)
+    assert answers(page)[count - 1] == stopped, "the answer kept growing after Stop"
+    stats = re.search(r"· (\d+) tokens · [\d.]+ tokens/s", stopped)
+    assert stats and 5 <= int(stats.group(1)) < 1000, stopped
+    return stopped
+
+
+@pytest.mark.slow
+class TestOnTheEngine:
+    """The page on the embedded model: the async vLLM engine in the app-ui process."""
+
+    @pytest.fixture(scope="class")
+    def page_url(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+        port = free_port()
+        log = tmp_path_factory.mktemp("app-ui") / "app-ui.log"
+        command = [*SWIFTCLI, "app-ui", "--port", str(port), "--temperature", "0", "--max_model_len", "2048"]
+        url = f"http://127.0.0.1:{port}/"
+        with running(command, url, log):
+            yield url, log
+
+    def test_answers_stops_regenerates_and_clears(self, page_url: tuple[str, Path], context: Any,
+                                                   tmp_path: Path) -> None:
+        url, log = page_url
+        page = context.new_page()
+        page.goto(url)
+        send(page, "   ")  # an empty message is ignored
+        time.sleep(0.5)
+        assert answers(page) == []
+
+        send(page, FRANCE)
+        answer = wait_answer(page, 1)
+        assert "Paris" in answer
+        assert "smollm2-135m-instruct" in answer, "the model's name belongs under the answer"
+        assert " tokens/s" in answer
+
+        stopped = check_stop(page, 2)
+        assert "stopped · smollm2-135m-instruct" in stopped
+        # The engine request was aborted, not left running behind the page.
+        deadline = time.monotonic() + 10
+        while "aborted in the engine (0 requests still running)" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+
+        # The page is still usable: the next question is answered, knowing the conversation so far.
+        send(page, FRANCE)
+        assert "Paris" in wait_answer(page, 3)
+        page.screenshot(path=str(tmp_path / "app-ui.png"), full_page=True)
+        assert (tmp_path / "app-ui.png").stat().st_size > 10_000
+
+        page.locator("#regenerate").click()
+        # The old answer gives way to a new one (no stats line while it streams), then that one finishes.
+        page.wait_for_function("([s, t]) => { const a = document.querySelectorAll(s);"
+                               " return a.length === 3 && !a[2].innerText.includes(t); }", arg=[BOT, FINISHED])
+        assert "Paris" in wait_answer(page, 3)
+        assert questions(page) == [FRANCE, STORY, FRANCE]
+
+        page.locator("#clear").click()
+        page.wait_for_function("(s) => document.querySelectorAll(s).length === 0", arg=BOT)
+        send(page, FRANCE)
+        assert "Paris" in wait_answer(page, 1)
+        assert questions(page) == [FRANCE]
+
+    def test_two_tabs_chat_at_once_with_their_own_histories(self, page_url: tuple[str, Path],
+                                                            context: Any) -> None:
+        url, _ = page_url
+        first, second = context.new_page(), context.new_page()
+        first.goto(url)
+        second.goto(url)
+        arithmetic = "What is 2 + 2?"
+        send(first, FRANCE)
+        send(second, arithmetic)
+        assert "Paris" in wait_answer(first, 1)
+        wait_answer(second, 1)
+        assert questions(first) == [FRANCE]
+        assert questions(second) == [arithmetic]
+        # A reload starts a new conversation; the other tab keeps its own.
+        second.reload()
+        send(second, FRANCE)
+        wait_answer(second, 1)
+        assert questions(second) == [FRANCE]
+        assert questions(first) == [FRANCE]
+
+    def test_too_long_message_is_an_error_in_the_page(self, page_url: tuple[str, Path], context: Any) -> None:
+        url, _ = page_url
+        page = context.new_page()
+        page.goto(url)
+        send(page, "hello " * 2500, enter=False)
+        error = wait_answer(page, 1, "Error:")
+        assert "context of 2048 tokens" in error
+        send(page, FRANCE)
+        assert "Paris" in wait_answer(page, 2)
+
+
+@pytest.mark.slow
+def test_api_url_front_end_to_an_openai_server(context: Any, embedded_spec: Any, tmp_path: Path) -> None:
+    """`--api_url` in front of vLLM's own OpenAI-compatible server: streaming, the served name, Stop."""
+    api_port, ui_port = free_port(), free_port()
+    server = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(embedded_spec.model_dir),
+              "--served-model-name", "smollm2-reference", "--dtype", "float32", "--enforce-eager",
+              "--max-model-len", "2048", "--host", "127.0.0.1", "--port", str(api_port)]
+    api = f"http://127.0.0.1:{api_port}/v1"
+    with running(server, f"{api}/models", tmp_path / "server.log"):
+        ui = [*SWIFTCLI, "app-ui", "--port", str(ui_port), "--api_url", api, "--temperature", "0"]
+        with running(ui, f"http://127.0.0.1:{ui_port}/", tmp_path / "app-ui.log"):
+            page = context.new_page()
+            page.goto(f"http://127.0.0.1:{ui_port}/")
+            send(page, FRANCE)
+            answer = wait_answer(page, 1)
+            assert "Paris" in answer
+            assert "smollm2-reference ·" in answer
+            assert "stopped · smollm2-reference" in check_stop(page, 2)
+            send(page, FRANCE)
+            assert "Paris" in wait_answer(page, 3)
+            page.screenshot(path=str(tmp_path / "app-ui-api.png"))
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "120"})
+
+
+def test_unreachable_api_url_is_reported_at_start() -> None:
+    port = free_port()
+    result = invoke("app-ui", "--port", str(free_port()), "--api_url", f"http://127.0.0.1:{port}/v1")
+    assert result.exit_code == 1, result.output
+    assert f"Error: cannot reach http://127.0.0.1:{port}/v1" in result.output
+    assert "Hint:" in result.output and "Traceback" not in result.output
+
+
+def test_busy_port_is_a_usage_error_before_loading_anything() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("app-ui", "--port", str(port))
+    assert result.exit_code == 2, result.output
+    assert f"Error: cannot serve on 127.0.0.1:{port}" in result.output
+
+
+def test_api_url_and_a_local_checkpoint_exclude_each_other(tmp_path: Path) -> None:
+    result = invoke("app-ui", "--api_url", "http://127.0.0.1:1/v1", "--ckpt_dir", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert "Error: --api_url chats with a running server" in result.output
+
+
+def test_help_has_examples_and_stays_light() -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from swiftcli.cli.main import app\n"
+        "r = CliRunner().invoke(app, ['app-ui', '--help'], env={'COLUMNS': '200'})\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'swiftcli app-ui --api_url http://127.0.0.1:8000/v1' in r.output, r.output\n"
+        "heavy = [m for m in ('gradio', 'torch', 'vllm', 'transformers', 'openai') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_rendering_keeps_errors_out_of_the_model_history() -> None:
+    from swiftcli.webui.app import chat_history, footer, new_turn, render
+
+    done = {**new_turn("Hi"), "response": "Hello!", "tokens": 3, "seconds": 0.5, "status": "done"}
+    failed = {**new_turn("x" * 10), "status": "error", "error": "too long"}
+    stopped = {**new_turn("Tell"), "response": "Once", "tokens": 2, "seconds": 1.0, "status": "stopped"}
+    assert chat_history([done, failed, stopped]) == [("Hi", "Hello!"), ("Tell", "Once")]
+    assert footer(done, "m") == "m · 3 tokens · 6.0 tokens/s"
+    assert footer(stopped, "m") == "stopped · m · 2 tokens · 2.0 tokens/s"
+    messages = render([done, failed], "m")
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[3]["content"] == "**Error:** too long"
