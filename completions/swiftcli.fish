@@ -1,0 +1,1 @@
+complete --command swiftcli --no-files --arguments "(env _SWIFTCLI_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) swiftcli)" --condition "env _SWIFTCLI_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) swiftcli"
