@@ -327,7 +327,7 @@ def compare_command(
             row.metric,
             _num(row.a),
             _num(row.b),
-            f"[{style}]{delta:+.2f}[/]" if delta is not None and style else _num(delta),
+            "-" if delta is None else f"[{style}]{delta:+.2f}[/]" if style else f"{delta:+.2f}",
         )
     flips = Table(title="samples", title_justify="left")
     for column in ("dataset", "matched", "wrong->right", "right->wrong", "both right", "both wrong"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +61,10 @@ class RougeTokenizer:
     def _cut(self, text: str) -> list[str]:
         if self._jieba is None:
             try:
-                import jieba
+                with warnings.catch_warnings():
+                    # jieba 0.42 imports pkg_resources, which warns on every import on new setuptools.
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    import jieba
             except ImportError as exc:
                 raise MissingDependencyError("jieba is not installed", "pip install 'swiftcli[eval]'") from exc
             jieba.setLogLevel(60)
