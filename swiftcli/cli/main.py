@@ -10,6 +10,7 @@ from swiftcli import __version__
 from swiftcli.cli import errors, state
 from swiftcli.cli.app_ui import app_ui_command
 from swiftcli.cli.chat import chat_command
+from swiftcli.cli.deploy import deploy_command
 from swiftcli.cli.eval import eval_app
 from swiftcli.cli.infer import infer_command
 from swiftcli.cli.models import models_command
@@ -47,6 +48,7 @@ app.command("infer", rich_help_panel="Run")(infer_command)
 app.command("chat", rich_help_panel="Run")(chat_command)
 app.command("models", rich_help_panel="Models")(models_command)
 app.add_typer(eval_app, name="eval", rich_help_panel="Run")
+app.command("deploy", rich_help_panel="Run")(deploy_command)
 app.command("app-ui", rich_help_panel="Run")(app_ui_command)
 
 

@@ -107,7 +107,7 @@ class AsyncVllmEngine:
                        ) -> AsyncIterator[RequestResult]:
         from vllm.inputs import TokensPrompt
 
-        from swiftcli.engines.vllm import _first_line, _to_result, sampling_params
+        from swiftcli.engines.vllm import _first_line, sampling_params
 
         max_tokens = check_context_length(len(request.prompt_ids), request.config.max_new_tokens,
                                           self.max_model_len)
@@ -117,7 +117,7 @@ class AsyncVllmEngine:
                 from vllm.sampling_params import StructuredOutputsParams
 
                 params.structured_outputs = StructuredOutputsParams(**guided)
-        except ValueError as exc:  # vLLM's validation of sampling settings
+        except _client_errors() as exc:  # vLLM's validation of sampling settings
             raise InputError(_first_line(exc)) from None
         adapter = request.adapter or self.default_adapter
         if adapter is not None and adapter not in self._lora:
@@ -133,7 +133,7 @@ class AsyncVllmEngine:
                     parts[completion.index] = completion
                 result.outputs = [parts[i] for i in sorted(parts)]
                 yield result
-        except ValueError as exc:  # vLLM's request validation
+        except _client_errors() as exc:  # vLLM's request validation
             raise InputError(_first_line(exc)) from None
         finally:
             # Closing vLLM's generator aborts the request in the engine core when it has not finished.
@@ -150,6 +150,26 @@ class AsyncVllmEngine:
         if llm is not None:
             llm.shutdown()
             del self.llm
+
+
+def _to_result(request_id: str, output: Any) -> RequestResult:
+    # Each candidate carries its own finish_reason (with n > 1 one may finish before the others).
+    completions = []
+    for out in output.outputs:
+        logprobs = None
+        if out.logprobs:
+            logprobs = [{tok: lp.logprob for tok, lp in step.items()} for step in out.logprobs]
+        completions.append(Completion(out.index, out.text, list(out.token_ids), out.finish_reason, logprobs))
+    return RequestResult(request_id, len(output.prompt_token_ids or []), completions, bool(output.finished))
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions vLLM raises for a bad request (as opposed to a broken engine)."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return (ValueError,)
+    return (ValueError, VLLMClientError)
 
 
 class ThreadedAsyncEngine:

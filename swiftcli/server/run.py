@@ -1,0 +1,82 @@
+"""Run the app under uvicorn with a draining shutdown: on SIGTERM/SIGINT /health turns 503, new /v1 requests get
+503, requests in flight finish (up to `shutdown_timeout` seconds), then the process exits 0."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from swiftcli.server.app import Loader, ServerSettings, ServerState, create_app
+
+logger = logging.getLogger("swiftcli.server")
+
+
+@dataclass
+class ListenOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    shutdown_timeout: float = 30.0
+    log_level: str = "warning"
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):  # type: ignore[misc]
+        def __init__(self, config: Any, state: ServerState, shutdown_timeout: float) -> None:
+            super().__init__(config)
+            self.state = state
+            self.shutdown_timeout = shutdown_timeout
+            self.drain_deadline: float | None = None
+            self.announced = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # A second signal quits at once; the first one drains. The signal is not re-raised afterwards
+            # (uvicorn's default), so a drained server exits 0.
+            if self.drain_deadline is not None:
+                self.should_exit = True
+                self.force_exit = True
+                return
+            self.state.draining = True
+            self.drain_deadline = time.monotonic() + self.shutdown_timeout
+            logger.warning("draining: %d request(s) in flight, waiting up to %.0f s", self.state.in_flight,
+                           self.shutdown_timeout)
+
+        async def on_tick(self, counter: int) -> bool:
+            state = self.state
+            if state.ready and not self.announced:
+                self.announced = True
+                scheme = "https" if self.config.ssl_keyfile else "http"
+                print(f"Serving {state.model_id} on {scheme}://{self.config.host}:{self.config.port}/v1",
+                      file=sys.stderr, flush=True)
+            if state.load_error is not None:
+                self.should_exit = True
+            if self.drain_deadline is not None and not self.should_exit:
+                if state.in_flight == 0 or time.monotonic() >= self.drain_deadline:
+                    self.should_exit = True
+            return bool(await super().on_tick(counter))
+
+    return DrainingServer
+
+
+def serve(settings: ServerSettings, loader: Loader, listen: ListenOptions) -> int:
+    """Serve until drained; returns the process exit code (1 when the model could not be loaded)."""
+    import uvicorn
+
+    app = create_app(settings, loader=loader)
+    state: ServerState = app.state.server
+    config = uvicorn.Config(
+        app, host=listen.host, port=listen.port, ssl_keyfile=listen.ssl_keyfile, ssl_certfile=listen.ssl_certfile,
+        log_level=listen.log_level, access_log=settings.log_requests, timeout_graceful_shutdown=2,
+        timeout_keep_alive=5,
+    )
+    server = _server_class()(config, state, listen.shutdown_timeout)
+    server.run()
+    if state.load_error is not None:
+        return 1
+    return 0 if server.started or state.draining else 1
