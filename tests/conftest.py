@@ -47,3 +47,14 @@ def lora_ckpt(embedded_spec, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("lora")
     return make_lora_adapter(embedded_spec.model_dir, root / "checkpoint-10")
+
+
+@pytest.fixture(scope="session")
+def deploy_server():
+    """One real `swiftcli deploy` server (vLLM, embedded model) for the whole session, on a free port of
+    127.0.0.1: `.base_url` is `http://127.0.0.1:PORT/v1`, `.root_url` without /v1, `.pid`, `.stop()`."""
+    from server_utils import start_server
+
+    server = start_server([])
+    yield server
+    server.stop()
