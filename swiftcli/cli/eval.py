@@ -321,13 +321,14 @@ def compare_command(
         metrics.add_column(column, justify="left" if column in ("dataset", "metric") else "right")
     for row in comparison.metrics:
         delta = row.delta
-        style = "green" if delta and delta > 0 else "red" if delta and delta < 0 else ""
+        shown = round(delta or 0.0, 2)
+        style = "green" if shown > 0 else "red" if shown < 0 else ""
         metrics.add_row(
             row.dataset,
             row.metric,
             _num(row.a),
             _num(row.b),
-            "-" if delta is None else f"[{style}]{delta:+.2f}[/]" if style else f"{delta:+.2f}",
+            "-" if delta is None else f"[{style}]{_signed(delta)}[/]" if style else _signed(delta),
         )
     flips = Table(title="samples", title_justify="left")
     for column in ("dataset", "matched", "wrong->right", "right->wrong", "both right", "both wrong"):
@@ -350,6 +351,11 @@ def compare_command(
     if html is not None:
         _write_text(html, render_html(comparison))
         err.print(f"[dim]wrote {html}[/]", highlight=False)
+
+
+def _signed(delta: float) -> str:
+    # round() then + 0.0 turns -0.0 into 0.0, so an unchanged metric never shows as "-0.00".
+    return f"{round(delta, 2) + 0.0:+.2f}"
 
 
 def _num(value: float | None) -> str:

@@ -90,7 +90,7 @@ def _flips(name: str, a: Run, b: Run) -> Flips:
 def _fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
-    return f"{value:+.2f}" if signed else f"{value:.2f}"
+    return f"{round(value, 2) + 0.0:+.2f}" if signed else f"{value:.2f}"
 
 
 def render_html(comparison: Comparison) -> str:
@@ -102,7 +102,8 @@ def render_html(comparison: Comparison) -> str:
         if row.metric not in PERCENT_METRICS:
             continue
         delta = row.delta
-        tone = "up" if delta and delta > 0 else "down" if delta and delta < 0 else ""
+        shown = round(delta or 0.0, 2)
+        tone = "up" if shown > 0 else "down" if shown < 0 else ""
         bars.append(
             f'<div class="metric"><div class="name">{e(row.dataset)} · {e(row.metric)} '
             f'<span class="{tone}">{_fmt(delta, True)}</span></div>'
