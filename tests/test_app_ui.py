@@ -1,7 +1,7 @@
 """`swiftcli app-ui` in a real headless Chromium (Debian's `chromium`, driven by playwright's Python package).
 
 The page is served by `swiftcli app-ui` in a subprocess on the embedded model (vLLM), then by `--api_url` in
-front of vLLM's own OpenAI server; one engine runs at a time.
+front of `swiftcli deploy`; one engine runs at a time.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def check_stop(page: Any, count: int) -> str:
     send(page, STORY, enter=False)
     page.wait_for_function(
         "([selector, count]) => { const a = document.querySelectorAll(selector);"
-        " return a.length === count && a[count - 1].innerText.length > 80; }",
+        " return a.length === count && a[count - 1].innerText.length > 40; }",
         arg=[BOT, count],
         timeout=ANSWER_TIMEOUT_MS,
     )
@@ -166,7 +166,8 @@ class TestOnTheEngine:
     """The page on the embedded model: the async vLLM engine in the app-ui process."""
 
     @pytest.fixture(scope="class")
-    def page_url(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    @classmethod
+    def page_url(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
         port = free_port()
         log = tmp_path_factory.mktemp("app-ui") / "app-ui.log"
         command = [*SWIFTCLI, "app-ui", "--port", str(port), "--temperature", "0", "--max_model_len", "2048"]
@@ -248,26 +249,46 @@ class TestOnTheEngine:
 
 
 @pytest.mark.slow
-def test_api_url_front_end_to_an_openai_server(context: Any, embedded_spec: Any, tmp_path: Path) -> None:
-    """`--api_url` in front of vLLM's own OpenAI-compatible server: streaming, the served name, Stop."""
+def test_api_url_front_end_to_swiftcli_deploy(context: Any, tmp_path: Path) -> None:
+    """`--api_url` in front of a running `swiftcli deploy` (pt backend: quick to start) with an API key:
+    streaming through the openai client, the served name under answers, Stop, a wrong key refused at start."""
     api_port, ui_port = free_port(), free_port()
-    server = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(embedded_spec.model_dir),
-              "--served-model-name", "smollm2-reference", "--dtype", "float32", "--enforce-eager",
-              "--max-model-len", "2048", "--host", "127.0.0.1", "--port", str(api_port)]
+    server = [*SWIFTCLI, "deploy", "--infer_backend", "pt", "--port", str(api_port), "--served_model_name",
+              "smollm2-deploy", "--api_key", "sesame"]
     api = f"http://127.0.0.1:{api_port}/v1"
-    with running(server, f"{api}/models", tmp_path / "server.log"):
-        ui = [*SWIFTCLI, "app-ui", "--port", str(ui_port), "--api_url", api, "--temperature", "0"]
+    with running(server, f"http://127.0.0.1:{api_port}/health", tmp_path / "deploy.log"):
+        refused = invoke("app-ui", "--port", str(free_port()), "--api_url", api, "--api_key", "wrong")
+        assert refused.exit_code == 1 and "refused the API key" in refused.output, refused.output
+
+        ui = [*SWIFTCLI, "app-ui", "--port", str(ui_port), "--api_url", api, "--api_key", "sesame",
+              "--temperature", "0"]
         with running(ui, f"http://127.0.0.1:{ui_port}/", tmp_path / "app-ui.log"):
             page = context.new_page()
             page.goto(f"http://127.0.0.1:{ui_port}/")
             send(page, FRANCE)
             answer = wait_answer(page, 1)
             assert "Paris" in answer
-            assert "smollm2-reference ·" in answer
-            assert "stopped · smollm2-reference" in check_stop(page, 2)
+            assert "smollm2-deploy · " in answer
+            assert "stopped · smollm2-deploy" in check_stop(page, 2)
             send(page, FRANCE)
             assert "Paris" in wait_answer(page, 3)
             page.screenshot(path=str(tmp_path / "app-ui-api.png"))
+
+
+@pytest.mark.slow
+def test_fine_tuned_checkpoint_on_the_pt_backend(context: Any, lora_ckpt: Path, tmp_path: Path) -> None:
+    """The seed's `--ckpt_dir` variant: a LoRA checkpoint, applied at load by the transformers backend."""
+    port = free_port()
+    ui = [*SWIFTCLI, "app-ui", "--ckpt_dir", str(lora_ckpt), "--infer_backend", "pt", "--port", str(port),
+          "--temperature", "0", "--max_new_tokens", "12"]
+    with running(ui, f"http://127.0.0.1:{port}/", tmp_path / "app-ui.log"):
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        send(page, FRANCE)
+        answer = wait_answer(page, 1)
+        stats = re.search(r"smollm2-135m-instruct \(checkpoint-10\) · (\d+) tokens · [\d.]+ tokens/s", answer)
+        assert stats, answer
+        assert 1 <= int(stats.group(1)) <= 12, "--max_new_tokens sets the page's default"
 
 
 def invoke(*args: str) -> Any:

@@ -6,7 +6,6 @@ request: the engine's generator aborts it in the engine, the OpenAI stream close
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -87,8 +86,9 @@ class EngineChatBackend:
                              stop_token_ids=self.template.stop_token_ids)
 
     async def chat(self, query: str, history: History, settings: ChatSettings) -> AsyncIterator[ChatProgress]:
-        # Long histories take a while to tokenize: keep the event loop serving other tabs meanwhile.
-        request = await asyncio.to_thread(self.request, query, history, settings)
+        # Encoded on the event loop: a few ms even for a full context, and the tokenizer is not shared across
+        # threads (fast tokenizers raise "Already borrowed" when two threads use one at once).
+        request = self.request(query, history, settings)
         tokens = 0
         finished = False
         try:
