@@ -82,9 +82,13 @@ class Repl:
     # ---- the loop ----
 
     def run(self) -> None:
+        self.banner()
+        with terminal_signals_off():
+            self._loop()
+
+    def _loop(self) -> None:
         from swiftcli.chat_session import InputAssembler, parse_command, question_text
 
-        self.banner()
         assembler = InputAssembler()
         while True:
             try:
@@ -304,6 +308,26 @@ class AnswerView:
         else:
             self.console.file.write("\n")
             self.console.file.flush()
+
+
+@contextlib.contextmanager
+def terminal_signals_off() -> Iterator[None]:
+    """For the whole chat, Ctrl-C on the terminal is a key, not SIGINT to the process group (which would stop
+    vLLM's engine process too): the prompt reads it as "clear the line", an answer as "stop"."""
+    fd = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
+    if fd is None:
+        yield
+        return
+    import termios
+
+    saved = termios.tcgetattr(fd)
+    attrs = termios.tcgetattr(fd)
+    attrs[3] &= ~termios.ISIG
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 @contextlib.contextmanager
