@@ -29,6 +29,8 @@ QA_ROWS = [
     {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "2+2 is 4."}]},
     {"instruction": "Translate to French", "input": "Hello", "output": "Bonjour"},
     {"query": "Name a colour."},
+    # Longer than the model's context: fails on its own, the run goes on.
+    {"query": "word " * 10000, "response": "x"},
 ]
 MC_CSV = (
     "question,A,B,C,D,answer\n"
@@ -204,10 +206,11 @@ def test_scores_count_failed_rows_and_unfound_answers(datasets, tmp_path):
             Prediction("4"),
             Prediction("Bonjour"),
             Prediction(error=qa.items[3].error),
+            Prediction(error="too long"),
         ],
     )
     assert entry["metrics"]["exact_match"] == pytest.approx(100 * 2 / 3, abs=1e-3)
-    assert entry["failed"] == 1 and "no reference answer" in rows[3]["error"]
+    assert entry["failed"] == 2 and "no reference answer" in rows[3]["error"]
 
 
 # --- runs on disk and compare ---------------------------------------------------------------------------------
@@ -430,7 +433,7 @@ def engine_runs(vllm_engine, datasets, tmp_path_factory):
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("swiftcli.cli.common.start_engine", lambda *a, **k: _SharedEngine(vllm_engine))
-        for name, extra in (("zero", []), ("one", ["--eval_few_shot", "1"])):
+        for name, extra in (("zero", []), ("one", ["--eval_few_shot", "1", "--seed", "1"])):
             args = [
                 "eval",
                 *[a for p in datasets for a in ("--eval_dataset", str(p))],
@@ -451,8 +454,10 @@ def test_engine_run_writes_samples_summary_and_table(engine_runs):
     run = load_run(path)
     qa, mc, gsm = run.summary["datasets"]
     assert [d["kind"] for d in (qa, mc, gsm)] == [GENERATION, MULTIPLE_CHOICE, GSM8K]
-    assert (qa["scored"], qa["ok"], qa["failed"]) == (4, 3, 1)
-    assert run.summary["counts"] == {"scored": 10, "ok": 9, "failed": 1}
+    assert (qa["scored"], qa["ok"], qa["failed"]) == (5, 3, 2)
+    assert run.summary["counts"] == {"scored": 11, "ok": 9, "failed": 2}
+    too_long = next(s for s in run.samples if s["dataset"] == "qa" and s["line"] == 5)
+    assert too_long["status"] == "failed" and "context" in too_long["error"]
     assert run.summary["generation"]["temperature"] == 0.0 and run.summary["generation"]["max_new_tokens"] == 48
     assert run.summary["model"]["name"] == "smollm2-135m-instruct" and run.summary["timings"]["generate_s"] > 0
     assert all(len(d["sha256"]) == 64 for d in (qa, mc, gsm))
@@ -479,8 +484,8 @@ def test_compare_two_engine_runs(engine_runs):
     for row in comparison.metrics:
         assert f"{row.a:.2f}" in result.stdout and f"{row.b:.2f}" in result.stdout
     for flips in comparison.flips:
-        # One row of each file became the few-shot example of the second run.
-        assert flips.unmatched == 1 and flips.matched == {"qa": 3, "mc": 2, "gsm": 2}[flips.dataset]
+        # One row of each file became the few-shot example of the second run (with --seed 1: not the long one).
+        assert flips.unmatched == 1 and flips.matched == {"qa": 4, "mc": 2, "gsm": 2}[flips.dataset]
         assert flips.matched == flips.both_right + flips.both_wrong + flips.right_to_wrong + flips.wrong_to_right
 
 
