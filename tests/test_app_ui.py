@@ -148,7 +148,7 @@ def check_stop(page: Any, count: int) -> str:
     send(page, STORY, enter=False)
     page.wait_for_function(
         "([selector, count]) => { const a = document.querySelectorAll(selector);"
-        " return a.length === count && a[count - 1].innerText.length > 40; }",
+        " return a.length === count && a[count - 1].innerText.length > 24; }",
         arg=[BOT, count],
         timeout=ANSWER_TIMEOUT_MS,
     )
@@ -157,7 +157,7 @@ def check_stop(page: Any, count: int) -> str:
     time.sleep(2.0)
     assert answers(page)[count - 1] == stopped, "the answer kept growing after Stop"
     stats = re.search(r"· (\d+) tokens · [\d.]+ tokens/s", stopped)
-    assert stats and 5 <= int(stats.group(1)) < 1000, stopped
+    assert stats and 2 <= int(stats.group(1)) < 1000, stopped
     return stopped
 
 
@@ -280,7 +280,7 @@ def test_fine_tuned_checkpoint_on_the_pt_backend(context: Any, lora_ckpt: Path, 
     """The seed's `--ckpt_dir` variant: a LoRA checkpoint, applied at load by the transformers backend."""
     port = free_port()
     ui = [*SWIFTCLI, "app-ui", "--ckpt_dir", str(lora_ckpt), "--infer_backend", "pt", "--port", str(port),
-          "--temperature", "0", "--max_new_tokens", "12"]
+          "--temperature", "0", "--max_new_tokens", "3"]
     with running(ui, f"http://127.0.0.1:{port}/", tmp_path / "app-ui.log"):
         page = context.new_page()
         page.goto(f"http://127.0.0.1:{port}/")
@@ -288,7 +288,7 @@ def test_fine_tuned_checkpoint_on_the_pt_backend(context: Any, lora_ckpt: Path, 
         answer = wait_answer(page, 1)
         stats = re.search(r"smollm2-135m-instruct \(checkpoint-10\) · (\d+) tokens · [\d.]+ tokens/s", answer)
         assert stats, answer
-        assert 1 <= int(stats.group(1)) <= 12, "--max_new_tokens sets the page's default"
+        assert 1 <= int(stats.group(1)) <= 3, "--max_new_tokens sets the page's default"
 
 
 def invoke(*args: str) -> Any:

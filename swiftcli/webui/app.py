@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from swiftcli.errors import SwiftError
+from swiftcli.errors import MissingDependencyError, SwiftError
 from swiftcli.webui.backends import ChatBackend, ChatSettings
 
 logger = logging.getLogger("swiftcli.webui")
@@ -70,7 +70,10 @@ def render(turns: list[Turn], model_name: str) -> list[dict[str, str]]:
 def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title: str | None = None) -> Any:
     """The Blocks app; call `.queue().launch(...)` on it (see `serve`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import gradio as gr
+    try:
+        import gradio as gr
+    except ImportError as exc:
+        raise MissingDependencyError(f"the chat page needs gradio ({exc})", "pip install 'swiftcli[ui]'") from None
 
     defaults = defaults or PageDefaults()
     model_name = backend.model_name
@@ -106,7 +109,8 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
     async def send(message: str, turns: list[Turn], system: str, temperature: float, top_p: float,
                    max_new_tokens: float) -> AsyncIterator[tuple[Any, Any, Any]]:
         query = (message or "").strip()
-        if not query:  # an empty message is ignored
+        # An empty message is ignored, and so is one sent while this tab's answer is still streaming.
+        if not query or (turns and turns[-1]["status"] == "running"):
             yield gr.skip(), gr.skip(), gr.skip()
             return
         async for chat, state in answer(query, turns, settings_of(system, temperature, top_p, max_new_tokens)):
@@ -114,7 +118,7 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
 
     async def regenerate(turns: list[Turn], system: str, temperature: float, top_p: float,
                          max_new_tokens: float) -> AsyncIterator[tuple[Any, Any]]:
-        if not turns:
+        if not turns or turns[-1]["status"] == "running":
             yield gr.skip(), gr.skip()
             return
         settings = settings_of(system, temperature, top_p, max_new_tokens)
