@@ -313,6 +313,12 @@ def test_busy_port_is_a_usage_error_before_loading_anything() -> None:
     assert f"Error: cannot serve on 127.0.0.1:{port}" in result.output
 
 
+def test_api_url_that_is_not_a_url_is_a_usage_error() -> None:
+    result = invoke("app-ui", "--port", str(free_port()), "--api_url", "localhost:8000")
+    assert result.exit_code == 2, result.output
+    assert "Error: --api_url must be an http(s) URL" in result.output
+
+
 def test_api_url_and_a_local_checkpoint_exclude_each_other(tmp_path: Path) -> None:
     result = invoke("app-ui", "--api_url", "http://127.0.0.1:1/v1", "--ckpt_dir", str(tmp_path))
     assert result.exit_code == 2, result.output
@@ -345,3 +351,34 @@ def test_rendering_keeps_errors_out_of_the_model_history() -> None:
     messages = render([done, failed], "m")
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
     assert messages[3]["content"] == "**Error:** too long"
+
+
+def test_engine_requests_carry_the_page_settings(embedded_spec: Any) -> None:
+    """How the page's controls become an EngineRequest (template encoding, system box, room left)."""
+    from types import SimpleNamespace
+
+    from swiftcli.config.spec import GenerationConfig
+    from swiftcli.engines.vllm import load_tokenizer
+    from swiftcli.errors import ContextLengthError
+    from swiftcli.registry.templates import get_template
+    from swiftcli.webui import ChatSettings, EngineChatBackend
+
+    tokenizer = load_tokenizer(embedded_spec)
+    template = get_template(embedded_spec.template_type, tokenizer, embedded_spec.default_system)
+    engine = SimpleNamespace(max_model_len=256)  # only its context length is read when encoding
+    backend = EngineChatBackend(engine, template, GenerationConfig(), "m")
+    settings = ChatSettings(system="Answer like a pirate.", temperature=0.0, top_p=0.5, max_new_tokens=1000)
+
+    request = backend.request(FRANCE, [("Hi", "Hello!")], settings)
+    prompt = tokenizer.decode(request.prompt_ids)
+    assert "Answer like a pirate." in prompt and "Hello!" in prompt and prompt.count(FRANCE) == 1
+    assert request.config.max_new_tokens == 256 - len(request.prompt_ids), "answers are cut to the room left"
+    assert request.config.greedy and request.config.top_p == 0.5
+    assert request.stop_token_ids == template.stop_token_ids
+
+    no_system = backend.request(FRANCE, [], ChatSettings("", 0.7, 0.9, 16))
+    assert template.default_system not in tokenizer.decode(no_system.prompt_ids)
+    assert no_system.config.max_new_tokens == 16 and not no_system.config.greedy
+
+    with pytest.raises(ContextLengthError, match="context of 256 tokens"):
+        backend.request("hello " * 300, [], settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -138,8 +139,9 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as exc:
-            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror}",
-                             "pick another --port, or stop what is using it") from None
+            hint = ("pick another --port, or stop what is using it" if exc.errno == errno.EADDRINUSE
+                    else "use an address of this machine, e.g. --host 127.0.0.1 (or 0.0.0.0 for all)")
+            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror}", hint) from None
 
 
 def show_request_logs() -> None:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.engines.base import EngineRequest, new_request_id
-from swiftcli.errors import ContextLengthError, EngineError, InputError, MissingDependencyError
+from swiftcli.errors import ContextLengthError, EngineError, InputError, MissingDependencyError, UsageError
 
 logger = logging.getLogger("swiftcli.webui")
 
@@ -206,7 +206,7 @@ def connect_api(api_url: str, api_key: str | None, model: str | None, timeout: f
     except ImportError:
         raise MissingDependencyError("--api_url needs the openai package", "pip install openai") from None
     if not api_url.startswith(("http://", "https://")):
-        raise InputError(f"--api_url must be an http(s) URL, not {api_url!r}",
+        raise UsageError(f"--api_url must be an http(s) URL, not {api_url!r}",
                          "e.g. --api_url http://127.0.0.1:8000/v1")
     base = api_url.rstrip("/")
     candidates = [base] if base.endswith("/v1") else [base, base + "/v1"]
