@@ -72,3 +72,23 @@ def test_install_completion_writes_the_same_script(tmp_path):
     installed = tmp_path / ".bash_completions" / "swiftcli.sh"
     assert installed.read_text().strip() == completion_script("bash").strip()
     assert str(installed) in (tmp_path / ".bashrc").read_text()
+
+
+def test_cli_reference_is_current():
+    from swiftcli.cli.reference import default_path, render
+
+    assert default_path() == ROOT / "docs" / "cli.md"
+    assert default_path().read_text(encoding="utf-8") == render(), \
+        "docs/cli.md is stale: run python -m swiftcli.cli.reference"
+
+
+def test_every_command_help_ends_with_examples():
+    import typer
+
+    from swiftcli.cli.main import app
+    from swiftcli.cli.reference import _split_doc
+
+    for name, command in typer.main.get_command(app).commands.items():
+        _, examples = _split_doc(command.help or "")
+        assert 2 <= len(examples) <= 3, f"`swiftcli {name} --help` should end with 2-3 examples"
+        assert all(e.startswith(("swiftcli ", "swift ")) or "| swiftcli" in e for e in examples), examples
