@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 _EXPORTS = {"ServerSettings": "swiftcli.server.app", "create_app": "swiftcli.server.app",
             "ListenOptions": "swiftcli.server.run", "serve": "swiftcli.server.run"}
 
-__all__ = list(_EXPORTS)
+__all__ = ["ListenOptions", "ServerSettings", "create_app", "serve"]
 
 
 def __getattr__(name: str) -> Any:

@@ -59,6 +59,9 @@ class ServerState:
         for name, path in self.settings.lora_modules.items():
             engine.add_lora(name, path)
         self.engine, self.template = engine, template
+        counter = getattr(engine, "num_unfinished", None)
+        if counter is not None:
+            self.metrics.watch_engine(counter)
         self.ready = True
 
     @property

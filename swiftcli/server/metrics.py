@@ -26,6 +26,12 @@ class Metrics:
                              buckets=_LATENCY_BUCKETS, registry=r)
         self.running = Gauge("swiftcli_num_requests_running", "Requests producing tokens.", registry=r)
         self.waiting = Gauge("swiftcli_num_requests_waiting", "Requests accepted, no token yet.", registry=r)
+        self.engine_unfinished = Gauge("swiftcli_engine_unfinished_requests",
+                                       "Requests the engine holds (running or queued).", registry=r)
+
+    def watch_engine(self, count: Any) -> None:
+        """Read the engine's own count of unfinished requests at each scrape."""
+        self.engine_unfinished.set_function(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

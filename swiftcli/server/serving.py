@@ -137,7 +137,7 @@ def chat_turns(messages: Sequence[ChatMessage]) -> tuple[str | None, list[tuple[
         expected = "assistant" if expected == "user" else "user"
     if msgs[-1].role != "user":
         raise APIError(400, "the last message must be from the user", param="messages")
-    for q, r in zip(msgs[:-1:2], msgs[1:-1:2]):
+    for q, r in zip(msgs[:-1:2], msgs[1:-1:2], strict=True):
         history.append((q.text(), r.text()))
     return system, history, msgs[-1].text()
 
@@ -227,7 +227,7 @@ class Serving:
         if lps is None:
             return None
         content = []
-        for tid, step in zip(ids, lps):
+        for tid, step in zip(ids, lps, strict=False):
             token = self._token(tid)
             ranked = sorted(step.items(), key=lambda kv: -kv[1])[:top]
             content.append({
@@ -244,7 +244,7 @@ class Serving:
             return None
         tokens, token_lps, tops, offsets = [], [], [], []
         pos = offset
-        for tid, step in zip(ids, lps):
+        for tid, step in zip(ids, lps, strict=False):
             token = self._token(tid)
             tokens.append(token)
             token_lps.append(max(step.get(tid, -9999.0), -9999.0))
@@ -267,8 +267,11 @@ class Serving:
         self._check_room(prompt_ids, max_tokens)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         config = sampling_config(self.engine.generation_config, req, max_tokens, logprobs)
-        return [EngineRequest(prompt_ids, config, request_id=f"chatcmpl-{uuid.uuid4().hex}",
-                              stop=template.stop_words, stop_token_ids=template.stop_token_ids, adapter=adapter)]
+        # ignore_eos means "generate max_tokens": the template's end-of-turn markers do not stop it either.
+        stop = [] if req.ignore_eos else template.stop_words
+        stop_ids = [] if req.ignore_eos else template.stop_token_ids
+        return [EngineRequest(prompt_ids, config, request_id=f"chatcmpl-{uuid.uuid4().hex}", stop=stop,
+                              stop_token_ids=stop_ids, adapter=adapter)]
 
     def completion_requests(self, req: CompletionRequest, adapter: str | None) -> tuple[list[EngineRequest],
                                                                                         list[str]]:
@@ -344,7 +347,7 @@ class Serving:
                     text, ids, lps = tracker.delta(i, out)
                     if text or out.finish_reason:
                         logprobs = self.chat_logprobs(ids, lps, top) if req.logprobs else None
-                        yield chunk(i, {"content": text} if text else {}, out.finish_reason, logprobs)
+                        yield chunk(i, {"content": text}, out.finish_reason, logprobs)
             if req.include_usage and last is not None:
                 yield sse({"id": request_id, "object": "chat.completion.chunk", "created": created,
                            "model": model, "choices": [], "usage": usage(last.prompt_tokens, last.output_tokens)})

@@ -1,0 +1,163 @@
+"""ms-swift's client API over the official `openai` package, for `swiftcli deploy` or any OpenAI-compatible server.
+
+    from swiftcli import get_model_list_client, XRequestConfig, inference_client
+
+    model_type = get_model_list_client().data[0].id
+    resp = inference_client(model_type, "Where is the capital of Zhejiang?", request_config=XRequestConfig(seed=42))
+    print(resp.choices[0].message.content)
+
+Results are the openai package's own types: ChatCompletion / Completion, or an iterator of chunks when
+`request_config.stream` is true. HTTP errors surface as openai's exceptions (openai.NotFoundError, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+History = Sequence[Sequence[str]]
+
+# Sampling fields the OpenAI schema lacks; sent in the body all the same (vLLM and swiftcli read them).
+_EXTRA_FIELDS = ("top_k", "repetition_penalty", "ignore_eos")
+
+
+@dataclass
+class XRequestConfig:
+    """Sampling settings of one request; None leaves the server's default."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    n: int = 1
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
+    ignore_eos: bool | None = None
+
+    def to_kwargs(self, chat: bool) -> dict[str, Any]:
+        """Keyword arguments for openai's `create()`: standard fields directly, the rest in `extra_body`."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        extra = {name: values.pop(name) for name in _EXTRA_FIELDS if values.get(name) is not None}
+        for name in _EXTRA_FIELDS:
+            values.pop(name, None)
+        if not chat:
+            values.pop("top_logprobs", None)
+            if isinstance(values.get("logprobs"), bool):
+                values["logprobs"] = 1 if values["logprobs"] else None
+        elif isinstance(values.get("logprobs"), int) and not isinstance(values["logprobs"], bool):
+            values["top_logprobs"] = values["top_logprobs"] or values["logprobs"]
+            values["logprobs"] = True
+        kwargs = {k: v for k, v in values.items() if v is not None}
+        if extra:
+            kwargs["extra_body"] = extra
+        return kwargs
+
+
+def _base_url(host: str, port: int | str, url: str | None) -> str:
+    return (url or f"http://{host}:{port}/v1").rstrip("/")
+
+
+def _client(host: str, port: int | str, api_key: str, url: str | None, asynchronous: bool = False) -> Any:
+    import openai
+
+    cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+    # No silent retries: a 429 or 503 reaches the caller as it happened.
+    return cls(base_url=_base_url(host, port, url), api_key=api_key or "EMPTY", max_retries=0)
+
+
+def get_model_list_client(host: str = "127.0.0.1", port: int | str = 8000, api_key: str = "EMPTY",
+                          url: str | None = None) -> Any:
+    """The server's models (`.data[i].id`); swiftcli servers also say whether each one `is_chat`."""
+    with _client(host, port, api_key, url) as client:
+        return client.models.list()
+
+
+async def get_model_list_client_async(host: str = "127.0.0.1", port: int | str = 8000, api_key: str = "EMPTY",
+                                      url: str | None = None) -> Any:
+    async with _client(host, port, api_key, url, asynchronous=True) as client:
+        return await client.models.list()
+
+
+def _is_chat(models: Any, model_type: str) -> bool:
+    for model in models.data:
+        if model.id == model_type:
+            flag = (model.model_extra or {}).get("is_chat")
+            return True if flag is None else bool(flag)
+    return True  # servers that do not say are chat servers
+
+
+def messages_of(query: str, history: History | None = None, system: str | None = None) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system is not None else []
+    for q, r in history or []:
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": r}]
+    messages.append({"role": "user", "content": query})
+    return messages
+
+
+def _prompt_of(query: str, history: History | None, system: str | None) -> str:
+    if history or system:
+        from swiftcli.errors import InputError
+
+        raise InputError("a completion request takes the query alone (no history or system)",
+                         "pass is_chat_request=True to send a chat request")
+    return query
+
+
+def inference_client(
+    model_type: str,
+    query: str,
+    history: History | None = None,
+    system: str | None = None,
+    *,
+    request_config: XRequestConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int | str = 8000,
+    api_key: str = "EMPTY",
+    url: str | None = None,
+    is_chat_request: bool | None = None,
+) -> Any:
+    """One request: a ChatCompletion (chat models) or Completion (base models), or a stream of chunks.
+
+    `is_chat_request=None` asks the server whether the model is a chat model.
+    """
+    config = request_config or XRequestConfig()
+    client = _client(host, port, api_key, url)
+    if is_chat_request is None:
+        is_chat_request = _is_chat(client.models.list(), model_type)
+    if is_chat_request:
+        return client.chat.completions.create(model=model_type, messages=messages_of(query, history, system),
+                                              **config.to_kwargs(chat=True))
+    return client.completions.create(model=model_type, prompt=_prompt_of(query, history, system),
+                                     **config.to_kwargs(chat=False))
+
+
+async def inference_client_async(
+    model_type: str,
+    query: str,
+    history: History | None = None,
+    system: str | None = None,
+    *,
+    request_config: XRequestConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int | str = 8000,
+    api_key: str = "EMPTY",
+    url: str | None = None,
+    is_chat_request: bool | None = None,
+) -> Any:
+    """`inference_client` for asyncio: awaits the response, or returns an async iterator of chunks."""
+    config = request_config or XRequestConfig()
+    client = _client(host, port, api_key, url, asynchronous=True)
+    if is_chat_request is None:
+        is_chat_request = _is_chat(await client.models.list(), model_type)
+    if is_chat_request:
+        return await client.chat.completions.create(
+            model=model_type, messages=messages_of(query, history, system), **config.to_kwargs(chat=True))
+    return await client.completions.create(model=model_type, prompt=_prompt_of(query, history, system),
+                                           **config.to_kwargs(chat=False))
