@@ -68,7 +68,7 @@ def app_ui_command(
     demo = build_app(backend, defaults)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the page as Ctrl-C does
     try:
-        serve(demo, host=host, port=port, share=bool(share))
+        serve(demo, host=host, port=port, share=bool(share), on_ready=announce(backend.model_name))
     finally:
         signal.signal(signal.SIGTERM, previous)
         close_backend(backend)
@@ -164,6 +164,16 @@ def close_backend(backend: Any) -> None:
         asyncio.run(backend.aclose())
     except Exception as exc:  # shutting down: a backend that cannot close cleanly must not hide the exit
         logging.getLogger("swiftcli.webui").warning("closing the backend failed: %s", exc)
+
+
+def announce(model_name: str) -> Any:
+    def ready(local_url: str, share_url: str | None) -> None:
+        from swiftcli.cli.errors import stderr
+
+        stderr.print(f"Chat with {model_name} on {local_url}" + (f" (public link: {share_url})" if share_url else "")
+                     + "; Ctrl-C stops.", highlight=False, markup=False)
+
+    return ready
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,11 +178,17 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
     return demo
 
 
-def serve(demo: Any, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
-    """Serve until interrupted (Ctrl-C); returns once the server has stopped."""
+def serve(demo: Any, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+          on_ready: Callable[[str, str | None], None] | None = None) -> None:
+    """Serve until interrupted (Ctrl-C); returns once the server has stopped.
+
+    `on_ready(local_url, share_url)` is called once the page answers.
+    """
     demo.queue(default_concurrency_limit=None)
     demo.launch(server_name=host, server_port=port, share=share, show_error=True, prevent_thread_lock=True,
-                footer_links=["gradio"], quiet=False)
+                footer_links=["gradio"], quiet=True)
+    if on_ready is not None:
+        on_ready(demo.local_url, demo.share_url)
     try:
         demo.block_thread()
     finally:
