@@ -25,6 +25,18 @@ def test_tp_sizes_checked_against_heads(embedded_spec):
         parallel.check_parallel_sizes(embedded_spec.model_dir, 1, 31)
 
 
+def test_eager_pipeline_refused_on_cpu(embedded_spec, monkeypatch):
+    monkeypatch.delenv(parallel.BIND_VARIABLE, raising=False)  # engine_args binds threads for 2 workers
+    monkeypatch.delenv(parallel.AUTO_MARK, raising=False)
+    from swiftcli.config import EngineConfig
+    from swiftcli.engines.vllm import engine_args
+
+    assert engine_args(embedded_spec, EngineConfig(pipeline_parallel_size=2))["enforce_eager"] is False
+    assert engine_args(embedded_spec, EngineConfig())["enforce_eager"] is True
+    with pytest.raises(UsageError, match="only compiled"):
+        engine_args(embedded_spec, EngineConfig(pipeline_parallel_size=2, enforce_eager=True))
+
+
 def test_tp2_refused_by_the_cli_before_loading():
     from typer.testing import CliRunner
 
@@ -47,13 +59,14 @@ def test_cpu_thread_binding(workers, cpus, nodes, expected):
 
 def test_user_binding_wins_and_ours_is_undone(monkeypatch):
     monkeypatch.setattr(parallel, "numa_nodes", lambda: 1)
-    monkeypatch.setattr(parallel, "_set_here", None)
+    monkeypatch.delenv(parallel.AUTO_MARK, raising=False)
     monkeypatch.setenv(parallel.BIND_VARIABLE, "0|0|0")
     assert parallel.prepare_cpu_workers(3) is None and os.environ[parallel.BIND_VARIABLE] == "0|0|0"
     monkeypatch.delenv(parallel.BIND_VARIABLE)
     value = parallel.prepare_cpu_workers(3)
     assert value and os.environ[parallel.BIND_VARIABLE] == value
     assert parallel.prepare_cpu_workers(1) is None and parallel.BIND_VARIABLE not in os.environ
+    assert parallel.AUTO_MARK not in os.environ
 
 
 def _greedy_tokens(engine):
@@ -77,8 +90,9 @@ def single_worker_tokens(vllm_engine):
 def test_parallel_engine_matches_one_worker(single_worker_tokens, tp, pp):
     from swiftcli import get_default_template_type, get_template, get_vllm_engine, inference_vllm
 
+    # eager by default on CPU, but a pipeline runs compiled there (see engines.vllm._enforce_eager)
     engine = get_vllm_engine("smollm2-135m-instruct", "float32", tensor_parallel_size=tp,
-                             pipeline_parallel_size=pp, enforce_eager=True)
+                             pipeline_parallel_size=pp)
     try:
         assert _greedy_tokens(engine) == single_worker_tokens
         template = get_template(get_default_template_type("smollm2-135m-instruct"), engine.hf_tokenizer)
@@ -87,3 +101,23 @@ def test_parallel_engine_matches_one_worker(single_worker_tokens, tp, pp):
         assert "Paris" in answer["response"]
     finally:
         engine.close()
+
+
+@pytest.mark.slow
+def test_deploy_with_tp3_matches_one_worker(single_worker_tokens, vllm_engine):
+    """`swiftcli deploy --tensor_parallel_size 3` (threads bound automatically) answers like TP=1."""
+    from openai import OpenAI
+    from server_utils import start_server
+
+    server = start_server(["--tensor_parallel_size", "3", "--dtype", "fp32"], timeout=600)
+    try:
+        client = OpenAI(base_url=server.base_url, api_key="EMPTY")
+        [model] = [m.id for m in client.models.list().data]
+        for prompt, tokens in zip(PROMPTS, single_worker_tokens):
+            reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                                   max_tokens=16, temperature=0)
+            assert reply.usage.completion_tokens == len(tokens)
+            expected = vllm_engine.hf_tokenizer.decode(tokens, skip_special_tokens=True)
+            assert reply.choices[0].message.content == expected
+    finally:
+        assert server.stop() == 0

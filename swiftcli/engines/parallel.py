@@ -89,21 +89,22 @@ def cpu_thread_binding(workers: int, cpus: list[int] | None = None, nodes: int |
     return "|".join(",".join(map(str, group)) for group in groups)
 
 
-_set_here: str | None = None  # the value this process put in the environment, so a later engine can undo it
+# The value swiftcli chose is noted beside it, so that this process and its children can tell it from the user's.
+AUTO_MARK = "SWIFTCLI_AUTO_THREADS_BIND"
 
 
 def prepare_cpu_workers(workers: int) -> str | None:
     """Set VLLM_CPU_OMP_THREADS_BIND for this many CPU workers unless the user chose a value; returns what
     was set (None when nothing was needed or the user's value stands)."""
-    global _set_here
     current = os.environ.get(BIND_VARIABLE, "auto")
-    if current not in ("auto", _set_here):
+    ours = os.environ.get(AUTO_MARK)
+    if current != "auto" and current != ours:
         return None  # the user's own binding wins
     value = cpu_thread_binding(workers) if workers > 1 else None
     if value is None:
-        if _set_here is not None and current == _set_here:
+        if ours is not None and current == ours:
             del os.environ[BIND_VARIABLE]
-        _set_here = None
+        os.environ.pop(AUTO_MARK, None)
         return None
-    os.environ[BIND_VARIABLE] = _set_here = value
+    os.environ[BIND_VARIABLE] = os.environ[AUTO_MARK] = value
     return value

