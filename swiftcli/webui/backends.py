@@ -6,6 +6,7 @@ request: the engine's generator aborts it in the engine, the OpenAI stream close
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -89,17 +90,20 @@ class EngineChatBackend:
         # Encoded on the event loop: a few ms even for a full context, and the tokenizer is not shared across
         # threads (fast tokenizers raise "Already borrowed" when two threads use one at once).
         request = self.request(query, history, settings)
-        tokens = 0
-        finished = False
+        stream = self.engine.generate(request)
+        tokens, stopped = 0, False
         try:
-            async for result in self.engine.generate(request):
+            async for result in stream:
                 first = result.outputs[0]
                 tokens = len(first.token_ids)
-                finished = result.finished
                 yield ChatProgress(first.text, tokens, result.finished, first.finish_reason)
+        except (asyncio.CancelledError, GeneratorExit):  # Stop, or a closed tab
+            stopped = True
+            raise
         finally:
-            if not finished:
-                # The engine's generator aborted the request as it closed; say so for whoever watches the log.
+            # Closed now rather than whenever it is collected: closing the engine's stream aborts the request.
+            await stream.aclose()
+            if stopped:
                 running = getattr(self.engine, "num_unfinished", lambda: -1)()
                 logger.info("chat request %s stopped after %d tokens; aborted in the engine (%d requests still "
                             "running)", request.request_id, tokens, running)
