@@ -12,6 +12,7 @@ from swiftcli.cli.app_ui import app_ui_command
 from swiftcli.cli.chat import chat_command
 from swiftcli.cli.deploy import deploy_command
 from swiftcli.cli.eval import eval_app
+from swiftcli.cli.export import export_command
 from swiftcli.cli.infer import infer_command
 from swiftcli.cli.models import models_command
 
@@ -50,6 +51,7 @@ app.command("models", rich_help_panel="Models")(models_command)
 app.add_typer(eval_app, name="eval", rich_help_panel="Run")
 app.command("deploy", rich_help_panel="Run")(deploy_command)
 app.command("app-ui", rich_help_panel="Run")(app_ui_command)
+app.command("export", rich_help_panel="Models")(export_command)
 
 
 def main() -> None:
