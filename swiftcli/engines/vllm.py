@@ -84,6 +84,8 @@ def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
     }
     if defaults.is_cpu and args["dtype"] == "float16":
         args["dtype"] = "bfloat16"  # the CPU backend has no fp16 kernels for most ops
+    if defaults.is_cpu and config.dtype is None and _quantized(spec):
+        args["dtype"] = "bfloat16"  # vLLM's GPTQ/AWQ kernels refuse float32
     if config.gpu_memory_utilization is not None:
         args["gpu_memory_utilization"] = config.gpu_memory_utilization
     elif defaults.gpu_memory_utilization is not None:
@@ -114,6 +116,19 @@ def _enforce_eager(defaults: PlatformDefaults, config: EngineConfig) -> bool:
             "drop --enforce_eager (swiftcli then compiles), or use --tensor_parallel_size instead",
         )
     return config.enforce_eager
+
+
+def _quantized(spec: ModelSpec) -> bool:
+    """A GPTQ/AWQ/... checkpoint, from the spec or its config.json (a registered type may not say)."""
+    if spec.quantization:
+        return True
+    import json
+
+    try:
+        config = json.loads((spec.model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("quantization_config"), dict)
 
 
 def sampling_params(request: EngineRequest, max_tokens: int) -> Any:
