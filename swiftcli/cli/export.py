@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from swiftcli.cli.errors import handled, stderr
 from swiftcli.cli.options import MODEL_PANEL, BoolValue, opt, with_options
@@ -26,28 +25,28 @@ EXAMPLES = """
 
 @dataclass
 class ExportOptions:
-    ckpt_dir: Optional[str] = opt(None, "Checkpoint to export: a LoRA adapter (with --merge_lora) or full weights.",
+    ckpt_dir: str | None = opt(None, "Checkpoint to export: a LoRA adapter (with --merge_lora) or full weights.",
                                   MODEL_PANEL)
-    model_type: Optional[str] = opt(None, "Registered model type (the base, when args.json does not say).",
+    model_type: str | None = opt(None, "Registered model type (the base, when args.json does not say).",
                                     MODEL_PANEL)
-    model_id_or_path: Optional[str] = opt(None, "Local model directory or hub id (the base, or the model to "
+    model_id_or_path: str | None = opt(None, "Local model directory or hub id (the base, or the model to "
                                                 "quantize).", MODEL_PANEL, "--model")
     merge_lora: BoolValue = opt(False, "Merge the LoRA --ckpt_dir into its base model.", MODEL_PANEL)
-    dtype: Optional[str] = opt(None, "dtype to save merged weights in (default the model's).", MODEL_PANEL,
+    dtype: str | None = opt(None, "dtype to save merged weights in (default the model's).", MODEL_PANEL,
                                "--torch_dtype")
     trust_remote_code: BoolValue = opt(False, "Run code shipped with the model.", MODEL_PANEL)
-    output_dir: Optional[str] = opt(None, "Where to write; default beside the input: DIR-merged, "
+    output_dir: str | None = opt(None, "Where to write; default beside the input: DIR-merged, "
                                           "DIR-gptq-int4 (a hub model: ./NAME-gptq-int4).", OUTPUT_PANEL)
     force: BoolValue = opt(False, "Redo the export even if a complete output exists (it is replaced).",
                            OUTPUT_PANEL)
-    verify: Optional[BoolValue] = opt(
+    verify: BoolValue | None = opt(
         None, "Check that the merged model and base + adapter give the same greedy tokens (float32); default on "
               "up to 3B parameters.", OUTPUT_PANEL)
-    quant_bits: Optional[int] = opt(None, "Quantize to 4 or 8 bits.", QUANT_PANEL)
+    quant_bits: int | None = opt(None, "Quantize to 4 or 8 bits.", QUANT_PANEL)
     quant_method: str = opt("gptq", "gptq (CPU or GPU) or awq (CUDA only).", QUANT_PANEL, choices=("gptq", "awq"))
-    quant_group_size: Optional[int] = opt(None, "Group size; default the largest of 128/64/32 dividing every "
+    quant_group_size: int | None = opt(None, "Group size; default the largest of 128/64/32 dividing every "
                                                 "layer width.", QUANT_PANEL)
-    dataset: Optional[str] = opt(None, "Calibration file (.jsonl/.json/.csv: messages, query/response or text); "
+    dataset: str | None = opt(None, "Calibration file (.jsonl/.json/.csv: messages, query/response or text); "
                                        "default a built-in set of varied texts.", QUANT_PANEL)
     quant_n_samples: int = opt(128, "Calibration samples.", QUANT_PANEL)
     quant_seqlen: int = opt(512, "Tokens per calibration sample (longer ones are cut).", QUANT_PANEL)

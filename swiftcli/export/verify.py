@@ -118,7 +118,7 @@ def compare(reference: Sequence[Sample], model: Any) -> VerifyReport:
             diff = float((logits[:rows] - ref.logits).abs().max())
             choices = [int(t) for t in torch.argmax(logits[n - 1: n - 1 + len(ref.tokens)], dim=-1)]
             merged: list[int] = []
-            for expected, chosen in zip(ref.tokens, choices):
+            for expected, chosen in zip(ref.tokens, choices, strict=True):
                 merged.append(chosen)
                 if chosen != expected:
                     break
