@@ -142,7 +142,7 @@ def _csv(path: Path, text: str) -> Iterator[Record]:
         if len(row) != len(header):
             raise InputError(f"{path}:{start}: {len(row)} fields, but the header has {len(header)}",
                              "quote fields that contain commas or line breaks")
-        yield Record(path, start, dict(zip(header, row)))
+        yield Record(path, start, dict(zip(header, row, strict=True)))
 
 
 def _object(data: Any, path: Path, line: int) -> dict[str, Any]:
@@ -163,8 +163,8 @@ def to_sample(data: dict[str, Any]) -> Sample:
     if _present(data.get("instruction")):
         instruction = _text(data["instruction"], "instruction") or ""
         extra = _text(data.get("input"), "input")
-        query = f"{instruction}\n{extra}" if extra else instruction
-        return Sample(query, _text(data.get("output"), "output"), system, history)
+        prompt = f"{instruction}\n{extra}" if extra else instruction
+        return Sample(prompt, _text(data.get("output"), "output"), system, history)
     query = _first(data, ("query", "prompt", "question"))
     if query is None:
         raise InputError("the row has no query", COLUMNS_HINT)
@@ -222,7 +222,7 @@ def _from_messages(messages: Any, role_key: str, content_key: str) -> Sample:
     history: list[list[str]] = []
     if len(turns) % 2:
         raise InputError("'messages' must alternate user and assistant turns")
-    for (r1, q), (r2, a) in zip(turns[::2], turns[1::2]):
+    for (r1, q), (r2, a) in zip(turns[::2], turns[1::2], strict=True):
         if (r1, r2) != ("user", "assistant"):
             raise InputError("'messages' must alternate user and assistant turns")
         history.append([q, a])

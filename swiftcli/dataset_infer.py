@@ -192,7 +192,7 @@ def run_rows(
     todo = list(enumerate(rows))[start:]
     t0 = time.perf_counter()
     encoded = [encode_request(template, row.sample.request(), config) for _, row in todo]
-    index = {e.request_id: i for (i, _), e in zip(todo, encoded)}
+    index = {e.request_id: i for (i, _), e in zip(todo, encoded, strict=True)}
     stream = engine.stream(encoded)
     try:
         for state in stream:

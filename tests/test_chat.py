@@ -146,13 +146,12 @@ class ScriptedEngine:
 
 def test_plain_stream_never_shows_a_broken_character(monkeypatch, embedded_spec):
     from rich.console import Console
+    from transformers import AutoTokenizer
 
     from swiftcli.cli.chat import Repl
     from swiftcli.cli.common import Loaded
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.registry.templates import get_template
-
-    from transformers import AutoTokenizer
 
     engine = ScriptedEngine(["你", "你\ufffd", "你好", "你好，世\ufffd", "你好，世界"])
     template = get_template(embedded_spec.template_type, AutoTokenizer.from_pretrained(embedded_spec.model_dir))

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -41,7 +41,7 @@ def chat_command(
     no_markdown: Annotated[bool, typer.Option("--no-markdown", "--no_markdown",
                                               help="Print answers as plain text instead of rendered Markdown.")]
     = False,
-    history_file: Annotated[Optional[Path], typer.Option(
+    history_file: Annotated[Path | None, typer.Option(
         "--history_file", "--history-file", help="Input history file; default $SWIFTCLI_HOME/chat_history.",
         dir_okay=False)] = None,
     *,

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -34,26 +34,26 @@ INFER_DEFAULTS = {"temperature": 0.0, "do_sample": False}
 @with_options(model=ModelOptions, gen=GenerationOptions)
 @handled
 def infer_command(
-    query: Annotated[Optional[list[str]], typer.Option("--query", "-q", help="A question (repeatable).")] = None,
+    query: Annotated[list[str] | None, typer.Option("--query", "-q", help="A question (repeatable).")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json (JSON lines with usage; with a "
                                         "dataset, a JSON summary line).", metavar="text|json")] = "text",
-    val_dataset: Annotated[Optional[list[str]], typer.Option(
+    val_dataset: Annotated[list[str] | None, typer.Option(
         "--val_dataset", "--val-dataset", help="Dataset file: .jsonl, .json or .csv (repeatable).",
         rich_help_panel=DATASET_PANEL)] = None,
     val_dataset_sample: Annotated[int, typer.Option(
         "--val_dataset_sample", "--val-dataset-sample", help="Answer a seeded random sample of N rows (-1: all).",
         rich_help_panel=DATASET_PANEL)] = -1,
-    result_file: Annotated[Optional[Path], typer.Option(
+    result_file: Annotated[Path | None, typer.Option(
         "--result_file", "--result-file", help="Write result rows here; rerun with the same file to resume.",
         rich_help_panel=DATASET_PANEL, dir_okay=False)] = None,
-    result_dir: Annotated[Optional[Path], typer.Option(
+    result_dir: Annotated[Path | None, typer.Option(
         "--result_dir", "--result-dir", help="Write results to DIR/<time>.jsonl. Default, with neither: stdout.",
         rich_help_panel=DATASET_PANEL, file_okay=False)] = None,
     load_dataset_config: Annotated[BoolValue, typer.Option(
         "--load_dataset_config", "--load-dataset-config", parser=parse_bool, metavar="BOOL",
         help="Take the dataset and its validation split from --ckpt_dir's sft_args.json/args.json.",
         rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
-    dataset_seed: Annotated[Optional[int], typer.Option(
+    dataset_seed: Annotated[int | None, typer.Option(
         "--dataset_seed", "--dataset-seed", help="Seed of sampling and splitting; default 42 (or the checkpoint's).",
         rich_help_panel=DATASET_PANEL)] = None,
     skip_bad_rows: Annotated[BoolValue, typer.Option(
@@ -125,8 +125,13 @@ def dataset_rows(opts: DatasetOptions, model: ModelOptions) -> list[Any]:
     """The rows to answer: --val_dataset files, or the checkpoint's validation data with --load_dataset_config."""
     from swiftcli.cli.errors import stderr
     from swiftcli.config.resolve import find_ckpt_args
-    from swiftcli.dataset_infer import (DEFAULT_DATASET_SEED, checkpoint_datasets, load_rows, sample_rows,
-                                       split_validation)
+    from swiftcli.dataset_infer import (
+        DEFAULT_DATASET_SEED,
+        checkpoint_datasets,
+        load_rows,
+        sample_rows,
+        split_validation,
+    )
     from swiftcli.errors import UsageError
 
     if opts.sample < -1:
