@@ -132,6 +132,12 @@ def test_cli_bad_input_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["infer", "--val_dataset", str(bad), "--query", "x"])
     assert result.exit_code == 2
+    # ms-swift's `--val_dataset a b`: every file is read (the bad one fails with its line).
+    good = write(tmp_path / "good.jsonl", '{"query": "a"}\n')
+    result = runner.invoke(app, ["infer", "--val_dataset", str(good), str(bad)])
+    assert result.exit_code == 1 and "rows.jsonl:2" in result.stderr
+    result = runner.invoke(app, ["infer", "What is 2+2?"])
+    assert result.exit_code == 2 and "--query" in result.stderr
     result = runner.invoke(app, ["infer", "--val_dataset", str(bad), "--result_file", "a", "--result_dir", "b"])
     assert result.exit_code == 2
 

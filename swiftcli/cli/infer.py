@@ -60,6 +60,9 @@ def infer_command(
         "--skip_bad_rows", "--skip-bad-rows", parser=parse_bool, metavar="BOOL",
         help="Skip rows without a query (with a warning) instead of stopping.",
         rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
+    more_datasets: Annotated[list[str] | None, typer.Argument(
+        hidden=True, metavar="[FILE]", help="More dataset files after --val_dataset, as ms-swift takes them.")]
+    = None,
     *,
     model: ModelOptions,
     gen: GenerationOptions,
@@ -69,6 +72,12 @@ def infer_command(
 
     if output not in ("text", "json"):
         raise UsageError(f"--output must be text or json, not {output!r}")
+    if more_datasets:
+        # ms-swift writes `--val_dataset a.jsonl b.jsonl`; the files after the first arrive here.
+        if not val_dataset:
+            raise UsageError(f"unexpected argument {more_datasets[0]!r}",
+                             "questions go in --query TEXT, dataset files in --val_dataset FILE")
+        val_dataset = [*val_dataset, *more_datasets]
     if val_dataset or load_dataset_config:
         if query:
             raise UsageError("give either --query or a dataset, not both")
