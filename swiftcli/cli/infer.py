@@ -61,7 +61,7 @@ def infer_command(
         help="Skip rows without a query (with a warning) instead of stopping.",
         rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
     more_datasets: Annotated[list[str] | None, typer.Argument(
-        hidden=True, metavar="[FILE]", help="More dataset files after --val_dataset, as ms-swift takes them.")]
+        hidden=True, metavar="FILE", help="More dataset files after --val_dataset, as ms-swift takes them.")]
     = None,
     *,
     model: ModelOptions,
