@@ -256,15 +256,20 @@ class Serving:
 
     # --- requests -> engine requests
 
-    def _check_room(self, prompt_ids: list[int], max_tokens: int | None) -> None:
-        check_context_length(len(prompt_ids), max_tokens, self.engine.max_model_len)
+    def _check_room(self, prompt_ids: list[int], max_tokens: int | None) -> int:
+        """max_tokens for the engine: the request's (an error when it cannot fit), else the server's default
+        (--max_new_tokens, else the model's generation config) cut to the room left in the context."""
+        if max_tokens is not None:
+            return check_context_length(len(prompt_ids), max_tokens, self.engine.max_model_len)
+        room = check_context_length(len(prompt_ids), None, self.engine.max_model_len)
+        default = self.state.settings.default_max_tokens or self.engine.generation_config.max_new_tokens
+        return min(default, room) if default else room
 
     def chat_requests(self, req: ChatCompletionRequest, adapter: str | None) -> list[EngineRequest]:
         template = self.state.template
         system, history, query = chat_turns(req.messages)
         prompt_ids = template.encode(query, history or None, system)
-        max_tokens = req.max_completion_tokens or req.max_tokens or self.state.settings.default_max_tokens
-        self._check_room(prompt_ids, max_tokens)
+        max_tokens = self._check_room(prompt_ids, req.max_completion_tokens or req.max_tokens)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         config = sampling_config(self.engine.generation_config, req, max_tokens, logprobs)
         # ignore_eos means "generate max_tokens": the template's end-of-turn markers do not stop it either.
@@ -279,15 +284,14 @@ class Serving:
         if not prompts:
             raise APIError(400, "prompt must not be empty", param="prompt")
         tokenizer = self.engine.hf_tokenizer
-        max_tokens = req.max_tokens or self.state.settings.default_max_tokens
-        config = sampling_config(self.engine.generation_config, req, max_tokens, req.logprobs)
         requests = []
         base_id = f"cmpl-{uuid.uuid4().hex}"
         for i, prompt in enumerate(prompts):
             ids = list(tokenizer.encode(prompt, add_special_tokens=True))
             if not ids:
                 raise APIError(400, "prompt must not be empty", param="prompt")
-            self._check_room(ids, max_tokens)
+            max_tokens = self._check_room(ids, req.max_tokens)
+            config = sampling_config(self.engine.generation_config, req, max_tokens, req.logprobs)
             requests.append(EngineRequest(ids, config, request_id=f"{base_id}-{i}", adapter=adapter))
         return requests, prompts
 
