@@ -77,8 +77,9 @@ def export_command(*, export: ExportOptions) -> None:
 
         result = merge_lora(
             export.ckpt_dir or "", export.output_dir, model_type=export.model_type,
-            model_id_or_path=export.model_id_or_path, dtype=export.dtype, force=export.force,
-            verify=export.verify, trust_remote_code=export.trust_remote_code, on_message=say,
+            model_id_or_path=export.model_id_or_path, dtype=export.dtype, force=bool(export.force),
+            verify=None if export.verify is None else bool(export.verify),
+            trust_remote_code=bool(export.trust_remote_code), on_message=say,
         )
     else:
         from swiftcli.export.quantize import QuantOptions, quantize_model
@@ -91,8 +92,8 @@ def export_command(*, export: ExportOptions) -> None:
         result = quantize_model(
             opts, ckpt_dir=export.ckpt_dir, model_type=export.model_type,
             model_id_or_path=export.model_id_or_path, output_dir=export.output_dir,
-            merge_lora_first=export.merge_lora, force=export.force,
-            trust_remote_code=export.trust_remote_code, on_message=say,
+            merge_lora_first=bool(export.merge_lora), force=bool(export.force),
+            trust_remote_code=bool(export.trust_remote_code), on_message=say,
         )
     if not result.reused:
         say(f"Wrote {result.output_dir} in {result.seconds:.1f} s")

@@ -138,14 +138,14 @@ def _row_text(row: dict[str, Any], template: Any) -> str | None:
 
 
 def _messages_text(messages: list[Any], template: Any) -> str | None:
-    turns = [(m.get("role") or m.get("from"), m.get("content") or m.get("value")) for m in messages
-             if isinstance(m, dict)]
-    turns = [(r, c) for r, c in turns if isinstance(r, str) and isinstance(c, str)]
+    raw = [(m.get("role") or m.get("from"), m.get("content") or m.get("value")) for m in messages
+           if isinstance(m, dict)]
+    turns: list[tuple[str, str]] = [(r, c) for r, c in raw if isinstance(r, str) and isinstance(c, str)]
     system = next((c for r, c in turns if r == "system"), None)
     dialogue = [(r, c) for r, c in turns if r != "system"]
     history: list[tuple[str, str]] = []
-    text = None
-    pending = None
+    text: str | None = None
+    pending: str | None = None
     for role, content in dialogue:
         if role in ("user", "human"):
             pending = content
