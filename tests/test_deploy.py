@@ -560,3 +560,35 @@ def test_cli_port_in_use(deploy_server):
 
     result = CliRunner().invoke(app, ["deploy", "--port", str(deploy_server.port)])
     assert result.exit_code == 2 and "cannot listen" in result.output
+
+
+# --- the pt backend behind the same app (in-process, transformers on the embedded model)
+
+
+def test_pt_backend_serves_chat_and_stream(pt_engine, embedded_spec):
+    from swiftcli.engines.async_engine import ThreadedAsyncEngine
+    from swiftcli.registry.templates import get_template
+    from swiftcli.server import ServerSettings, create_app
+
+    engine = ThreadedAsyncEngine(pt_engine)
+    template = get_template(embedded_spec.template_type, engine.hf_tokenizer, embedded_spec.default_system)
+    app = create_app(ServerSettings(), engine=engine, template=template)
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": QUESTION}],
+            "temperature": 0, "max_tokens": 20}
+
+    async def run() -> tuple[dict, str]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            full = (await client.post("/v1/chat/completions", json=body)).json()
+            streamed = []
+            async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as resp:
+                async for line in resp.aiter_lines():
+                    if line.startswith("data: {"):
+                        for choice in json.loads(line[6:])["choices"]:
+                            streamed.append(choice["delta"].get("content") or "")
+            return full, "".join(streamed)
+
+    full, streamed = asyncio.run(run())
+    assert full["choices"][0]["message"]["content"].startswith("The capital of France is Paris")
+    assert streamed == full["choices"][0]["message"]["content"]
+    assert full["usage"]["completion_tokens"] > 0
