@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -32,26 +32,55 @@ def _opt(*names: str, help: str, **kwargs: object) -> typer.models.OptionInfo:
 @with_options(model=ModelOptions, gen=GenerationOptions)
 @handled
 def deploy_command(
-    host: Annotated[str, _opt("--host", help="Address to bind; 0.0.0.0 exposes the server to the network.")
-                    ] = "127.0.0.1",
+    host: Annotated[
+        str, _opt("--host", help="Address to bind; 0.0.0.0 exposes the server to the network.")
+    ] = "127.0.0.1",
     port: Annotated[int, _opt("--port", help="Port to listen on.")] = 8000,
-    api_key: Annotated[Optional[str], _opt("--api_key", "--api-key", envvar="SWIFTCLI_API_KEY",
-                                           show_envvar=True, show_default=False,
-                                           help="Require 'Authorization: Bearer KEY' on /v1/*.")] = None,
-    served_model_name: Annotated[Optional[str], _opt("--served_model_name", "--served-model-name",
-                                                     help="Model id in /v1/models; default the model type.")] = None,
-    lora_modules: Annotated[Optional[list[str]], _opt("--lora_modules", "--lora-modules", metavar="NAME=PATH",
-                                                      help="Serve a LoRA adapter by name (repeatable).")] = None,
-    ssl_keyfile: Annotated[Optional[str], _opt("--ssl_keyfile", "--ssl-keyfile", help="TLS key file.")] = None,
-    ssl_certfile: Annotated[Optional[str], _opt("--ssl_certfile", "--ssl-certfile", help="TLS certificate file.")
-                            ] = None,
-    max_concurrent_requests: Annotated[Optional[int], _opt(
-        "--max_concurrent_requests", "--max-concurrent-requests",
-        help="Requests in flight beyond this get 429; default no limit.")] = None,
-    shutdown_timeout: Annotated[float, _opt("--shutdown_timeout", "--shutdown-timeout",
-                                            help="Seconds to let requests in flight finish on SIGTERM.")] = 30.0,
-    log_requests: Annotated[bool, _opt("--log_requests", "--log-requests", parser=parse_bool, metavar="BOOL",
-                                       help="Log each request (and uvicorn's access log).")] = False,
+    api_key: Annotated[
+        str | None,
+        _opt(
+            "--api_key",
+            "--api-key",
+            envvar="SWIFTCLI_API_KEY",
+            show_envvar=True,
+            show_default=False,
+            help="Require 'Authorization: Bearer KEY' on /v1/*.",
+        ),
+    ] = None,
+    served_model_name: Annotated[
+        str | None,
+        _opt("--served_model_name", "--served-model-name", help="Model id in /v1/models; default the model type."),
+    ] = None,
+    lora_modules: Annotated[
+        list[str] | None,
+        _opt(
+            "--lora_modules", "--lora-modules", metavar="NAME=PATH", help="Serve a LoRA adapter by name (repeatable)."
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[str | None, _opt("--ssl_keyfile", "--ssl-keyfile", help="TLS key file.")] = None,
+    ssl_certfile: Annotated[str | None, _opt("--ssl_certfile", "--ssl-certfile", help="TLS certificate file.")] = None,
+    max_concurrent_requests: Annotated[
+        int | None,
+        _opt(
+            "--max_concurrent_requests",
+            "--max-concurrent-requests",
+            help="Requests in flight beyond this get 429; default no limit.",
+        ),
+    ] = None,
+    shutdown_timeout: Annotated[
+        float,
+        _opt("--shutdown_timeout", "--shutdown-timeout", help="Seconds to let requests in flight finish on SIGTERM."),
+    ] = 30.0,
+    log_requests: Annotated[
+        bool,
+        _opt(
+            "--log_requests",
+            "--log-requests",
+            parser=parse_bool,
+            metavar="BOOL",
+            help="Log each request (and uvicorn's access log).",
+        ),
+    ] = False,
     *,
     model: ModelOptions,
     gen: GenerationOptions,
@@ -88,11 +117,17 @@ def deploy_command(
         engine.generation_config = generation_config(engine.generation_config, gen)
         return engine, get_template(spec.template_type, engine.hf_tokenizer, spec.default_system)
 
-    settings = ServerSettings(served_model_name=served_model_name, api_key=api_key or None, lora_modules=loras,
-                              max_concurrent_requests=max_concurrent_requests, log_requests=log_requests,
-                              default_max_tokens=gen.max_new_tokens)
-    listen = ListenOptions(host, port, ssl_keyfile, ssl_certfile, shutdown_timeout,
-                           "info" if verbose() or log_requests else "warning")
+    settings = ServerSettings(
+        served_model_name=served_model_name,
+        api_key=api_key or None,
+        lora_modules=loras,
+        max_concurrent_requests=max_concurrent_requests,
+        log_requests=log_requests,
+        default_max_tokens=gen.max_new_tokens,
+    )
+    listen = ListenOptions(
+        host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"
+    )
     code = serve(settings, load, listen)
     if code:
         raise typer.Exit(code)
@@ -136,8 +171,10 @@ def check_listen(host: str, port: int, ssl_keyfile: str | None, ssl_certfile: st
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise _usage(f"cannot listen on {host}:{port}: {exc.strerror}",
-                         "choose another --port, or stop the process that holds it") from None
+            raise _usage(
+                f"cannot listen on {host}:{port}: {exc.strerror}",
+                "choose another --port, or stop the process that holds it",
+            ) from None
 
 
 def _configure_logging(verbose: bool) -> None:
