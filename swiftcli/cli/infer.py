@@ -217,12 +217,12 @@ def run_dataset(opts: DatasetOptions, output: str, model: ModelOptions, gen: Gen
 
             run_rows(loaded.engine, loaded.template, rows, config, writer, done, stats, advance)
     except KeyboardInterrupt:
-        written = writer.written
-        if isinstance(writer, ResultFile):
-            writer.close()
-            stderr.print(f"[yellow]Interrupted:[/] {written} of {len(rows)} rows are in {target}; "
-                         "run the same command again to resume.", highlight=False)
-        raise
+        if not isinstance(writer, ResultFile):
+            raise
+        writer.close()
+        stderr.print(f"[yellow]Interrupted:[/] {writer.written} of {len(rows)} rows are in {target}; "
+                     "run the same command again to resume.", highlight=False)
+        raise typer.Exit(130) from None
     finally:
         if isinstance(writer, ResultFile):
             writer.close()
