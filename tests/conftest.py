@@ -55,7 +55,7 @@ def deploy_server():
     127.0.0.1: `.base_url` is `http://127.0.0.1:PORT/v1`, `.root_url` without /v1, `.pid`, `.stop()`."""
     from server_utils import start_server
 
-    # Requests without max_tokens stop at 256 new tokens: a 135M model can ramble for its whole context.
-    server = start_server(["--max_new_tokens", "256"])
+    # Requests without max_tokens stop at 128 new tokens: a 135M model can ramble for its whole context.
+    server = start_server(["--max_new_tokens", "128"])
     yield server
     server.stop()

@@ -24,7 +24,9 @@ class AsyncEngine(Protocol):
     hf_tokenizer: Any
     generation_config: GenerationConfig
     max_model_len: int
-    lora_names: list[str]
+
+    @property
+    def lora_names(self) -> list[str]: ...
 
     def generate(self, request: EngineRequest, *, guided: dict[str, Any] | None = None
                  ) -> AsyncIterator[RequestResult]:

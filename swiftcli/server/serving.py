@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -143,7 +143,7 @@ def chat_turns(messages: Sequence[ChatMessage]) -> tuple[str | None, list[tuple[
 
 
 async def merge(engine: Any, requests: Sequence[EngineRequest], guided: dict[str, Any] | None
-                ) -> AsyncIterator[tuple[int, RequestResult]]:
+                ) -> AsyncGenerator[tuple[int, RequestResult], None]:
     """Run several engine requests at once and yield (request index, result) as any of them grows."""
     if len(requests) == 1:
         async for result in engine.generate(requests[0], guided=guided):
