@@ -592,3 +592,50 @@ def test_pt_backend_serves_chat_and_stream(pt_engine, embedded_spec):
     assert full["choices"][0]["message"]["content"].startswith("The capital of France is Paris")
     assert streamed == full["choices"][0]["message"]["content"]
     assert full["usage"]["completion_tokens"] > 0
+
+
+# --- fast in-process checks with a stand-in engine (beside the real ones above)
+
+
+class _BrokenEngine:
+    """Fails inside generation, to check that an engine bug is a 500 envelope without internals."""
+
+    backend = "fake"
+    max_model_len = 64
+    lora_names: list[str] = []
+
+    def __init__(self, spec, tokenizer):
+        from swiftcli.config.spec import GenerationConfig
+
+        self.spec, self.hf_tokenizer, self.generation_config = spec, tokenizer, GenerationConfig()
+
+    async def generate(self, request, *, guided=None):
+        raise RuntimeError("secret internal detail")
+        yield  # pragma: no cover
+
+    async def aclose(self):
+        pass
+
+
+def test_internal_error_is_500_without_trace_and_loading_is_503(embedded_spec, template):
+    from swiftcli.server import ServerSettings, create_app
+
+    app = create_app(ServerSettings(), engine=_BrokenEngine(embedded_spec, template.tokenizer), template=template)
+    loading = create_app(ServerSettings(), loader=lambda: (None, None))  # lifespan not run: never ready
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+
+    async def run() -> tuple[httpx.Response, ...]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            broken = await client.post("/v1/chat/completions", json=body)
+            broken_stream = await client.post("/v1/chat/completions", json={**body, "stream": True})
+            health = await client.get("/health")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=loading), base_url="http://t") as client:
+            return broken, broken_stream, health, await client.get("/health"), await client.get("/v1/models")
+
+    broken, broken_stream, health, loading_health, loading_models = asyncio.run(run())
+    for resp in (broken, broken_stream):
+        assert resp.status_code == 500
+        assert resp.json()["error"]["type"] == "server_error" and "secret" not in resp.text
+    assert health.status_code == 200
+    assert loading_health.status_code == 503 and loading_health.json()["status"] == "loading"
+    assert loading_models.status_code == 503
