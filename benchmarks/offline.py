@@ -147,6 +147,8 @@ def run_hf(queries: list[str], max_tokens: int, dtype: str) -> dict[str, object]
     model_dir = resolve_model().model_dir
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
     texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
                                            add_generation_prompt=True) for q in queries]
@@ -154,7 +156,7 @@ def run_hf(queries: list[str], max_tokens: int, dtype: str) -> dict[str, object]
     t = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(**batch, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+                             pad_token_id=tokenizer.pad_token_id)
     seconds = time.perf_counter() - t
     tokens = int((out.shape[1] - batch["input_ids"].shape[1]) * out.shape[0])
     return _row("transformers generate", seconds, tokens, len(queries), dtype=dtype)
@@ -172,14 +174,13 @@ def main() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
-    import torch
-
-    default_dtype = "float32" if not torch.cuda.is_available() else "bfloat16"
-    hf_dtype = args.dtype or default_dtype
     queries = chat_prompts(args.num_prompts)
     rows: list[dict[str, object]] = []
-    if "vllm" not in skip:
+    if "vllm" not in skip:  # first, before this process touches CUDA (vLLM forks its engine process)
         rows += run_vllm(queries, args.max_tokens, args.dtype, args.repeats)
+    import torch
+
+    hf_dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
     if "cli" not in skip:
         rows.append(run_cli(queries, args.max_tokens, args.dtype))
     if "pt" not in skip:

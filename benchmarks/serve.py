@@ -141,11 +141,24 @@ def server_command(kind: str, model_dir: str, model: str, port: int, max_num_seq
     if kind == "swiftcli":
         return [sys.executable, "-m", "swiftcli.cli", "deploy", "--port", str(port), "--model", model_dir,
                 "--served_model_name", model, "--max_num_seqs", str(max_num_seqs)]
-    # The same engine settings swiftcli uses on CPU: float32, eager, the KV cache from VLLM_CPU_KVCACHE_SPACE.
+    # vLLM's server gets exactly the engine arguments swiftcli's deploy computes on this platform.
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-            "--served-model-name", model, "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32",
-            "--enforce-eager", "--max-num-seqs", str(max_num_seqs), "--disable-log-stats", "--seed", "0",
-            "--disable-uvicorn-access-log"]
+            "--served-model-name", model, "--port", str(port), "--host", "127.0.0.1",
+            *vllm_flags(model_dir, max_num_seqs), "--disable-log-stats", "--disable-uvicorn-access-log"]
+
+
+def vllm_flags(model_dir: str, max_num_seqs: int) -> list[str]:
+    from swiftcli.config import EngineConfig, resolve_model
+    from swiftcli.engines.vllm import engine_args
+
+    args = engine_args(resolve_model(model_id_or_path=model_dir), EngineConfig(max_num_seqs=max_num_seqs))
+    flags: list[str] = []
+    for key, value in args.items():
+        if key in ("model", "tokenizer") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        flags += [flag] if value is True else [flag, str(value)]
+    return flags
 
 
 def bench(kind: str, args: argparse.Namespace, model_dir: str) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from swiftcli.config import resolve_model
-from swiftcli.errors import CheckpointError, ModelNotFoundError, UsageError
+from swiftcli.errors import CheckpointError, EngineError, ModelNotFoundError
 
 
 def _full_checkpoint(embedded_spec, path: Path, args: dict | None, args_file: str = "args.json") -> Path:
@@ -70,7 +70,7 @@ def test_lora_on_vllm_without_enable_lora_names_the_merge_command(lora_ckpt):
     from swiftcli.engines import create_engine
 
     spec = resolve_model(ckpt_dir=lora_ckpt)
-    with pytest.raises(UsageError) as err:
+    with pytest.raises(EngineError) as err:
         create_engine(spec, EngineConfig(enable_lora=False), backend="vllm")
     assert "swiftcli export --ckpt_dir" in err.value.hint and "--merge_lora true" in err.value.hint
 

@@ -113,7 +113,7 @@ def test_deploy_with_tp3_matches_one_worker(single_worker_tokens, vllm_engine):
     try:
         client = OpenAI(base_url=server.base_url, api_key="EMPTY")
         [model] = [m.id for m in client.models.list().data]
-        for prompt, tokens in zip(PROMPTS, single_worker_tokens):
+        for prompt, tokens in zip(PROMPTS, single_worker_tokens, strict=True):
             reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
                                                    max_tokens=16, temperature=0)
             assert reply.usage.completion_tokens == len(tokens)

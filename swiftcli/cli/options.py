@@ -48,48 +48,48 @@ def option_names(name: str, aliases: tuple[str, ...] = ()) -> list[str]:
 
 @dataclass
 class ModelOptions:
-    model_type: Optional[str] = opt(None, "Registered model type (see `swiftcli models`).", MODEL_PANEL)
-    model_id_or_path: Optional[str] = opt(
+    model_type: str | None = opt(None, "Registered model type (see `swiftcli models`).", MODEL_PANEL)
+    model_id_or_path: str | None = opt(
         None, "Local model directory or hub id.", MODEL_PANEL, "--model")
-    ckpt_dir: Optional[str] = opt(
+    ckpt_dir: str | None = opt(
         None, "Fine-tuned checkpoint (full weights or a LoRA adapter).", MODEL_PANEL)
-    template_type: Optional[str] = opt(None, "Chat template; default from the registry or the tokenizer.",
+    template_type: str | None = opt(None, "Chat template; default from the registry or the tokenizer.",
                                        MODEL_PANEL)
-    system: Optional[str] = opt(None, "System prompt; default the template's.", MODEL_PANEL)
-    dtype: Optional[str] = opt(None, "bf16, fp16, fp32 or auto.", MODEL_PANEL, "--torch_dtype")
-    revision: Optional[str] = opt(None, "Hub revision to download.", MODEL_PANEL)
+    system: str | None = opt(None, "System prompt; default the template's.", MODEL_PANEL)
+    dtype: str | None = opt(None, "bf16, fp16, fp32 or auto.", MODEL_PANEL, "--torch_dtype")
+    revision: str | None = opt(None, "Hub revision to download.", MODEL_PANEL)
     merge_lora: BoolValue = opt(False, "Merge a LoRA --ckpt_dir first (or reuse the merge) and run the merged "
                                        "weights.", MODEL_PANEL)
-    infer_backend: Optional[str] = opt(None, "vllm or pt; default vllm when installed.", ENGINE_PANEL,
+    infer_backend: str | None = opt(None, "vllm or pt; default vllm when installed.", ENGINE_PANEL,
                                        choices=("vllm", "pt"))
-    max_model_len: Optional[int] = opt(None, "Context length; default the model's.", ENGINE_PANEL)
-    gpu_memory_utilization: Optional[float] = opt(
+    max_model_len: int | None = opt(None, "Context length; default the model's.", ENGINE_PANEL)
+    gpu_memory_utilization: float | None = opt(
         None, "Fraction of GPU memory for vLLM (on CPU: of node memory; default a 2 GiB KV cache).", ENGINE_PANEL)
     tensor_parallel_size: int = opt(1, "Tensor-parallel workers.", ENGINE_PANEL)
     pipeline_parallel_size: int = opt(1, "Pipeline-parallel stages.", ENGINE_PANEL)
-    enforce_eager: Optional[BoolValue] = opt(
+    enforce_eager: BoolValue | None = opt(
         None, "Eager mode; default true on CPU (correct bf16 answers, fast start), false on GPU.", ENGINE_PANEL)
-    max_num_seqs: Optional[int] = opt(None, "Most sequences per engine step.", ENGINE_PANEL)
+    max_num_seqs: int | None = opt(None, "Most sequences per engine step.", ENGINE_PANEL)
     trust_remote_code: BoolValue = opt(False, "Run code shipped with the model.", ENGINE_PANEL)
     vllm_enable_lora: BoolValue = opt(False, "Serve a LoRA --ckpt_dir as an adapter on vLLM.", ENGINE_PANEL)
     max_lora_rank: int = opt(16, "Largest LoRA rank vLLM accepts.", ENGINE_PANEL)
-    distributed_executor_backend: Optional[str] = opt(
+    distributed_executor_backend: str | None = opt(
         None, "mp (one node, default) or ray (multi-node).", ENGINE_PANEL, choices=("mp", "ray"))
-    engine_kwargs: Optional[str] = opt(None, "Extra vLLM engine arguments as JSON, e.g. '{\"max_num_seqs\": 64}'.",
+    engine_kwargs: str | None = opt(None, "Extra vLLM engine arguments as JSON, e.g. '{\"max_num_seqs\": 64}'.",
                                        ENGINE_PANEL)
 
 
 @dataclass
 class GenerationOptions:
-    max_new_tokens: Optional[int] = opt(None, "Most new tokens per answer.", GENERATION_PANEL)
-    temperature: Optional[float] = opt(None, "Sampling temperature; 0 is greedy.", GENERATION_PANEL)
-    top_p: Optional[float] = opt(None, "Nucleus sampling.", GENERATION_PANEL)
-    top_k: Optional[int] = opt(None, "Top-k sampling; 0 disables.", GENERATION_PANEL)
-    repetition_penalty: Optional[float] = opt(None, "Repetition penalty.", GENERATION_PANEL)
-    do_sample: Optional[BoolValue] = opt(None, "false for greedy decoding.", GENERATION_PANEL)
-    seed: Optional[int] = opt(None, "Random seed (engine and sampling).", GENERATION_PANEL)
-    stop: Optional[list[str]] = opt(None, "Stop string (repeatable).", GENERATION_PANEL)
-    ignore_eos: Optional[BoolValue] = opt(None, "true to generate max_new_tokens regardless of EOS (benchmarks).",
+    max_new_tokens: int | None = opt(None, "Most new tokens per answer.", GENERATION_PANEL)
+    temperature: float | None = opt(None, "Sampling temperature; 0 is greedy.", GENERATION_PANEL)
+    top_p: float | None = opt(None, "Nucleus sampling.", GENERATION_PANEL)
+    top_k: int | None = opt(None, "Top-k sampling; 0 disables.", GENERATION_PANEL)
+    repetition_penalty: float | None = opt(None, "Repetition penalty.", GENERATION_PANEL)
+    do_sample: BoolValue | None = opt(None, "false for greedy decoding.", GENERATION_PANEL)
+    seed: int | None = opt(None, "Random seed (engine and sampling).", GENERATION_PANEL)
+    stop: list[str] | None = opt(None, "Stop string (repeatable).", GENERATION_PANEL)
+    ignore_eos: BoolValue | None = opt(None, "true to generate max_new_tokens regardless of EOS (benchmarks).",
                                           GENERATION_PANEL)
 
 
