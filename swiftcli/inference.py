@@ -50,7 +50,7 @@ def _results(
     requests: Sequence[Request], encoded: Sequence[EngineRequest], states: Sequence[RequestResult]
 ) -> list[InferResult]:
     out = []
-    for i, (request, state) in enumerate(zip(requests, states)):
+    for i, (request, state) in enumerate(zip(requests, states, strict=True)):
         first = state.outputs[0]
         out.append(
             InferResult(

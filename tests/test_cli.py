@@ -7,8 +7,9 @@ from swiftcli.cli.main import app
 
 
 def test_help_imports_no_heavy_modules():
-    code = "import sys; from swiftcli.cli.main import app; from typer.testing import CliRunner; " \
-           "CliRunner().invoke(app, ['--help']); print([m for m in ('torch','vllm','transformers') if m in sys.modules])"
+    code = ("import sys; from swiftcli.cli.main import app; from typer.testing import CliRunner; "
+            "CliRunner().invoke(app, ['--help']); "
+            "print([m for m in ('torch','vllm','transformers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -98,7 +98,7 @@ def _parameter(f: Any) -> inspect.Parameter:
     annotation = f.type if not isinstance(f.type, str) else eval(f.type, globals())  # noqa: S307
     kwargs: dict[str, Any] = {"help": meta["help"], "rich_help_panel": meta["panel"], "show_default": True}
     base = annotation
-    if base is BoolValue or base == Optional[BoolValue]:
+    if base is BoolValue or base == Optional[BoolValue]:  # noqa: UP045 (matches either spelling at runtime)
         kwargs.update(parser=parse_bool, metavar="BOOL")
     if meta["choices"]:
         kwargs["metavar"] = "|".join(meta["choices"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
 
 from swiftcli.config.spec import EngineConfig, ModelSpec
 from swiftcli.engines.base import Completion, Engine, EngineRequest, RequestResult, generate_all
