@@ -65,7 +65,7 @@ def read_records(path: str | Path) -> Iterator[Record]:
     fmt = dataset_format(path)
     if not path.is_file():
         what = "is a directory, not a file" if path.is_dir() else "does not exist"
-        raise InputError(f"dataset file {path} {what}", "check the path given to --val_dataset")
+        raise InputError(f"dataset file {path} {what}", "check the path (and the current directory)")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
