@@ -3,8 +3,6 @@ built-in set of varied texts (prose, dialogue, code, numbers, lists, a few langu
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -89,32 +87,9 @@ def load_calibration(path: Path | None, template: Any, tokenizer: Any, n_samples
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"calibration file {path} does not exist", "check --dataset")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".json"):
-            text = path.read_text(encoding="utf-8")
-            if suffix == ".json":
-                data = json.loads(text)
-                return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
-            rows = []
-            for number, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{number} is not valid JSON ({exc.msg})",
-                                     "each line of a .jsonl file must be one JSON object") from None
-                if isinstance(row, dict):
-                    rows.append(row)
-            return rows
-        if suffix == ".csv":
-            with open(path, newline="", encoding="utf-8") as fh:
-                return list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}", "give a UTF-8 .jsonl, .json or .csv file") from None
-    raise InputError(f"{path}: unsupported calibration file type {suffix or '(none)'}",
-                     "give a .jsonl, .json or .csv file")
+    from swiftcli.data import read_records
+
+    return [record.data for record in read_records(path)]
 
 
 def _row_text(row: dict[str, Any], template: Any) -> str | None:

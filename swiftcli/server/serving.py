@@ -329,15 +329,9 @@ class Serving:
                 body["usage"] = None
             return sse(body)
 
-        async def results() -> AsyncIterator[tuple[int, RequestResult]]:
-            if first is not None:
-                yield first
-            async for item in stream:
-                yield item
-
         finished = False
         try:
-            async for _, result in results():
+            async for _, result in _prepend(first, stream):
                 slot.on_result(result)
                 slot.output_tokens = result.output_tokens
                 last = result
@@ -405,15 +399,9 @@ class Serving:
                 body["usage"] = None
             return sse(body)
 
-        async def results() -> AsyncIterator[tuple[int, RequestResult]]:
-            if first is not None:
-                yield first
-            async for item in stream:
-                yield item
-
         finished = False
         try:
-            async for p, result in results():
+            async for p, result in _prepend(first, stream):
                 slot.on_result(result)
                 latest[p] = result
                 slot.output_tokens = sum(r.output_tokens for r in latest.values())
@@ -444,6 +432,15 @@ class Serving:
         finally:
             await _close(stream)
             slot.release(finished)
+
+
+async def _prepend(first: tuple[int, RequestResult] | None, stream: Any
+                   ) -> AsyncIterator[tuple[int, RequestResult]]:
+    """The result already awaited (to answer errors before streaming starts), then the rest of the stream."""
+    if first is not None:
+        yield first
+    async for item in stream:
+        yield item
 
 
 async def _close(stream: Any) -> None:
