@@ -21,12 +21,12 @@ _EXPORTS: dict[str, str] = {
     "GenerationConfig": "swiftcli.config.spec",
     "resolve_model": "swiftcli.config.resolve",
     "create_engine": "swiftcli.engines",
-    "get_vllm_engine": "swiftcli.api",
-    "get_model_tokenizer": "swiftcli.api",
-    "inference_vllm": "swiftcli.inference",
-    "inference_stream_vllm": "swiftcli.inference",
-    "inference": "swiftcli.inference",
-    "inference_stream": "swiftcli.inference",
+    "get_vllm_engine": "swiftcli.engines.compat",
+    "get_model_tokenizer": "swiftcli.engines.compat",
+    "inference_vllm": "swiftcli.inference.core",
+    "inference_stream_vllm": "swiftcli.inference.core",
+    "inference": "swiftcli.inference.core",
+    "inference_stream": "swiftcli.inference.core",
     "SwiftError": "swiftcli.errors",
     "get_model_list_client": "swiftcli.client",
     "XRequestConfig": "swiftcli.client",
@@ -46,11 +46,11 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from swiftcli.api import get_model_tokenizer, get_vllm_engine
     from swiftcli.config.resolve import resolve_model
     from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
     from swiftcli.engines import create_engine
+    from swiftcli.engines.compat import get_model_tokenizer, get_vllm_engine
     from swiftcli.errors import SwiftError
-    from swiftcli.inference import inference, inference_stream, inference_stream_vllm, inference_vllm
+    from swiftcli.inference.core import inference, inference_stream, inference_stream_vllm, inference_vllm
     from swiftcli.registry.models import ModelType, get_default_template_type
     from swiftcli.registry.templates import Template, TemplateType, get_template

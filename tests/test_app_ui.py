@@ -358,7 +358,7 @@ def test_engine_requests_carry_the_page_settings(embedded_spec: Any) -> None:
     from types import SimpleNamespace
 
     from swiftcli.config.spec import GenerationConfig
-    from swiftcli.engines.vllm import load_tokenizer
+    from swiftcli.engines.tokenizer import load_tokenizer
     from swiftcli.errors import ContextLengthError
     from swiftcli.registry.templates import get_template
     from swiftcli.webui import ChatSettings, EngineChatBackend

@@ -12,7 +12,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from swiftcli.chat_session import (
+from swiftcli.cli.main import app
+from swiftcli.errors import InputError, UsageError
+from swiftcli.inference.chat import (
     ChatSession,
     Command,
     InputAssembler,
@@ -22,8 +24,6 @@ from swiftcli.chat_session import (
     stable_text,
     suggest,
 )
-from swiftcli.cli.main import app
-from swiftcli.errors import InputError, UsageError
 
 FRANCE = "What is the capital of France?"
 

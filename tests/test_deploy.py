@@ -566,7 +566,7 @@ def test_cli_port_in_use(deploy_server):
 
 
 def test_pt_backend_serves_chat_and_stream(pt_engine, embedded_spec):
-    from swiftcli.engines.async_engine import ThreadedAsyncEngine
+    from swiftcli.engines.threaded import ThreadedAsyncEngine
     from swiftcli.registry.templates import get_template
     from swiftcli.server import ServerSettings, create_app
 

@@ -22,7 +22,7 @@ def session_engine(vllm_engine, monkeypatch):
 
 
 def test_missing_embedded_package_names_the_install_command(tmp_path, monkeypatch):
-    from swiftcli import embedded
+    from swiftcli.hub import embedded
 
     monkeypatch.setenv("SWIFTCLI_HOME", str(tmp_path))
     real = importlib.util.find_spec

@@ -1,4 +1,4 @@
-"""Dataset files (swiftcli.data) and `swiftcli infer --val_dataset`: formats, order, resume, bad input."""
+"""Dataset files (swiftcli.data.records) and `swiftcli infer --val_dataset`: formats, order, resume, bad input."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
-from swiftcli.data import Sample, read_records, read_samples, to_sample
+from swiftcli.data.records import Sample, read_records, read_samples, to_sample
 from swiftcli.errors import InputError
 
 
@@ -23,7 +23,7 @@ def write(path, text):
     return path
 
 
-# ---- swiftcli.data: fast, engine-free ----
+# ---- swiftcli.data.records: fast, engine-free ----
 
 
 def test_jsonl_records_carry_file_and_line(tmp_path):
@@ -106,7 +106,7 @@ def test_read_samples_locates_or_skips_bad_rows(tmp_path):
 
 
 def test_sample_is_seeded_and_keeps_file_order(tmp_path):
-    from swiftcli.dataset_infer import load_rows
+    from swiftcli.data.runs import load_rows
 
     path = write(tmp_path / "a.jsonl", "".join(json.dumps({"query": f"q{i}"}) + "\n" for i in range(10)))
     picked = [r.record.line for r in load_rows([path], 4, seed=1)]
@@ -247,7 +247,7 @@ def test_interrupt_then_resume_past_a_torn_line(session_engine, tmp_path, monkey
     rows = write(tmp_path / "rows.jsonl", "".join(json.dumps({"query": q}) + "\n" for q in SHORT * 2))
     out = tmp_path / "out.jsonl"
     args = ["infer", "--val_dataset", str(rows), "--result_file", str(out), "--max_new_tokens", "16"]
-    import swiftcli.dataset_infer as dataset_infer
+    import swiftcli.data.runs as dataset_infer
 
     real_row, calls = dataset_infer.result_row, []
 

@@ -100,7 +100,7 @@ def engine_backend(model: ModelOptions, gen: GenerationOptions) -> tuple[Any, An
 
 def start_async_engine(spec: Any, config: Any, backend: str) -> Any:
     """Start the async engine; tests may swap this like `swiftcli.cli.common.start_engine`."""
-    from swiftcli.engines.async_engine import create_async_engine
+    from swiftcli.engines import create_async_engine
 
     return create_async_engine(spec, config, backend)
 

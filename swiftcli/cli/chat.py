@@ -56,9 +56,9 @@ def run_chat(model: ModelOptions, gen: GenerationOptions, markdown: bool = True,
              history_file: Path | None = None) -> None:
     from rich.console import Console
 
-    from swiftcli.chat_session import ChatSession
     from swiftcli.cli.common import generation_config, load
     from swiftcli.cli.errors import stderr
+    from swiftcli.inference.chat import ChatSession
 
     console = Console(highlight=False)
     with stderr.status("Loading the model...", spinner="dots") if sys.stderr.isatty() else contextlib.nullcontext():
@@ -87,7 +87,7 @@ class Repl:
             self._loop()
 
     def _loop(self) -> None:
-        from swiftcli.chat_session import InputAssembler, parse_command, question_text
+        from swiftcli.inference.chat import InputAssembler, parse_command, question_text
 
         assembler = InputAssembler()
         while True:
@@ -129,8 +129,8 @@ class Repl:
 
     def handle(self, command: Any) -> bool:
         """Run a command; True means leave the chat."""
-        from swiftcli.chat_session import ChatSession, help_text, suggest
         from swiftcli.errors import SwiftError
+        from swiftcli.inference.chat import ChatSession, help_text, suggest
 
         name, arg = command.name, command.arg
         try:
@@ -214,9 +214,9 @@ class Repl:
     # ---- answering ----
 
     def answer(self, query: str) -> None:
-        from swiftcli.chat_session import TurnStats, stable_text
         from swiftcli.errors import SwiftError
-        from swiftcli.inference import encode_request
+        from swiftcli.inference.chat import TurnStats, stable_text
+        from swiftcli.inference.core import encode_request
 
         try:
             request = encode_request(self.loaded.template, self.session.request(query), self.current_config())
@@ -374,7 +374,7 @@ class LineReader:
         from prompt_toolkit.history import FileHistory, InMemoryHistory
         from prompt_toolkit.key_binding import KeyBindings
 
-        from swiftcli.paths import swiftcli_home
+        from swiftcli.config.paths import swiftcli_home
 
         path = history_file or swiftcli_home() / "chat_history"
         try:

@@ -110,7 +110,7 @@ def deploy_command(
         config.max_loras = max(config.max_loras, len(loras))
 
     def load() -> tuple[object, object]:
-        from swiftcli.engines.async_engine import create_async_engine
+        from swiftcli.engines import create_async_engine
         from swiftcli.registry.templates import get_template
 
         engine = create_async_engine(spec, config, backend)

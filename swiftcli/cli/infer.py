@@ -103,7 +103,7 @@ def infer_command(
 
 def run_queries(queries: list[str], output: str, model: ModelOptions, gen: GenerationOptions) -> None:
     from swiftcli.cli.common import generation_config, load
-    from swiftcli.inference import infer
+    from swiftcli.inference.core import infer
 
     loaded = load(model, seed=gen.seed)
     config = generation_config(loaded.engine.generation_config, gen, **INFER_DEFAULTS)
@@ -134,7 +134,7 @@ def dataset_rows(opts: DatasetOptions, model: ModelOptions) -> list[Any]:
     """The rows to answer: --val_dataset files, or the checkpoint's validation data with --load_dataset_config."""
     from swiftcli.cli.errors import stderr
     from swiftcli.config.resolve import find_ckpt_args
-    from swiftcli.dataset_infer import (
+    from swiftcli.data.runs import (
         DEFAULT_DATASET_SEED,
         checkpoint_datasets,
         load_rows,
@@ -180,7 +180,7 @@ def run_dataset(opts: DatasetOptions, output: str, model: ModelOptions, gen: Gen
     from swiftcli.cli.common import generation_config, load
     from swiftcli.cli.errors import stderr
     from swiftcli.cli.state import quiet
-    from swiftcli.dataset_infer import ResultFile, RunStats, StreamWriter, run_rows
+    from swiftcli.data.runs import ResultFile, RunStats, StreamWriter, run_rows
     from swiftcli.errors import InputError
 
     # Read and check every row before the engine starts: a bad file fails in a second, not after start-up.

@@ -71,7 +71,7 @@ def _make_spec(
 
 def _fetch_registered(info: ModelInfo, revision: str | None) -> Path:
     if info.embedded:
-        from swiftcli.embedded import ensure_embedded_model
+        from swiftcli.hub.embedded import ensure_embedded_model
 
         return ensure_embedded_model()
     from swiftcli.hub import snapshot_download, use_hf_hub

@@ -1,9 +1,10 @@
-"""The Engine protocol every backend implements, and the request/result types they share."""
+"""The Engine protocol (offline) and AsyncEngine protocol (servers) every backend implements, and the
+request/result types they share."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,6 +74,33 @@ class Engine(Protocol):
     def abort(self, request_ids: Sequence[str]) -> None: ...
 
     def close(self) -> None: ...
+
+
+class AsyncEngine(Protocol):
+    """A loaded model serving many concurrent requests from one event loop."""
+
+    backend: str
+    spec: ModelSpec
+    hf_tokenizer: Any
+    generation_config: GenerationConfig
+    max_model_len: int
+
+    @property
+    def lora_names(self) -> list[str]: ...
+
+    def generate(self, request: EngineRequest, *, guided: dict[str, Any] | None = None
+                 ) -> AsyncIterator[RequestResult]:
+        """Yield the request's cumulative state as it grows; the last one has `finished=True`.
+
+        `guided` constrains the output: `{"json": schema}` or `{"json_object": True}` (vLLM only).
+        """
+        ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def add_lora(self, name: str, path: str) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 def check_context_length(prompt_tokens: int, max_new_tokens: int | None, max_model_len: int) -> int:

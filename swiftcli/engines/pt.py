@@ -29,7 +29,7 @@ def get_model_tokenizer(
     torch = _torch()
     from transformers import AutoModelForCausalLM
 
-    from swiftcli.engines.vllm import load_tokenizer
+    from swiftcli.engines.tokenizer import load_tokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     name = _DTYPES.get(dtype or spec.torch_dtype or "bfloat16", "bfloat16")

@@ -18,6 +18,8 @@ from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.engines.outputs import to_result
+from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.errors import EngineError, MissingDependencyError, UsageError
 
 # vLLM logs to stdout by default; results own stdout, so logs go to stderr unless the user says otherwise.
@@ -212,7 +214,7 @@ class VllmEngine:
                         continue
                     # With n > 1 some releases report each candidate on its own; merge them by index.
                     parts = merged.setdefault(request_id, {})
-                    result = _to_result(request_id, output)
+                    result = to_result(request_id, output)
                     for completion in result.outputs:
                         parts[completion.index] = completion
                     result.outputs = [parts[i] for i in sorted(parts)]
@@ -253,28 +255,6 @@ def _external_id(request_id: str, pending: dict[str, EngineRequest]) -> str | No
         if request_id.startswith(known + "-"):
             return known
     return None
-
-
-def _to_result(request_id: str, output: Any) -> RequestResult:
-    completions = []
-    for out in output.outputs:
-        logprobs = None
-        if out.logprobs:
-            logprobs = [{tok: lp.logprob for tok, lp in step.items()} for step in out.logprobs]
-        completions.append(
-            Completion(out.index, out.text, list(out.token_ids), out.finish_reason if output.finished else None,
-                       logprobs)
-        )
-    return RequestResult(request_id, len(output.prompt_token_ids or []), completions, bool(output.finished))
-
-
-def load_tokenizer(spec: ModelSpec, trust_remote_code: bool = False) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(spec.model_dir, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def _first_line(exc: BaseException) -> str:

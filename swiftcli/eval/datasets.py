@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swiftcli.data import Record, read_records, to_sample
+from swiftcli.data.records import Record, read_records, to_sample
 from swiftcli.errors import InputError, UsageError
 
 GENERATION = "generation"

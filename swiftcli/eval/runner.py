@@ -42,7 +42,7 @@ def generate_local(
 ) -> Generated:
     """All runnable items go to the engine as one batch; on_progress(1) is called as each item is done."""
     from swiftcli.engines.base import check_context_length, generate_all
-    from swiftcli.inference import encode_request
+    from swiftcli.inference.core import encode_request
 
     progress = on_progress or (lambda _: None)
     predictions: list[Prediction | None] = [None] * len(items)

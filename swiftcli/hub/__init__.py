@@ -1,4 +1,6 @@
-"""Downloads from ModelScope (default) or Hugging Face (USE_HF=1). Thin: only this module talks to a hub."""
+"""Where weights come from: a hub snapshot download, or the embedded model that a Python package ships.
+
+Downloads from ModelScope (default) or Hugging Face (USE_HF=1). Thin: only this module talks to a hub."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ def use_hf_hub() -> bool:
 
 
 def snapshot_download(model_id: str, revision: str | None = None) -> Path:
-    """Fetch a model repository (or find it in the hub's cache) and return its local directory."""
+    """Where weights come from: a hub snapshot download, or the embedded model that a Python package ships.
+
+Fetch a model repository (or find it in the hub's cache) and return its local directory."""
     try:
         if use_hf_hub():
             from huggingface_hub import snapshot_download as hf_download

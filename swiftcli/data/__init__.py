@@ -1,0 +1,1 @@
+"""Dataset files: reading rows in every supported shape (records), and resumable dataset runs (runs)."""

@@ -1,0 +1,1 @@
+"""From requests and history, through a template, to an engine and back: batch, stream and the chat session."""
