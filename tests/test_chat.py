@@ -149,15 +149,15 @@ def test_plain_stream_never_shows_a_broken_character(monkeypatch, embedded_spec)
     from transformers import AutoTokenizer
 
     from swiftcli.cli.chat import Repl
-    from swiftcli.cli.common import Loaded
+    from swiftcli.engines.loader import Session
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.registry.templates import get_template
 
     engine = ScriptedEngine(["你", "你\ufffd", "你好", "你好，世\ufffd", "你好，世界"])
     template = get_template(embedded_spec.template_type, AutoTokenizer.from_pretrained(embedded_spec.model_dir))
     console = Console(file=__import__("io").StringIO(), force_terminal=False, width=80)
-    repl = Repl(Loaded(embedded_spec, engine, template, "vllm"), GenerationConfig(), ChatSession(), console,
-                markdown=False, history_file=None)
+    repl = Repl(Session(embedded_spec, engine, template, "vllm", GenerationConfig()), GenerationConfig(),
+                ChatSession(), markdown=False, history_file=None, console=console)
     chunks = []
     monkeypatch.setattr(console.file, "write", lambda s: chunks.append(s) or len(s))
     repl.answer("hi")
@@ -251,7 +251,7 @@ def test_repl_in_a_terminal(tmp_path):
 
 @pytest.fixture
 def session_engine(monkeypatch, vllm_engine):
-    monkeypatch.setattr("swiftcli.cli.common.start_engine", lambda spec, config, backend: vllm_engine)
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda spec, config, backend, asynchronous: vllm_engine)
     return vllm_engine
 
 

@@ -25,8 +25,27 @@ def test_bool_option_takes_a_value():
     assert result.exit_code == 2
 
 
-def test_infer_query_prints_only_the_answer():
+def test_infer_query_prints_only_the_answer(tmp_path):
+    """A newcomer's first command, without a terminal: the answer alone on stdout, at most 2 lines on stderr,
+    and the engine's chatter in the log file under $SWIFTCLI_HOME/logs."""
+    import os
+
+    home = os.environ.get("SWIFTCLI_HOME") or os.path.expanduser("~/.cache/swiftcli")
+    before = set(os.listdir(os.path.join(home, "logs"))) if os.path.isdir(os.path.join(home, "logs")) else set()
     proc = subprocess.run([sys.executable, "-m", "swiftcli.cli", "infer", "--query", "What is the capital of France?"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Paris" in proc.stdout and len(proc.stdout.strip().splitlines()) == 1
+    assert proc.stdout == "The capital of France is Paris.\n"
+    assert len(proc.stderr.splitlines()) <= 2, proc.stderr
+    (log,) = set(os.listdir(os.path.join(home, "logs"))) - before
+    text = open(os.path.join(home, "logs", log), encoding="utf-8").read()
+    assert "EngineCore" in text or "vllm" in text.lower()
+
+
+def test_verbose_shows_engine_logs():
+    proc = subprocess.run([sys.executable, "-m", "swiftcli.cli", "-v", "infer", "--infer_backend", "pt",
+                           "--max_new_tokens", "4", "--query", "Hi"],
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(proc.stdout.splitlines()) == 1
+    assert "loading" in proc.stderr.lower() or "INFO" in proc.stderr

@@ -15,9 +15,9 @@ from swiftcli.errors import MissingDependencyError, TemplateError
 
 @pytest.fixture
 def session_engine(vllm_engine, monkeypatch):
-    import swiftcli.cli.common as common
+    import swiftcli.engines.loader as common
 
-    monkeypatch.setattr(common, "start_engine", lambda spec, config, backend: vllm_engine)
+    monkeypatch.setattr(common, "start_engine", lambda spec, config, backend, asynchronous: vllm_engine)
     return vllm_engine
 
 

@@ -432,7 +432,7 @@ def engine_runs(vllm_engine, datasets, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval-runs")
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("swiftcli.cli.common.start_engine", lambda *a, **k: _SharedEngine(vllm_engine))
+        mp.setattr("swiftcli.engines.loader.start_engine", lambda *a, **k: _SharedEngine(vllm_engine))
         for name, extra in (("zero", []), ("one", ["--eval_few_shot", "1", "--seed", "1"])):
             args = [
                 "eval",

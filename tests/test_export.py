@@ -135,12 +135,12 @@ def test_merged_pt_matches_peft_adapter(merged, adapter):
 
 
 def test_infer_merge_lora_runs_the_merged_weights_on_vllm(merged, adapter, monkeypatch):
-    import swiftcli.cli.common as common
+    import swiftcli.engines.loader as common
     from swiftcli.engines import create_engine
 
     started = []
 
-    def start(spec, config, backend):
+    def start(spec, config, backend, asynchronous):
         engine = create_engine(spec, config, backend)
         started.append(engine)
         return engine
@@ -167,7 +167,7 @@ def test_infer_merge_lora_runs_the_merged_weights_on_vllm(merged, adapter, monke
 
 
 def test_gptq_int4_loads_in_vllm_cpu(merged, monkeypatch, tmp_path):
-    import swiftcli.cli.common as common
+    import swiftcli.engines.loader as common
     from swiftcli.engines import create_engine
 
     out, _ = merged
@@ -184,7 +184,7 @@ def test_gptq_int4_loads_in_vllm_cpu(merged, monkeypatch, tmp_path):
 
     started = []
 
-    def start(spec, config, backend):
+    def start(spec, config, backend, asynchronous):
         engine = create_engine(spec, config, backend)
         started.append(engine)
         return engine

@@ -14,7 +14,9 @@ from typing import Annotated, Any
 import typer
 
 from swiftcli.cli.errors import handled
-from swiftcli.cli.options import BoolValue, GenerationOptions, ModelOptions, parse_bool, with_options
+from swiftcli.cli.options import BoolValue, parse_bool, with_options
+from swiftcli.config.options import ModelOptions
+from swiftcli.config.spec import EngineConfig, GenerationOverrides
 
 SERVER_PANEL = "Server"
 
@@ -24,22 +26,22 @@ EXAMPLES = """
 
   swiftcli app-ui
 
-  swiftcli app-ui --ckpt_dir output/checkpoint-100 --merge_lora true --port 7861
+  swiftcli app-ui --ckpt-dir output/checkpoint-100 --merge-lora true --port 7861
 
-  swiftcli app-ui --api_url http://127.0.0.1:8000/v1 --api_key $OPENAI_API_KEY
+  swiftcli app-ui --api-url http://127.0.0.1:8000/v1 --api-key $OPENAI_API_KEY
 """
 
 
-@with_options(model=ModelOptions, gen=GenerationOptions)
+@with_options(model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides)
 @handled
 def app_ui_command(
     api_url: Annotated[str | None, typer.Option(
-        "--api_url", "--api-url", rich_help_panel=SERVER_PANEL,
+        "--api-url", rich_help_panel=SERVER_PANEL,
         help="Chat with a running OpenAI-compatible server (e.g. swiftcli deploy) instead of loading a model.")
     ] = None,
     api_key: Annotated[str | None, typer.Option(
-        "--api_key", "--api-key", rich_help_panel=SERVER_PANEL, envvar="OPENAI_API_KEY", show_envvar=False,
-        help="API key for --api_url (default $OPENAI_API_KEY).")] = None,
+        "--api-key", rich_help_panel=SERVER_PANEL, envvar="OPENAI_API_KEY", show_envvar=False,
+        help="API key for --api-url (default $OPENAI_API_KEY).")] = None,
     host: Annotated[str, typer.Option("--host", rich_help_panel=SERVER_PANEL, show_default=True,
                                       help="Address to bind; 0.0.0.0 exposes the page to your network.")
                     ] = "127.0.0.1",
@@ -50,7 +52,8 @@ def app_ui_command(
                                              help="Also publish a public gradio.live link.")] = False,  # type: ignore[assignment]
     *,
     model: ModelOptions,
-    gen: GenerationOptions,
+    engine: EngineConfig,
+    gen: GenerationOverrides,
 ) -> None:
     """Chat in the browser: streamed Markdown answers, a system prompt, sampling controls, Stop."""
     from swiftcli.errors import UsageError
@@ -62,7 +65,10 @@ def app_ui_command(
                          "load a local model", "give one or the other")
     check_port_free(host, port)
     show_request_logs()
-    backend, defaults = api_backend(api_url, api_key, model, gen) if api_url else engine_backend(model, gen)
+    if api_url:
+        backend, defaults = api_backend(api_url, api_key, model, engine, gen)
+    else:
+        backend, defaults = engine_backend(model, engine, gen)
     from swiftcli.webui import build_app, serve
 
     demo = build_app(backend, defaults)
@@ -74,21 +80,16 @@ def app_ui_command(
         close_backend(backend)
 
 
-def engine_backend(model: ModelOptions, gen: GenerationOptions) -> tuple[Any, Any]:
-    from swiftcli.cli.common import engine_config, generation_config, quiet_engine_logs, resolve_spec
-    from swiftcli.cli.state import verbose
-    from swiftcli.engines import default_backend
-    from swiftcli.registry.templates import get_template
+def engine_backend(model: ModelOptions, engine_config: EngineConfig, gen: GenerationOverrides) -> tuple[Any, Any]:
+    from swiftcli.cli.common import load
     from swiftcli.webui import EngineChatBackend, PageDefaults
 
-    quiet_engine_logs(verbose())
-    spec = resolve_spec(model)
-    engine = start_async_engine(spec, engine_config(model, gen.seed), model.infer_backend or default_backend())
+    session = load("app-ui", model, engine_config, gen, asynchronous=True)
+    engine = session.engine
     try:
-        template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system)
-        base = generation_config(engine.generation_config, gen)
+        spec, base = session.spec, session.generation
         name = spec.name if spec.ckpt_dir is None else f"{spec.name} ({spec.ckpt_dir.name})"
-        backend = EngineChatBackend(engine, template, base, name)
+        backend = EngineChatBackend(engine, session.template, base, name)
     except BaseException:
         asyncio.run(engine.aclose())
         raise
@@ -98,24 +99,17 @@ def engine_backend(model: ModelOptions, gen: GenerationOptions) -> tuple[Any, An
     return backend, defaults
 
 
-def start_async_engine(spec: Any, config: Any, backend: str) -> Any:
-    """Start the async engine; tests may swap this like `swiftcli.cli.common.start_engine`."""
-    from swiftcli.engines import create_async_engine
-
-    return create_async_engine(spec, config, backend)
-
-
-def api_backend(api_url: str, api_key: str | None, model: ModelOptions, gen: GenerationOptions
-                ) -> tuple[Any, Any]:
-    from swiftcli.cli.common import generation_config
+def api_backend(api_url: str, api_key: str | None, model: ModelOptions, engine: EngineConfig,
+                gen: GenerationOverrides) -> tuple[Any, Any]:
     from swiftcli.config.spec import GenerationConfig
+    from swiftcli.engines.loader import merge_generation
     from swiftcli.webui import OpenAIChatBackend, PageDefaults, connect_api
 
     target = connect_api(api_url, api_key, model.model_type or model.model_id_or_path)
-    base = generation_config(GenerationConfig(), gen)
+    base = merge_generation(GenerationConfig(), gen.given())
     extra = {key: value for key, value in (("top_k", gen.top_k), ("repetition_penalty", gen.repetition_penalty))
              if value is not None}
-    limit = model.max_model_len or target.max_model_len or 8192
+    limit = engine.max_model_len or target.max_model_len or 8192
     backend = OpenAIChatBackend(target.base_url, api_key or "EMPTY", target.model, base, extra_body=extra,
                                 max_new_tokens_limit=limit)
     # The server counts the prompt and refuses prompt + max_tokens beyond the context: leave room for the prompt.
@@ -168,7 +162,7 @@ def close_backend(backend: Any) -> None:
 
 def announce(model_name: str) -> Any:
     def ready(local_url: str, share_url: str | None) -> None:
-        from swiftcli.cli.errors import stderr
+        from swiftcli.cli.output import stderr
 
         stderr.print(f"Chat with {model_name} on {local_url}" + (f" (public link: {share_url})" if share_url else "")
                      + "; Ctrl-C stops.", highlight=False, markup=False)

@@ -1,25 +1,25 @@
 """`swiftcli chat`: a terminal chat with streaming Markdown answers, history, and commands (/help).
 
-Ctrl-C while an answer streams stops that answer only. In a terminal, Ctrl-C would send SIGINT to the whole
-process group, and vLLM's engine process exits on SIGINT; so while answering, the terminal's signal keys are
-turned off and a Ctrl-C byte on stdin aborts the request instead (closing the engine stream aborts it).
+The REPL's commands are a table (name -> help, handler); the help texts and parsing live in
+swiftcli.inference.chat, the terminal handling (Ctrl-C as a key, the live view) in cli/terminal.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import select
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
+from swiftcli.cli import output
 from swiftcli.cli.errors import handled
-from swiftcli.cli.options import GenerationOptions, ModelOptions, with_options
+from swiftcli.cli.options import with_options
+from swiftcli.config.options import ModelOptions
+from swiftcli.config.spec import EngineConfig, GenerationOverrides
 
 EXAMPLES = """
 
@@ -27,61 +27,66 @@ EXAMPLES = """
 
   swiftcli chat
 
-  swiftcli chat --model_type qwen2_5-7b-instruct --system "Answer in French." --temperature 0.7
+  swiftcli chat --model-type qwen2_5-7b-instruct --system "Answer in French." --temperature 0.7
 
-  swiftcli chat --ckpt_dir output/checkpoint-100 --no-markdown
+  swiftcli chat --ckpt-dir output/checkpoint-100 --no-markdown
 """
 
-CTRL_C = b"\x03"
 
-
-@with_options(model=ModelOptions, gen=GenerationOptions)
+@with_options(model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides)
 @handled
 def chat_command(
-    no_markdown: Annotated[bool, typer.Option("--no-markdown", "--no_markdown",
+    no_markdown: Annotated[bool, typer.Option("--no-markdown",
                                               help="Print answers as plain text instead of rendered Markdown.")]
     = False,
     history_file: Annotated[Path | None, typer.Option(
-        "--history_file", "--history-file", help="Input history file; default $SWIFTCLI_HOME/chat_history.",
+        "--history-file", help="Input history file; default $SWIFTCLI_HOME/chat_history.",
         dir_okay=False)] = None,
     *,
     model: ModelOptions,
-    gen: GenerationOptions,
+    engine: EngineConfig,
+    gen: GenerationOverrides,
 ) -> None:
     """Chat with the model in the terminal: streaming answers, history, /help for commands."""
-    run_chat(model, gen, markdown=not no_markdown, history_file=history_file)
+    run_chat(model, engine, gen, markdown=not no_markdown, history_file=history_file)
 
 
-def run_chat(model: ModelOptions, gen: GenerationOptions, markdown: bool = True,
+def run_chat(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides, markdown: bool = True,
              history_file: Path | None = None) -> None:
-    from rich.console import Console
-
-    from swiftcli.cli.common import generation_config, load
-    from swiftcli.cli.errors import stderr
+    from swiftcli.cli.common import load
     from swiftcli.inference.chat import ChatSession
 
-    console = Console(highlight=False)
-    with stderr.status("Loading the model...", spinner="dots") if sys.stderr.isatty() else contextlib.nullcontext():
-        loaded = load(model, seed=gen.seed)
-    config = generation_config(loaded.engine.generation_config, gen)
+    loaded = load("chat", model, engine, gen)
     session = ChatSession(system=model.system, single_round=not loaded.template.support_multi_round)
-    Repl(loaded, config, session, console, markdown, history_file).run()
+    Repl(loaded, loaded.generation, session, markdown, history_file).run()
 
 
 class Repl:
-    def __init__(self, loaded: Any, config: Any, session: Any, console: Any, markdown: bool,
-                 history_file: Path | None) -> None:
+    def __init__(self, loaded: Any, config: Any, session: Any, markdown: bool, history_file: Path | None,
+                 console: Any = None) -> None:
+        from swiftcli.cli.terminal import LineReader
+        from swiftcli.inference.chat import COMMANDS
+
         self.loaded = loaded
         self.config = config
         self.session = session
-        self.console = console
+        self.console = console or output.stdout
         self.markdown = markdown
         self.multiline = False
-        self.reader = LineReader(history_file, self)
+        self.reader = LineReader(history_file, lambda: self.multiline)
+        handlers: dict[str, Callable[[str], bool | None]] = {
+            "help": self.show_help, "exit": lambda arg: True, "clear": self.clear, "system": self.system,
+            "reset-system": self.reset_system, "set": self.set_value, "regen": self.regen, "save": self.save,
+            "load": self.load_history, "stats": self.stats, "multi": self.multi, "single": self.single,
+        }
+        # name -> (help, handler): one table, so a command cannot be listed without a handler or the reverse
+        self.commands = {name: (COMMANDS[name], handler) for name, handler in handlers.items()}
 
     # ---- the loop ----
 
     def run(self) -> None:
+        from swiftcli.cli.terminal import terminal_signals_off
+
         self.banner()
         with terminal_signals_off():
             self._loop()
@@ -121,85 +126,100 @@ class Repl:
         self.note(f"{spec.name} ({self.loaded.backend}, template {template.template_type}). "
                   "/help for commands, Ctrl-C stops an answer, Ctrl-D or /exit quits.")
         if self.session.single_round:
-            self.console.print(f"[yellow]Template {template.template_type!r} is single-round: each message is "
-                               "answered on its own and no history is kept.[/]")
+            self.console.print(Text(f"Template {template.template_type!r} is single-round: each message is "
+                                    "answered on its own and no history is kept.", style="yellow"))
 
     def note(self, text: str) -> None:
-        self.console.print(f"[dim]{_escape(text)}[/]")
+        self.console.print(Text(text, style="dim"))
 
     def handle(self, command: Any) -> bool:
         """Run a command; True means leave the chat."""
         from swiftcli.errors import SwiftError
-        from swiftcli.inference.chat import ChatSession, help_text, suggest
+        from swiftcli.inference.chat import suggest
 
-        name, arg = command.name, command.arg
+        entry = self.commands.get(command.name)
+        if entry is None:
+            self.console.print(Text(suggest(command.arg), style="yellow"))
+            return False
         try:
-            if name == "exit":
-                return True
-            if name == "help":
-                self.console.print(_escape(help_text()))
-            elif name == "clear":
-                self.session.clear()
-                self.note("History cleared.")
-            elif name == "system":
-                self.set_system(arg or None)
-            elif name == "reset-system":
-                try:
-                    text = self.reader.read("[SYSTEM] ")
-                except (EOFError, KeyboardInterrupt):
-                    text = ""
-                self.session.clear()
-                self.set_system(text.strip() or None)
-            elif name == "set":
-                key, _, value = arg.partition(" ")
-                if not key:
-                    current = {k: getattr(self.current_config(), k) for k in
-                               ("temperature", "top_p", "top_k", "max_new_tokens", "seed")}
-                    self.note("usage: /set NAME VALUE; now " + ", ".join(f"{k}={v}" for k, v in current.items()))
-                else:
-                    key, number = self.session.set(key, value)
-                    self.current_config()  # validate the whole config now, not at the next answer
-                    self.note(f"{key} = {number}")
-            elif name == "regen":
-                query = self.session.pop_last()
-                if query is None:
-                    self.note("Nothing to answer again yet.")
-                else:
-                    self.answer(query)
-            elif name == "save":
-                if not arg:
-                    self.note("usage: /save FILE")
-                else:
-                    path = self.session.save(arg, self.loaded.spec.name)
-                    self.note(f"Saved {len(self.session.history)} turns to {path}.")
-            elif name == "load":
-                if not arg:
-                    self.note("usage: /load FILE")
-                else:
-                    loaded = ChatSession.load(arg, single_round=self.session.single_round)
-                    loaded.turns = self.session.turns
-                    self.session = loaded
-                    self.note(f"Loaded {len(loaded.history)} turns from {arg}.")
-            elif name == "stats":
-                self.console.print(_escape(self.session.stats_text()))
-            elif name == "multi":
-                self.multiline = True
-                self.note("Multi-line input: Enter adds a line; Esc Enter or a line ending in # sends. "
-                          "/single to go back.")
-            elif name == "single":
-                self.multiline = False
-                self.note("Single-line input.")
-            else:
-                self.console.print(f"[yellow]{_escape(suggest(arg))}[/]")
+            return bool(entry[1](command.arg))
         except SwiftError as exc:
-            self.console.print(f"[red]{_escape(exc.message)}[/]" + (f" [dim]({_escape(exc.hint)})[/]"
-                                                                       if exc.hint else ""))
+            output.render_error(exc)
         return False
+
+    # ---- commands: each takes the text after the name; True leaves the chat ----
+
+    def show_help(self, arg: str) -> None:
+        from swiftcli.inference.chat import help_text
+
+        self.console.print(Text(help_text()))
+
+    def clear(self, arg: str) -> None:
+        self.session.clear()
+        self.note("History cleared.")
+
+    def system(self, arg: str) -> None:
+        self.set_system(arg or None)
+
+    def reset_system(self, arg: str) -> None:
+        try:
+            text = self.reader.read("[SYSTEM] ")
+        except (EOFError, KeyboardInterrupt):
+            text = ""
+        self.session.clear()
+        self.set_system(text.strip() or None)
+
+    def set_value(self, arg: str) -> None:
+        key, _, value = arg.partition(" ")
+        if not key:
+            current = {k: getattr(self.current_config(), k) for k in
+                       ("temperature", "top_p", "top_k", "max_new_tokens", "seed")}
+            self.note("usage: /set NAME VALUE; now " + ", ".join(f"{k}={v}" for k, v in current.items()))
+            return
+        key, number = self.session.set(key, value)
+        self.current_config()  # validate the whole config now, not at the next answer
+        self.note(f"{key} = {number}")
+
+    def regen(self, arg: str) -> None:
+        query = self.session.pop_last()
+        if query is None:
+            self.note("Nothing to answer again yet.")
+        else:
+            self.answer(query)
+
+    def save(self, arg: str) -> None:
+        if not arg:
+            self.note("usage: /save FILE")
+            return
+        path = self.session.save(arg, self.loaded.spec.name)
+        self.note(f"Saved {len(self.session.history)} turns to {path}.")
+
+    def load_history(self, arg: str) -> None:
+        from swiftcli.inference.chat import ChatSession
+
+        if not arg:
+            self.note("usage: /load FILE")
+            return
+        loaded = ChatSession.load(arg, single_round=self.session.single_round)
+        loaded.turns = self.session.turns
+        self.session = loaded
+        self.note(f"Loaded {len(loaded.history)} turns from {arg}.")
+
+    def stats(self, arg: str) -> None:
+        self.console.print(Text(self.session.stats_text()))
+
+    def multi(self, arg: str) -> None:
+        self.multiline = True
+        self.note("Multi-line input: Enter adds a line; Esc Enter or a line ending in # sends. /single to go back.")
+
+    def single(self, arg: str) -> None:
+        self.multiline = False
+        self.note("Single-line input.")
 
     def set_system(self, text: str | None) -> None:
         template = self.loaded.template
         if text is not None and not template.support_system:
-            self.console.print(f"[red]Template {template.template_type!r} has no system prompt.[/]")
+            self.console.print(Text(f"Template {template.template_type!r} has no system prompt.", style="red"))
             return
         self.session.system = text
         if text is None:
@@ -214,14 +234,15 @@ class Repl:
     # ---- answering ----
 
     def answer(self, query: str) -> None:
+        from swiftcli.cli.terminal import AnswerView, ctrl_c_as_byte
         from swiftcli.errors import SwiftError
-        from swiftcli.inference.chat import TurnStats, stable_text
+        from swiftcli.inference.chat import stable_text
         from swiftcli.inference.core import encode_request
 
         try:
             request = encode_request(self.loaded.template, self.session.request(query), self.current_config())
         except SwiftError as exc:
-            self.console.print(f"[red]{_escape(exc.message)}[/]")
+            output.render_error(exc)
             return
         view = AnswerView(self.console, self.markdown)
         state = None
@@ -240,191 +261,28 @@ class Repl:
         except KeyboardInterrupt:
             interrupted = True
         except SwiftError as exc:
-            self.console.print(f"[red]{_escape(exc.message)}[/]")
+            output.render_error(exc)
             return
         finally:
             with contextlib.suppress(Exception):
                 stream.close()  # aborts the request if it is still running
-        seconds = time.perf_counter() - t0
+        self.finish_turn(query, state, len(request.prompt_ids), time.perf_counter() - t0, interrupted)
+
+    def finish_turn(self, query: str, state: Any, prompt: int, seconds: float, interrupted: bool) -> None:
+        from swiftcli.inference.chat import TurnStats
+
         tokens = state.output_tokens if state is not None else 0
-        prompt = len(request.prompt_ids)
         stats = TurnStats(prompt, tokens, seconds, interrupted)
         self.session.record(stats)
         if interrupted:
-            self.console.print(f"[yellow]Stopped[/] [dim]after {tokens} tokens; not kept in the history.[/]")
+            self.console.print(Text.assemble(("Stopped", "yellow"),
+                                             (f" after {tokens} tokens; not kept in the history.", "dim")))
             return
         response = state.outputs[0].text if state is not None and state.outputs else ""
         self.session.add_turn(query, response)
         reason = state.outputs[0].finish_reason if state is not None and state.outputs else None
         cut = ", cut at max_new_tokens" if reason == "length" else ""
         self.note(f"{tokens} tokens, {stats.tokens_per_second:.1f} tok/s, {seconds:.1f} s{cut}")
-
-
-class AnswerView:
-    """Shows a streaming answer: Markdown re-rendered live (its tail while it is taller than the screen), or
-    plain text written as it grows."""
-
-    def __init__(self, console: Any, markdown: bool) -> None:
-        self.console = console
-        self.markdown = markdown and console.is_terminal
-        self.shown = ""
-        self.live: Any = None
-
-    def __enter__(self) -> AnswerView:
-        if self.markdown:
-            from rich.live import Live
-
-            self.live = Live(console=self.console, refresh_per_second=10, transient=True,
-                             vertical_overflow="crop")
-            self.live.__enter__()
-        return self
-
-    def update(self, text: str, final: bool = False) -> None:
-        if self.markdown:
-            self.shown = text
-            if not final:
-                self.live.update(self._render(self._tail(text)))
-            return
-        if text.startswith(self.shown) and len(text) > len(self.shown):
-            self.console.file.write(text[len(self.shown):])
-            self.console.file.flush()
-            self.shown = text
-
-    def _tail(self, text: str) -> str:
-        room = max(self.console.size.height - 2, 4)
-        lines = text.splitlines()
-        return "\n".join(lines[-room:]) if len(lines) > room else text
-
-    def _render(self, text: str) -> Any:
-        from rich.markdown import Markdown
-
-        return Markdown(text)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.markdown:
-            self.live.__exit__(*exc)
-            if self.shown:
-                self.console.print(self._render(self.shown))
-        else:
-            self.console.file.write("\n")
-            self.console.file.flush()
-
-
-@contextlib.contextmanager
-def terminal_signals_off() -> Iterator[None]:
-    """For the whole chat, Ctrl-C on the terminal is a key, not SIGINT to the process group (which would stop
-    vLLM's engine process too): the prompt reads it as "clear the line", an answer as "stop"."""
-    fd = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
-    if fd is None:
-        yield
-        return
-    import termios
-
-    saved = termios.tcgetattr(fd)
-    attrs = termios.tcgetattr(fd)
-    attrs[3] &= ~termios.ISIG
-    termios.tcsetattr(fd, termios.TCSANOW, attrs)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSANOW, saved)
-
-
-@contextlib.contextmanager
-def ctrl_c_as_byte() -> Iterator[Any]:
-    """While active, Ctrl-C on a terminal arrives as a byte instead of SIGINT; yields a `pressed()` check.
-
-    Typed keys are not echoed meanwhile (they would scramble the streaming answer) and are dropped.
-    """
-    fd = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
-    if fd is None:
-        yield lambda: False
-        return
-    import termios
-
-    saved = termios.tcgetattr(fd)
-    attrs = termios.tcgetattr(fd)
-    attrs[3] &= ~(termios.ISIG | termios.ICANON | termios.ECHO)
-    attrs[6][termios.VMIN] = 0
-    attrs[6][termios.VTIME] = 0
-    termios.tcsetattr(fd, termios.TCSANOW, attrs)
-
-    def pressed() -> bool:
-        ready, _, _ = select.select([fd], [], [], 0)
-        return bool(ready) and CTRL_C in os.read(fd, 1024)
-
-    try:
-        yield pressed
-    finally:
-        termios.tcsetattr(fd, termios.TCSANOW, saved)
-
-
-class LineReader:
-    """prompt_toolkit input with history and editing on a terminal; plain lines from a pipe."""
-
-    def __init__(self, history_file: Path | None, repl: Repl) -> None:
-        self.repl = repl
-        self.session: Any = None
-        if sys.stdin.isatty() and sys.stdout.isatty():
-            self.session = self._prompt_session(history_file)
-
-    def _prompt_session(self, history_file: Path | None) -> Any:
-        from prompt_toolkit import PromptSession
-        from prompt_toolkit.filters import Condition
-        from prompt_toolkit.history import FileHistory, InMemoryHistory
-        from prompt_toolkit.key_binding import KeyBindings
-
-        from swiftcli.config.paths import swiftcli_home
-
-        path = history_file or swiftcli_home() / "chat_history"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            history: Any = FileHistory(str(path))
-        except OSError:
-            history = InMemoryHistory()
-        keys = KeyBindings()
-        multiline = Condition(lambda: self.repl.multiline)
-
-        @keys.add("c-c")
-        def _(event: Any) -> None:
-            buffer = event.app.current_buffer
-            if buffer.text:
-                buffer.reset()
-            else:
-                event.app.exit(exception=KeyboardInterrupt())
-
-        @keys.add("enter", filter=multiline)
-        def _(event: Any) -> None:
-            buffer = event.app.current_buffer
-            if buffer.text.rstrip().endswith("#"):
-                # ms-swift's multi-line mode ends a message with '#'.
-                buffer.text = buffer.text.rstrip()[:-1]
-                buffer.validate_and_handle()
-            else:
-                buffer.insert_text("\n")
-
-        @keys.add("escape", "enter", filter=multiline)
-        def _(event: Any) -> None:
-            event.app.current_buffer.validate_and_handle()
-
-        return PromptSession(history=history, key_bindings=keys, multiline=multiline,
-                             prompt_continuation=lambda width, line, wrap: "... ".rjust(width))
-
-    def read(self, prompt: str) -> str:
-        if self.session is not None:
-            return str(self.session.prompt(prompt))
-        sys.stdout.write(prompt)
-        sys.stdout.flush()
-        line = sys.stdin.readline()
-        if not line:
-            raise EOFError
-        return line.rstrip("\n")
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 chat_command.__doc__ = (chat_command.__doc__ or "") + EXAMPLES

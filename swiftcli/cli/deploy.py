@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from swiftcli.cli.errors import handled
-from swiftcli.cli.options import GenerationOptions, ModelOptions, parse_bool, with_options
+from swiftcli.cli.options import parse_bool, with_options
+from swiftcli.config.options import ModelOptions
+from swiftcli.config.spec import EngineConfig, GenerationOverrides
 
 SERVER_PANEL = "Server"
 
@@ -18,9 +20,9 @@ EXAMPLES = """
 
   swiftcli deploy --port 8000
 
-  swiftcli deploy --model_type qwen2_5-7b-instruct --api_key "$KEY" --max_concurrent_requests 128
+  swiftcli deploy --model-type qwen2_5-7b-instruct --api-key "$KEY" --max-concurrent-requests 128
 
-  swiftcli deploy --lora_modules mylora=output/checkpoint-100 --served_model_name base
+  swiftcli deploy --lora-modules mylora=output/checkpoint-100 --served-model-name base
 """
 
 
@@ -29,7 +31,7 @@ def _opt(*names: str, help: str, **kwargs: object) -> typer.models.OptionInfo:
     return typer.Option(*names, help=help, rich_help_panel=SERVER_PANEL, **kwargs)  # type: ignore[arg-type]
 
 
-@with_options(model=ModelOptions, gen=GenerationOptions)
+@with_options(model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides)
 @handled
 def deploy_command(
     host: Annotated[
@@ -39,7 +41,6 @@ def deploy_command(
     api_key: Annotated[
         str | None,
         _opt(
-            "--api_key",
             "--api-key",
             envvar="SWIFTCLI_API_KEY",
             show_envvar=True,
@@ -49,32 +50,30 @@ def deploy_command(
     ] = None,
     served_model_name: Annotated[
         str | None,
-        _opt("--served_model_name", "--served-model-name", help="Model id in /v1/models; default the model type."),
+        _opt("--served-model-name", help="Model id in /v1/models; default the model type."),
     ] = None,
     lora_modules: Annotated[
         list[str] | None,
         _opt(
-            "--lora_modules", "--lora-modules", metavar="NAME=PATH", help="Serve a LoRA adapter by name (repeatable)."
+            "--lora-modules", metavar="NAME=PATH", help="Serve a LoRA adapter by name (repeatable)."
         ),
     ] = None,
-    ssl_keyfile: Annotated[str | None, _opt("--ssl_keyfile", "--ssl-keyfile", help="TLS key file.")] = None,
-    ssl_certfile: Annotated[str | None, _opt("--ssl_certfile", "--ssl-certfile", help="TLS certificate file.")] = None,
+    ssl_keyfile: Annotated[str | None, _opt("--ssl-keyfile", help="TLS key file.")] = None,
+    ssl_certfile: Annotated[str | None, _opt("--ssl-certfile", help="TLS certificate file.")] = None,
     max_concurrent_requests: Annotated[
         int | None,
         _opt(
-            "--max_concurrent_requests",
             "--max-concurrent-requests",
             help="Requests in flight beyond this get 429; default no limit.",
         ),
     ] = None,
     shutdown_timeout: Annotated[
         float,
-        _opt("--shutdown_timeout", "--shutdown-timeout", help="Seconds to let requests in flight finish on SIGTERM."),
+        _opt("--shutdown-timeout", help="Seconds to let requests in flight finish on SIGTERM."),
     ] = 30.0,
     log_requests: Annotated[
         bool,
         _opt(
-            "--log_requests",
             "--log-requests",
             parser=parse_bool,
             metavar="BOOL",
@@ -83,12 +82,15 @@ def deploy_command(
     ] = False,
     *,
     model: ModelOptions,
-    gen: GenerationOptions,
+    engine: EngineConfig,
+    gen: GenerationOverrides,
 ) -> None:
     """Serve the model with an OpenAI-compatible API (chat, completions, streaming, LoRA, metrics)."""
-    from swiftcli.cli.common import engine_config, generation_config, quiet_engine_logs, resolve_spec
+    from swiftcli.cli import output
     from swiftcli.cli.state import verbose
+    from swiftcli.config.spec import GenerationConfig
     from swiftcli.engines import default_backend
+    from swiftcli.engines.loader import load, resolve_spec
     from swiftcli.server.app import ServerSettings
     from swiftcli.server.run import ListenOptions, serve
 
@@ -98,24 +100,21 @@ def deploy_command(
         raise _usage("--max_concurrent_requests must be at least 1")
     if shutdown_timeout < 0:
         raise _usage("--shutdown_timeout must be >= 0")
-    quiet_engine_logs(verbose())
-    _configure_logging(verbose() or log_requests)
-    spec = resolve_spec(model)
-    backend = model.infer_backend or default_backend()
-    config = engine_config(model, gen.seed)
+    given = gen.given()
+    GenerationConfig().copy(**given)  # bad sampling settings fail before the engine starts
     if loras:
-        if backend != "vllm":
+        if (model.infer_backend or default_backend()) != "vllm":
             raise _usage("--lora_modules needs the vllm backend", "drop --infer_backend pt")
-        config.enable_lora = True
-        config.max_loras = max(config.max_loras, len(loras))
+        engine.enable_lora = True
+        engine.max_loras = max(engine.max_loras, len(loras))
+    output.engine_logs("deploy")
+    _configure_logging(verbose() or log_requests)
+    spec = resolve_spec(model)  # a wrong model fails here, before the server starts
 
-    def load() -> tuple[object, object]:
-        from swiftcli.engines import create_async_engine
-        from swiftcli.registry.templates import get_template
-
-        engine = create_async_engine(spec, config, backend)
-        engine.generation_config = generation_config(engine.generation_config, gen)
-        return engine, get_template(spec.template_type, engine.hf_tokenizer, spec.default_system)
+    def start() -> tuple[object, object]:
+        session = load(spec, engine, backend=model.infer_backend, generation=given, asynchronous=True)
+        session.engine.generation_config = session.generation  # the server's defaults for requests
+        return session.engine, session.template
 
     settings = ServerSettings(
         served_model_name=served_model_name,
@@ -128,7 +127,7 @@ def deploy_command(
     listen = ListenOptions(
         host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"
     )
-    code = serve(settings, load, listen)
+    code = serve(settings, start, listen)
     if code:
         raise typer.Exit(code)
 

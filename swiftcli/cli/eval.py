@@ -9,7 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from swiftcli.cli.errors import handled
-from swiftcli.cli.options import GenerationOptions, ModelOptions, with_options
+from swiftcli.cli.options import with_options
+from swiftcli.config.options import ModelOptions
+from swiftcli.config.spec import EngineConfig, GenerationOverrides
 
 EVAL_PANEL = "Evaluation"
 
@@ -17,9 +19,9 @@ EXAMPLES = """
 
 [b]Examples[/b]
 
-  swiftcli eval --eval_dataset qa.jsonl --eval_dataset mmlu_dev.csv --eval_limit 100
+  swiftcli eval --eval-dataset qa.jsonl --eval-dataset mmlu_dev.csv --eval-limit 100
 
-  swiftcli eval --eval_url http://127.0.0.1:8000/v1 --eval_dataset gsm8k_test.jsonl --eval_few_shot 4
+  swiftcli eval --eval-url http://127.0.0.1:8000/v1 --eval-dataset gsm8k_test.jsonl --eval-few-shot 4
 
   swiftcli eval compare eval_outputs/base eval_outputs/lora --html report.html
 """
@@ -44,14 +46,13 @@ eval_app = typer.Typer(
 
 
 @eval_app.callback(invoke_without_command=True)
-@with_options(model=ModelOptions, gen=GenerationOptions)
+@with_options(model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides)
 @handled
 def eval_command(
     ctx: typer.Context,
     eval_dataset: Annotated[
         list[str] | None,
         typer.Option(
-            "--eval_dataset",
             "--eval-dataset",
             help="A .jsonl, .json or .csv file (repeatable).",
             rich_help_panel=EVAL_PANEL,
@@ -60,17 +61,15 @@ def eval_command(
     eval_type: Annotated[
         str | None,
         typer.Option(
-            "--eval_type",
             "--eval-type",
             help="generation, multiple_choice or gsm8k; default: from the columns.",
-            metavar="generation|multiple_choice|gsm8k",
+            metavar="KIND",
             rich_help_panel=EVAL_PANEL,
         ),
     ] = None,
     eval_few_shot: Annotated[
         int,
         typer.Option(
-            "--eval_few_shot",
             "--eval-few-shot",
             help="Examples per prompt, drawn from the same file (not scored).",
             rich_help_panel=EVAL_PANEL,
@@ -80,13 +79,12 @@ def eval_command(
     eval_limit: Annotated[
         int | None,
         typer.Option(
-            "--eval_limit", "--eval-limit", help="Score at most N rows per dataset.", rich_help_panel=EVAL_PANEL
+            "--eval-limit", help="Score at most N rows per dataset.", rich_help_panel=EVAL_PANEL
         ),
     ] = None,
     eval_output_dir: Annotated[
         Path | None,
         typer.Option(
-            "--eval_output_dir",
             "--eval-output-dir",
             help="Where samples.jsonl and summary.json go; default eval_outputs/<timestamp>.",
             rich_help_panel=EVAL_PANEL,
@@ -95,7 +93,6 @@ def eval_command(
     eval_url: Annotated[
         str | None,
         typer.Option(
-            "--eval_url",
             "--eval-url",
             help="An OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1, instead of a local engine.",
             rich_help_panel=EVAL_PANEL,
@@ -104,9 +101,8 @@ def eval_command(
     eval_token: Annotated[
         str | None,
         typer.Option(
-            "--eval_token",
             "--eval-token",
-            help="API key for --eval_url.",
+            help="API key for --eval-url.",
             envvar="SWIFTCLI_EVAL_TOKEN",
             show_envvar=True,
             rich_help_panel=EVAL_PANEL,
@@ -115,18 +111,16 @@ def eval_command(
     eval_model: Annotated[
         str | None,
         typer.Option(
-            "--eval_model",
             "--eval-model",
-            help="Model name at --eval_url; default the first it lists.",
+            help="Model name at --eval-url; default the first it lists.",
             rich_help_panel=EVAL_PANEL,
         ),
     ] = None,
     eval_concurrency: Annotated[
         int,
         typer.Option(
-            "--eval_concurrency",
             "--eval-concurrency",
-            help="Requests in flight at once with --eval_url.",
+            help="Requests in flight at once with --eval-url.",
             rich_help_panel=EVAL_PANEL,
             show_default=True,
         ),
@@ -134,7 +128,6 @@ def eval_command(
     eval_zh_tokenizer: Annotated[
         str,
         typer.Option(
-            "--eval_zh_tokenizer",
             "--eval-zh-tokenizer",
             help="How ROUGE-L splits Chinese: char or jieba.",
             metavar="char|jieba",
@@ -144,7 +137,8 @@ def eval_command(
     ] = "char",
     *,
     model: ModelOptions,
-    gen: GenerationOptions,
+    engine: EngineConfig,
+    gen: GenerationOverrides,
 ) -> None:
     """Score a model on dataset files: per-sample jsonl, summary.json and a table of metrics."""
     if ctx.invoked_subcommand is not None:
@@ -176,7 +170,7 @@ def eval_command(
         "eval_url": eval_url,
         "concurrency": eval_concurrency,
     }
-    run_eval(datasets, output_dir, settings, model, gen, eval_url, eval_token, eval_model)
+    run_eval(datasets, output_dir, settings, model, engine, gen, eval_url, eval_token, eval_model)
 
 
 def run_eval(
@@ -184,13 +178,14 @@ def run_eval(
     output_dir: Path,
     settings: dict[str, Any],
     model: ModelOptions,
-    gen: GenerationOptions,
+    engine: EngineConfig,
+    gen: GenerationOverrides,
     url: str | None,
     token: str | None,
     model_name: str | None,
 ) -> None:
-    from swiftcli.cli.common import generation_config
     from swiftcli.config.spec import GenerationConfig
+    from swiftcli.engines.loader import merge_generation
     from swiftcli.eval.evaluate import build_summary, evaluate
     from swiftcli.eval.report import write_run
     from swiftcli.eval.runner import RemoteTarget, generate_local, generate_remote
@@ -199,7 +194,7 @@ def run_eval(
     total = sum(len(d.items) for d in datasets)
     zh = settings["zh_tokenizer"]
     if url:
-        config = generation_config(GenerationConfig(), gen, **EVAL_DEFAULTS)
+        config = merge_generation(GenerationConfig(), gen.given(), **EVAL_DEFAULTS)
         target = RemoteTarget(url.rstrip("/"), token, model_name)
         served: dict[str, str] = {}
 
@@ -216,9 +211,9 @@ def run_eval(
     else:
         from swiftcli.cli.common import load
 
-        loaded = load(model, seed=gen.seed)
+        loaded = load("eval", model, engine, gen)
         load_s = time.perf_counter() - started
-        config = generation_config(loaded.engine.generation_config, gen, **EVAL_DEFAULTS)
+        config = merge_generation(loaded.engine.generation_config, gen.given(), **EVAL_DEFAULTS)
 
         def local(items: list[Any]) -> Any:
             with _progress(total) as advance:
@@ -245,9 +240,9 @@ class _progress:
     """A Rich progress bar on stderr (hidden with --quiet); yields advance(n)."""
 
     def __init__(self, total: int) -> None:
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        from swiftcli.cli.output import stderr
         from swiftcli.cli.state import quiet
 
         self.bar = Progress(
@@ -255,7 +250,7 @@ class _progress:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
+            console=stderr,
             transient=True,
             disable=quiet(),
         )
@@ -270,9 +265,9 @@ class _progress:
 
 
 def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from swiftcli.cli.output import stderr, stdout
     from swiftcli.cli.state import quiet
 
     table = Table(title=f"swiftcli eval: {summary['model'].get('name')}", title_justify="left")
@@ -291,10 +286,10 @@ def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
                 str(d["failed"]) if first else "",
             )
             first = False
-    Console().print(table)
+    stdout.print(table)
     if not quiet():
         t = summary["timings"]
-        Console(stderr=True).print(
+        stderr.print(
             f"[dim]{summary['counts']['ok']} answered in {t['generate_s']:.1f} s "
             f"({t['samples_per_s']:.2f} samples/s); wrote {output_dir}[/]"
         )
@@ -308,9 +303,9 @@ def compare_command(
     html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
 ) -> None:
     """Compare two runs: every metric side by side with its delta, and samples that flipped right/wrong."""
-    from rich.console import Console
     from rich.table import Table
 
+    from swiftcli.cli.output import stderr, stdout
     from swiftcli.eval.compare import compare_runs, render_html
     from swiftcli.eval.report import load_run
 
@@ -342,10 +337,10 @@ def compare_command(
             str(f.both_right),
             str(f.both_wrong),
         )
-    console = Console()
+    console = stdout
     console.print(metrics)
     console.print(flips)
-    err = Console(stderr=True)
+    err = stderr
     for warning in comparison.warnings:
         err.print(f"[yellow]Warning:[/] {warning}", highlight=False)
     if html is not None:

@@ -1,13 +1,19 @@
-"""The swiftcli / swift command: one Typer app per sub-command module, imported here, heavy code imported lazily."""
+"""The swiftcli / swift command: one Typer app per sub-command module, joined here; heavy code loads lazily.
+
+ms-swift's command lines run verbatim: option tokens are normalized (snake_case and old names -> the one
+kebab-case name, see cli.options), and options that take several values take them space-separated
+(`--val_dataset a.jsonl b.jsonl`), which Click alone would read as positional arguments.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
 
 from swiftcli import __version__
-from swiftcli.cli import errors, state
+from swiftcli.cli import output, state
 from swiftcli.cli.app_ui import app_ui_command
 from swiftcli.cli.chat import chat_command
 from swiftcli.cli.deploy import deploy_command
@@ -15,14 +21,22 @@ from swiftcli.cli.eval import eval_app
 from swiftcli.cli.export import export_command
 from swiftcli.cli.infer import infer_command
 from swiftcli.cli.models import models_command
+from swiftcli.cli.options import normalize_token
+
+HELP = (
+    "Fast LLM inference and deployment on vLLM: infer, chat, deploy, export, eval, app-ui.\n\n"
+    "Options are shown in kebab-case; ms-swift's snake_case spellings (--infer_backend) and names "
+    "(--model_id_or_path, --torch_dtype, --stop_words) work too, and options that take several values take them "
+    "space-separated (--val_dataset a.jsonl b.jsonl)."
+)
 
 app = typer.Typer(
     name="swiftcli",
-    help="Fast LLM inference and deployment on vLLM: infer, chat, deploy, export, eval, app-ui.",
+    help=HELP,
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "token_normalize_func": normalize_token},
 )
 
 
@@ -36,13 +50,13 @@ def _version(value: bool) -> None:
 def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs on stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only results and errors.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for known errors too.")] = False,
 ) -> None:
     """Fast LLM inference and deployment on vLLM."""
     state.set_flags(verbose, quiet)
-    errors.set_debug(debug)
+    output.set_debug(debug)
 
 
 app.command("infer", rich_help_panel="Run")(infer_command)
@@ -54,5 +68,55 @@ app.command("app-ui", rich_help_panel="Run")(app_ui_command)
 app.command("export", rich_help_panel="Models")(export_command)
 
 
+def _option_table(command: Any) -> tuple[set[str], set[str]]:
+    """(options that repeat, options that take a value) of one command, as normalized `--name` tokens."""
+    repeat: set[str] = set()
+    valued: set[str] = set()
+    for param in getattr(command, "params", []):
+        if getattr(param, "param_type_name", "") != "option" or getattr(param, "is_flag", False):
+            continue
+        names = {_normal(opt) for opt in (*param.opts, *param.secondary_opts)}
+        valued |= names
+        if getattr(param, "multiple", False):
+            repeat |= names
+    return repeat, valued
+
+
+def _normal(token: str) -> str:
+    if token.startswith("--"):
+        return "--" + normalize_token(token[2:])
+    return token
+
+
+def expand_multi_values(args: list[str], command: Any) -> list[str]:
+    """`--opt a b` -> `--opt a --opt b` for options that repeat; the rest of argv as it is."""
+    out: list[str] = []
+    repeat, valued = _option_table(command)
+    i = 0
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if token == "--":
+            return out + args[i - 1:]
+        name = _normal(token.split("=", 1)[0])
+        subcommands = getattr(command, "commands", {})
+        if token.startswith("-") and "=" not in token and name in repeat:
+            out += [token, *args[i:i + 1]]
+            i += 1
+            while i < len(args) and not args[i].startswith("-") and normalize_token(args[i]) not in subcommands:
+                out += [token, args[i]]
+                i += 1
+        elif token.startswith("-") and "=" not in token and name in valued:
+            out += [token, *args[i:i + 1]]
+            i += 1
+        else:
+            out.append(token)
+            if not token.startswith("-") and normalize_token(token) in subcommands:
+                command = subcommands[normalize_token(token)]
+                repeat, valued = _option_table(command)
+    return out
+
+
 def main() -> None:
-    app()
+    command = typer.main.get_command(app)
+    command.main(args=expand_multi_values(sys.argv[1:], command), prog_name="swiftcli")

@@ -30,8 +30,9 @@ def models_command(
     if as_json:
         print(json.dumps([asdict(m) for m in rows], indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from swiftcli.cli.output import stdout
 
     table = Table(title="swiftcli model types")
     for column in ("model_type", "template", "dtype", "vLLM", "ModelScope id", "Hugging Face id"):
@@ -39,4 +40,4 @@ def models_command(
     for m in rows:
         table.add_row(m.model_type + (" (embedded)" if m.embedded else ""), m.template, m.torch_dtype,
                       "yes" if m.support_vllm else "no", m.modelscope_id or "-", m.hf_id or "-")
-    Console().print(table)
+    stdout.print(table)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+import typing
+from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,33 +32,64 @@ class ModelSpec:
         return self.model_type or self.model_dir.name
 
 
+def setting(default: Any = None, help: str = "", *aliases: str, panel: str = "", choices: tuple[str, ...] = (),
+            name: str | None = None, cli: bool = True, default_factory: Any = None) -> Any:
+    """A config field with its one default and its one help text. The CLI derives its options from these:
+    `name` is the option's name when it differs from the field's, `aliases` other accepted names, `panel` the help
+    group; `cli=False` keeps a field out of the command line."""
+    metadata = {"help": help, "aliases": aliases, "panel": panel, "choices": choices, "name": name, "cli": cli}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+MODEL = "Model"
+ENGINE = "Engine"
+GENERATION = "Generation"
+
+
 @dataclass
 class EngineConfig:
     """Engine settings; None means "the right default for this platform" (see engines.vllm.platform_defaults)."""
 
-    dtype: str | None = None
-    max_model_len: int | None = None
-    gpu_memory_utilization: float | None = None
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    enforce_eager: bool | None = None
-    max_num_seqs: int | None = None
-    seed: int = 0
-    trust_remote_code: bool = False
-    enable_lora: bool = False
-    max_lora_rank: int = 16
-    max_loras: int = 1
-    distributed_executor_backend: str | None = None
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    dtype: str | None = setting(None, "bf16, fp16, fp32 or auto; default fp32 on CPU, the model's on GPU.",
+                                "torch_dtype", panel=MODEL)
+    max_model_len: int | None = setting(None, "Context length; default the model's.", panel=ENGINE)
+    gpu_memory_utilization: float | None = setting(
+        None, "Fraction of GPU memory for vLLM (CPU: a 2 GiB KV cache).", panel=ENGINE)
+    tensor_parallel_size: int = setting(1, "Tensor-parallel workers.", panel=ENGINE)
+    pipeline_parallel_size: int = setting(1, "Pipeline-parallel stages.", panel=ENGINE)
+    enforce_eager: bool | None = setting(None, "Eager mode; default true on CPU, false on GPU.", panel=ENGINE)
+    max_num_seqs: int | None = setting(None, "Most sequences per engine step; default vLLM's.", panel=ENGINE)
+    seed: int = setting(0, "Engine seed (the CLI takes it from --seed).", cli=False)
+    trust_remote_code: bool = setting(False, "Run code shipped with the model.", panel=ENGINE)
+    enable_lora: bool = setting(False, "Serve a LoRA --ckpt-dir as an adapter on vLLM.", panel=ENGINE,
+                                name="vllm_enable_lora")
+    max_lora_rank: int = setting(16, "Largest LoRA rank vLLM accepts.", panel=ENGINE)
+    max_loras: int = setting(1, "LoRA adapters in one engine step.", cli=False)
+    distributed_executor_backend: str | None = setting(
+        None, "mp (one node, default) or ray (several).", panel=ENGINE, choices=("mp", "ray"))
+    engine_kwargs: dict[str, Any] = setting(
+        help="More vLLM engine arguments as JSON, e.g. '{\"max_num_seqs\": 64}'.", panel=ENGINE,
+        default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.engine_kwargs is None:
+            self.engine_kwargs = {}
         if isinstance(self.engine_kwargs, str):
             self.engine_kwargs = parse_json_object(self.engine_kwargs, "engine_kwargs")
-        for name in ("tensor_parallel_size", "pipeline_parallel_size"):
+        for name in ("tensor_parallel_size", "pipeline_parallel_size", "max_lora_rank", "max_loras"):
             if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1")
+        for name in ("max_model_len", "max_num_seqs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise UsageError("--gpu_memory_utilization must be in (0, 1]")
+        if self.dtype is not None:
+            from swiftcli.config.resolve import normalize_dtype
+
+            self.dtype = normalize_dtype(self.dtype)
 
 
 def parse_json_object(text: str, option: str) -> dict[str, Any]:
@@ -70,35 +102,36 @@ def parse_json_object(text: str, option: str) -> dict[str, Any]:
     return value
 
 
+INT64_MAX = 2**63 - 1
+
+
 @dataclass
 class GenerationConfig:
-    """Sampling settings, like transformers.GenerationConfig; mutable so callers can tweak an engine's."""
+    """Sampling settings, like transformers.GenerationConfig; mutable so callers can tweak an engine's.
 
-    max_new_tokens: int | None = 2048
-    temperature: float = 0.3
-    top_p: float = 0.7
-    top_k: int = 20
-    repetition_penalty: float = 1.0
-    do_sample: bool = True
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    n: int = 1
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    ignore_eos: bool = False
-    logprobs: int | None = None
+    These class defaults are the last fallback: a model's generation_config.json and the registry come first.
+    """
+
+    max_new_tokens: int | None = setting(2048, "Most new tokens per answer.", panel=GENERATION)
+    temperature: float = setting(0.3, "Sampling temperature; 0 is greedy.", panel=GENERATION)
+    top_p: float = setting(0.7, "Nucleus sampling, in (0, 1].", panel=GENERATION)
+    top_k: int = setting(20, "Top-k sampling; 0 or -1 disables.", panel=GENERATION)
+    repetition_penalty: float = setting(1.0, "Repetition penalty; 1 is none.", panel=GENERATION)
+    do_sample: bool = setting(True, "false for greedy decoding.", panel=GENERATION)
+    seed: int | None = setting(None, "Random seed (engine and sampling).", panel=GENERATION)
+    stop: list[str] = setting(None, "Stop string (repeatable).", "stop_words", panel=GENERATION,
+                              default_factory=list)
+    n: int = setting(1, "Answers per request.", cli=False)
+    presence_penalty: float = setting(0.0, "Presence penalty, in [-2, 2].", cli=False)
+    frequency_penalty: float = setting(0.0, "Frequency penalty, in [-2, 2].", cli=False)
+    ignore_eos: bool = setting(False, "true to generate max_new_tokens regardless of EOS (benchmarks).",
+                               panel=GENERATION)
+    logprobs: int | None = setting(None, "Log-probabilities of the top N tokens per step.", cli=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise UsageError("max_new_tokens must be at least 1")
-        if self.temperature < 0:
-            raise UsageError("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise UsageError("top_p must be in (0, 1]")
-        if self.n < 1:
-            raise UsageError("n must be at least 1")
+        check_generation(self)
 
     @property
     def greedy(self) -> bool:
@@ -127,3 +160,38 @@ class GenerationConfig:
                 values.pop("max_new_tokens")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def check_generation(config: GenerationConfig) -> None:
+    """Every sampling setting that can be checked without a model; a UsageError names the option."""
+    problems = [
+        (config.max_new_tokens is not None and config.max_new_tokens < 1, "max_new_tokens must be at least 1"),
+        (config.temperature < 0, "temperature must be >= 0"),
+        (not 0 < config.top_p <= 1, "top_p must be in (0, 1]"),
+        (config.top_k < -1, "top_k must be -1, 0 (off) or a positive count"),
+        (config.repetition_penalty <= 0, "repetition_penalty must be > 0"),
+        (config.n < 1, "n must be at least 1"),
+        (not -2 <= config.presence_penalty <= 2, "presence_penalty must be in [-2, 2]"),
+        (not -2 <= config.frequency_penalty <= 2, "frequency_penalty must be in [-2, 2]"),
+        (config.seed is not None and not -INT64_MAX - 1 <= config.seed <= INT64_MAX, "seed must fit in 64 bits"),
+        (config.logprobs is not None and config.logprobs < 0, "logprobs must be >= 0"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise UsageError(f"--{message}")
+
+
+def _overrides_class() -> type:
+    """GenerationConfig's command-line fields, each defaulting to None (= keep the model's default)."""
+    hints = typing.get_type_hints(GenerationConfig)
+    specs = [(f.name, hints[f.name] | None, field(default=None, metadata=f.metadata))
+             for f in fields(GenerationConfig) if f.metadata.get("cli")]
+    cls = make_dataclass("GenerationOverrides", specs, namespace={
+        "given": lambda self: {k: v for k, v in asdict(self).items() if v is not None},
+        "__doc__": "Sampling settings a user gave; None keeps the model's default.",
+    })
+    cls.__module__ = __name__
+    return cls
+
+
+GenerationOverrides = _overrides_class()

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "exit": "Leave the chat (also /quit, Ctrl-D).",
     "clear": "Forget the conversation history.",
     "system": "/system TEXT sets the system prompt; /system alone resets it to the template's default.",
+    "reset-system": "Ask for a new system prompt and forget the history (ms-swift's word).",
     "set": "/set temperature|top_p|top_k|max_new_tokens|seed VALUE changes sampling for the next answers.",
     "regen": "Answer the last question again (drops the last answer).",
     "save": "/save FILE writes the conversation as JSON.",

@@ -1,0 +1,100 @@
+"""Where the CLI's output goes. Results go to stdout (`result`), so `swiftcli infer ... > out.txt` and pipes work;
+messages, progress and the loading spinner go to stderr; errors are rendered here as `Error: message` plus the
+hint (always both), with the traceback under --debug; engine logs go to a file under $SWIFTCLI_HOME/logs unless -v.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from swiftcli.cli import state
+from swiftcli.errors import EngineError, SwiftError
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+_session: dict[str, Any] = {"debug": False, "engine_log": None}
+
+
+def set_debug(value: bool) -> None:
+    _session["debug"] = value
+
+
+def debug_enabled() -> bool:
+    return bool(_session["debug"]) or os.environ.get("SWIFTCLI_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def result(text: str) -> None:
+    """One result on stdout, flushed at once (a reader of the pipe sees each answer as it comes)."""
+    print(text, flush=True)
+
+
+def message(text: str, style: str | None = None) -> None:
+    """A message for the person at the terminal (stderr); -q hides it."""
+    if not state.quiet():
+        stderr.print(Text(text, style=style or ""))
+
+
+def warn(text: str) -> None:
+    stderr.print(Text.assemble(("Warning: ", "yellow"), text))
+
+
+def render_error(exc: SwiftError) -> None:
+    """`Error: message` and `Hint: ...`; for an engine that failed, where its log is and its last relevant lines."""
+    if debug_enabled():
+        stderr.print_exception(show_locals=False)
+    stderr.print(Text.assemble(("Error: ", "bold red"), exc.message))
+    if exc.hint:
+        stderr.print(Text(f"Hint: {exc.hint}", style="dim"))
+    log = _session["engine_log"]
+    if isinstance(exc, EngineError) and log is not None and log.path is not None:
+        for line in log.relevant_lines():
+            stderr.print(Text(f"  {line}", style="dim"))
+        stderr.print(Text(f"Engine log: {log.path}", style="dim"))
+
+
+def report(exc: SwiftError) -> int:
+    render_error(exc)
+    return exc.exit_code
+
+
+def engine_logs(command: str) -> Any:
+    """Send engine and library logs to $SWIFTCLI_HOME/logs/COMMAND-....log (stderr with -v); once per process."""
+    if _session["engine_log"] is None:
+        from swiftcli.config.paths import swiftcli_home
+        from swiftcli.engines.logs import capture_engine_logs
+
+        log = capture_engine_logs(swiftcli_home() / "logs", command, verbose=state.verbose())
+        if log.terminal is not None:
+            stderr.file = log.terminal  # our messages keep reaching the terminal while an engine loads
+        _session["engine_log"] = log
+    return _session["engine_log"]
+
+
+class _Elapsed:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.started = time.monotonic()
+
+    def __rich__(self) -> Text:
+        return Text(f"{self.text}… {time.monotonic() - self.started:.0f} s")
+
+
+@contextlib.contextmanager
+def phase(text: str) -> Iterator[None]:
+    """A spinner with the phase and elapsed seconds on a terminal ("Loading smollm2-135m-instruct… 12 s")."""
+    log = _session["engine_log"]
+    muted = log.muted() if log is not None else contextlib.nullcontext()
+    if state.quiet() or not stderr.is_terminal:
+        with muted:
+            yield
+        return
+    with stderr.status(_Elapsed(text), spinner="dots"), muted:  # type: ignore[arg-type]
+        yield

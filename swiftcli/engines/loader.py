@@ -1,0 +1,111 @@
+"""The one way from "which model, which settings" to a running engine with its template: `swiftcli.load`.
+
+Every command, the ms-swift API (`get_vllm_engine`, `get_model_tokenizer`) and the tests go through `load`:
+resolve (merging a LoRA checkpoint first when asked) -> backend -> engine (offline or async) -> template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from swiftcli.config.options import ModelOptions
+from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
+from swiftcli.errors import UsageError
+
+
+@dataclass
+class Session:
+    """A loaded model: what was resolved, the engine serving it, and the template that prompts it."""
+
+    spec: ModelSpec
+    engine: Any
+    template: Any
+    backend: str
+    generation: GenerationConfig
+    asynchronous: bool = False
+
+    def close(self) -> None:
+        """Stop the engine (offline engines; async ones close with `await engine.aclose()`)."""
+        if not self.asynchronous:
+            self.engine.close()
+
+
+def resolve_spec(model: ModelOptions | ModelSpec | str | None) -> ModelSpec:
+    """A ModelSpec from options, a model type or path string, or a spec as it is."""
+    from swiftcli.config.resolve import resolve_model
+
+    if isinstance(model, ModelSpec):
+        return model
+    if model is None or isinstance(model, str):
+        from swiftcli.registry.models import names
+
+        model = ModelOptions(model_type=model) if model in names() else ModelOptions(model_id_or_path=model)
+    ckpt_dir = model.ckpt_dir
+    if model.merge_lora:
+        if not ckpt_dir:
+            raise UsageError("--merge_lora true needs --ckpt_dir (a LoRA checkpoint)")
+        from swiftcli.export.merge import merged_checkpoint
+
+        ckpt_dir = str(merged_checkpoint(ckpt_dir, model_type=model.model_type,
+                                         model_id_or_path=model.model_id_or_path))
+    return resolve_model(model.model_type, model.model_id_or_path, ckpt_dir, template_type=model.template_type,
+                         system=model.system, revision=model.revision)
+
+
+def start_engine(spec: ModelSpec, config: EngineConfig, backend: str, asynchronous: bool) -> Any:
+    """Start the backend's engine. Tests swap this function to hand every command one shared session engine."""
+    from swiftcli.engines import create_async_engine, create_engine
+
+    return (create_async_engine if asynchronous else create_engine)(spec, config, backend)
+
+
+def load(
+    model: ModelOptions | ModelSpec | str | None = None,
+    engine_config: EngineConfig | None = None,
+    *,
+    backend: str | None = None,
+    asynchronous: bool = False,
+    generation: dict[str, Any] | None = None,
+) -> Session:
+    """Resolve the model, start its engine and bind its template.
+
+    `model` is ModelOptions, a resolved ModelSpec, a model type or path, or None for the embedded model.
+    `backend` defaults to the options' infer_backend, else vllm when installed. `generation` holds sampling
+    settings the user gave: they are checked before anything loads, and `Session.generation` lays them over the
+    engine's defaults (the engine's own `generation_config` is left as it is).
+    Raises SwiftError subclasses on bad input.
+    """
+    from swiftcli.engines import default_backend
+    from swiftcli.registry.templates import get_template
+
+    given = dict(generation or {})
+    GenerationConfig().copy(**given)  # a bad setting fails here, before a minute of engine start
+    config = engine_config or EngineConfig()
+    if given.get("seed") is not None:
+        config.seed = given["seed"]
+    if isinstance(model, ModelOptions):
+        backend = backend or model.infer_backend
+    backend = backend or default_backend()
+    spec = resolve_spec(model)
+    engine = start_engine(spec, config, backend, asynchronous)
+    try:
+        template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system)
+    except BaseException:
+        if not asynchronous:
+            engine.close()
+        raise
+    return Session(spec, engine, template, backend, merge_generation(engine.generation_config, given), asynchronous)
+
+
+def merge_generation(base: GenerationConfig, given: dict[str, Any], **command_defaults: Any) -> GenerationConfig:
+    """The engine's defaults, then a command's own defaults (greedy for infer and eval), then what the user gave.
+
+    `do_sample false` means temperature 0, and temperature 0 means greedy.
+    """
+    values = {**command_defaults, **{k: v for k, v in given.items() if v is not None}}
+    if values.get("do_sample") is False:
+        values["temperature"] = 0.0
+    if values.get("temperature") == 0:
+        values["do_sample"] = False
+    return base.copy(**values)

@@ -1,0 +1,83 @@
+"""The command line as a newcomer meets it: one name per option in help that fits 80 columns, ms-swift's
+spellings and space-separated values, and bad settings refused before any engine starts."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from swiftcli.cli.main import app, expand_multi_values
+
+COMMANDS = [["infer"], ["chat"], ["deploy"], ["app-ui"], ["export"], ["eval"], ["eval", "compare"], ["models"]]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "swiftcli.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_fits_80_columns_with_one_name_per_option(command):
+    proc = run_cli(*command, "--help", env={"COLUMNS": "80", "TERM": "dumb"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in proc.stdout
+    names = re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", proc.stdout)
+    assert not [n for n in names if "_" in n and not n.startswith("--val_dataset")] or command == ["infer"]
+    # no option line shows two spellings of one name
+    assert not re.search(r"--([a-z-]+)[, ]+--\1", proc.stdout.replace("_", "-"))
+
+
+def test_root_help_mentions_the_other_spellings_once():
+    proc = run_cli("--help", env={"COLUMNS": "80"})
+    assert proc.stdout.count("snake_case") == 1 and "space-separated" in proc.stdout
+
+
+def test_snake_case_and_old_names_still_work():
+    result = CliRunner().invoke(app, ["infer", "--infer_backend", "tpu", "--query", "x"])
+    assert result.exit_code == 2 and "'tpu' is not one of vllm, pt" in result.output
+    result = CliRunner().invoke(app, ["infer", "--model_id_or_path", "/no/such/dir", "--query", "x"])
+    assert result.exit_code == 1 and "/no/such/dir" in result.output
+
+
+def test_space_separated_values_become_repeated_options():
+    command = typer.main.get_command(app)
+    args = ["eval", "--eval_dataset", "a.jsonl", "b.jsonl", "--eval-limit", "3", "--stop_words", "x", "y"]
+    assert expand_multi_values(args, command) == [
+        "eval", "--eval_dataset", "a.jsonl", "--eval_dataset", "b.jsonl", "--eval-limit", "3",
+        "--stop_words", "x", "--stop_words", "y"]
+    # a value that looks like a sub-command, a negative number, or an option ends the list
+    args = ["infer", "--val_dataset", "a.jsonl", "--val_dataset_sample", "-1", "--query", "q1", "q2"]
+    assert expand_multi_values(args, command) == [
+        "infer", "--val_dataset", "a.jsonl", "--val_dataset_sample", "-1", "--query", "q1", "--query", "q2"]
+    assert expand_multi_values(["eval", "compare", "a", "b"], command) == ["eval", "compare", "a", "b"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--temperature", "-1"], "temperature must be >= 0"),
+    (["--top_p", "5"], "top_p must be in (0, 1]"),
+    (["--top-k", "-7"], "top_k"),
+    (["--max_new_tokens", "0"], "max_new_tokens must be at least 1"),
+    (["--repetition_penalty", "0"], "repetition_penalty"),
+    (["--seed", str(2**70)], "seed must fit in 64 bits"),
+    (["--tensor_parallel_size", "0"], "tensor_parallel_size must be at least 1"),
+    (["--gpu_memory_utilization", "1.5"], "gpu_memory_utilization"),
+    (["--engine_kwargs", "[1]"], "engine_kwargs must be a JSON object"),
+    (["--dtype", "int3"], "unknown dtype"),
+])
+def test_bad_settings_fail_before_loading(args, words):
+    started = time.perf_counter()
+    proc = run_cli("infer", "--query", "x", *args)
+    seconds = time.perf_counter() - started
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("Error:") and proc.stdout == ""
+    assert seconds < 3, f"took {seconds:.1f} s: something loaded before the check"
