@@ -21,6 +21,11 @@ _EXPORTS: dict[str, str] = {
     "GenerationConfig": "swiftcli.config.spec",
     "resolve_model": "swiftcli.config.resolve",
     "create_engine": "swiftcli.engines",
+    "create_async_engine": "swiftcli.engines",
+    "register_backend": "swiftcli.engines",
+    "load": "swiftcli.engines.loader",
+    "Session": "swiftcli.engines.loader",
+    "ModelOptions": "swiftcli.config.options",
     "get_vllm_engine": "swiftcli.engines.compat",
     "get_model_tokenizer": "swiftcli.engines.compat",
     "inference_vllm": "swiftcli.inference.core",
@@ -46,10 +51,12 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from swiftcli.config.options import ModelOptions
     from swiftcli.config.resolve import resolve_model
     from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
-    from swiftcli.engines import create_engine
+    from swiftcli.engines import create_async_engine, create_engine, register_backend
     from swiftcli.engines.compat import get_model_tokenizer, get_vllm_engine
+    from swiftcli.engines.loader import Session, load
     from swiftcli.errors import SwiftError
     from swiftcli.inference.core import inference, inference_stream, inference_stream_vllm, inference_vllm
     from swiftcli.registry.models import ModelType, get_default_template_type

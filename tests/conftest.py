@@ -12,6 +12,26 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
+class SharedEngine:
+    """The session engine, lent to a command that closes what it loads: `close` leaves it running."""
+
+    def __init__(self, engine):
+        self._engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def lend_session_engine(vllm_engine, monkeypatch):
+    """Every `swiftcli.load` in this test gets the session vLLM engine instead of starting one."""
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
+    return vllm_engine
+
+
 @pytest.fixture(scope="session")
 def embedded_spec():
     from swiftcli.config import resolve_model
@@ -32,10 +52,10 @@ def vllm_engine(embedded_spec):
 @pytest.fixture(scope="session")
 def pt_engine(embedded_spec):
     """The transformers backend on the embedded model, float32 like the vLLM CPU default."""
+    from swiftcli import load
     from swiftcli.config import EngineConfig
-    from swiftcli.engines import create_engine
 
-    engine = create_engine(embedded_spec, EngineConfig(dtype="float32"), backend="pt")
+    engine = load(embedded_spec, EngineConfig(dtype="float32"), backend="pt").engine
     yield engine
     engine.close()
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -149,8 +150,8 @@ def test_plain_stream_never_shows_a_broken_character(monkeypatch, embedded_spec)
     from transformers import AutoTokenizer
 
     from swiftcli.cli.chat import Repl
-    from swiftcli.engines.loader import Session
     from swiftcli.config.spec import GenerationConfig
+    from swiftcli.engines.loader import Session
     from swiftcli.registry.templates import get_template
 
     engine = ScriptedEngine(["你", "你\ufffd", "你好", "你好，世\ufffd", "你好，世界"])
@@ -251,7 +252,7 @@ def test_repl_in_a_terminal(tmp_path):
 
 @pytest.fixture
 def session_engine(monkeypatch, vllm_engine):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda spec, config, backend, asynchronous: vllm_engine)
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
     return vllm_engine
 
 

@@ -81,3 +81,18 @@ def test_bad_settings_fail_before_loading(args, words):
     assert words in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error:") and proc.stdout == ""
     assert seconds < 3, f"took {seconds:.1f} s: something loaded before the check"
+
+
+def test_swift_eval_takes_two_space_separated_datasets(deploy_server, tmp_path):
+    """ms-swift's `swift eval --eval_dataset a.jsonl b.jsonl`, verbatim: both files are evaluated."""
+    import json
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text(
+            json.dumps({"query": "What is the capital of France?", "response": "Paris"}) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    proc = run_cli("eval", "--eval_url", deploy_server.base_url, "--eval_dataset", str(tmp_path / "a.jsonl"),
+                   str(tmp_path / "b.jsonl"), "--max_new_tokens", "16", "--eval_output_dir", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert [d["name"] for d in summary["datasets"]] == ["a", "b"]

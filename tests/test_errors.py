@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -17,7 +18,7 @@ from swiftcli.errors import MissingDependencyError, TemplateError
 def session_engine(vllm_engine, monkeypatch):
     import swiftcli.engines.loader as common
 
-    monkeypatch.setattr(common, "start_engine", lambda spec, config, backend, asynchronous: vllm_engine)
+    monkeypatch.setattr(common, "start_engine", lambda *args: SharedEngine(vllm_engine))
     return vllm_engine
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -410,19 +411,6 @@ def test_remote_errors_are_clear(openai_style_server, datasets, tmp_path):
 # --- real runs on the embedded model ---------------------------------------------------------------------------
 
 
-class _SharedEngine:
-    """The session engine, lent to a command that closes what it loads."""
-
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def close(self) -> None:
-        pass
-
-
 ENGINE_ARGS = ["--max_new_tokens", "48"]
 
 
@@ -432,7 +420,7 @@ def engine_runs(vllm_engine, datasets, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval-runs")
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("swiftcli.engines.loader.start_engine", lambda *a, **k: _SharedEngine(vllm_engine))
+        mp.setattr("swiftcli.engines.loader.start_engine", lambda *a, **k: SharedEngine(vllm_engine))
         for name, extra in (("zero", []), ("one", ["--eval_few_shot", "1", "--seed", "1"])):
             args = [
                 "eval",

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -185,7 +186,7 @@ def test_kill_9_then_resume(tmp_path, monkeypatch, request):
     assert [json.loads(line)["query"] for line in before] == (SHORT + LONG)[: len(before)]
 
     vllm_engine = request.getfixturevalue("vllm_engine")
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda spec, config, backend, asynchronous: vllm_engine)
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"Resuming {out}: {len(before)} of 15 rows" in result.stderr
@@ -199,7 +200,7 @@ def test_kill_9_then_resume(tmp_path, monkeypatch, request):
 
 @pytest.fixture
 def session_engine(monkeypatch, vllm_engine):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda spec, config, backend, asynchronous: vllm_engine)
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
     return vllm_engine
 
 

@@ -106,14 +106,17 @@ def run_queries(queries: list[str], output: str, model: ModelOptions, engine: En
     session = load("infer", model, engine, gen)
     config = merge_generation(session.engine.generation_config, gen.given(), **INFER_DEFAULTS)
     requests = [{"query": q, "system": model.system} for q in queries]
-    for answer in infer(session.engine, session.template, requests, config):
-        if output == "json":
-            row = {"query": answer.query, "response": answer.response, "finish_reason": answer.finish_reason,
-                   "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.output_tokens,
-                             "total_tokens": answer.prompt_tokens + answer.output_tokens}}
-            result(json.dumps(row, ensure_ascii=False))
-        else:
-            result(answer.response)
+    try:
+        for answer in infer(session.engine, session.template, requests, config):
+            if output == "json":
+                row = {"query": answer.query, "response": answer.response, "finish_reason": answer.finish_reason,
+                       "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.output_tokens,
+                                 "total_tokens": answer.prompt_tokens + answer.output_tokens}}
+                result(json.dumps(row, ensure_ascii=False))
+            else:
+                result(answer.response)
+    finally:
+        session.close()
 
 
 def result_target(result_file: Path | None, result_dir: Path | None) -> Path | None:
@@ -175,6 +178,7 @@ def run_dataset(selection: Any, target: Path | None, output: str, model: ModelOp
     finally:
         if isinstance(writer, ResultFile):
             writer.close()
+        session.close()
     _summary(stats, len(rows), output, quiet())
 
 

@@ -57,7 +57,9 @@ def start_engine(spec: ModelSpec, config: EngineConfig, backend: str, asynchrono
     """Start the backend's engine. Tests swap this function to hand every command one shared session engine."""
     from swiftcli.engines import create_async_engine, create_engine
 
-    return (create_async_engine if asynchronous else create_engine)(spec, config, backend)
+    if asynchronous:
+        return create_async_engine(spec, config, backend)
+    return create_engine(spec, config, backend)
 
 
 def load(

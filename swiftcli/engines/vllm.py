@@ -239,12 +239,19 @@ class VllmEngine:
             gc.collect()
 
 
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
 def _shutdown_core(llm_engine: Any) -> None:
     """Stop vLLM's engine process. Run by `close`, or at interpreter exit for an engine never closed (as in
-    ms-swift's examples): left to vLLM's own exit handling, it logs "engine core exited unexpectedly"."""
+    ms-swift's examples): left to vLLM's own exit handling, it logs "engine core exited unexpectedly". vLLM's
+    own grace period (5 s) is too short for a busy CPU, where it then force-kills the workers; give it more."""
     shutdown = getattr(getattr(llm_engine, "engine_core", None), "shutdown", None)
     if shutdown is not None:
-        shutdown()
+        try:
+            shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
+        except TypeError:  # releases whose shutdown takes no timeout
+            shutdown()
 
 
 def _external_id(request_id: str, pending: dict[str, EngineRequest]) -> str | None:

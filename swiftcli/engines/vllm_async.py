@@ -100,9 +100,14 @@ class AsyncVllmEngine:
         return int(self.llm.get_num_unfinished_requests())
 
     async def aclose(self) -> None:
+        from swiftcli.engines.vllm import SHUTDOWN_GRACE_SECONDS
+
         llm = getattr(self, "llm", None)
         if llm is not None:
-            llm.shutdown()
+            try:
+                llm.shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
+            except TypeError:  # releases whose shutdown takes no timeout
+                llm.shutdown()
             del self.llm
 
 

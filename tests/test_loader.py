@@ -1,0 +1,86 @@
+"""swiftcli.load and the backend table: fast checks with no engine, plus a user-registered backend served by the
+async path (a fake engine is fine here: what is tested is the registration, not generation)."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import re
+
+import pytest
+
+import swiftcli
+from swiftcli.config.spec import EngineConfig, GenerationConfig
+from swiftcli.engines import BACKENDS, create_async_engine, register_backend
+from swiftcli.engines.base import Completion, EngineRequest, RequestResult
+from swiftcli.errors import UsageError
+
+
+class EchoEngine:
+    """Answers every prompt with its own token ids, one token per step."""
+
+    backend = "echo"
+
+    def __init__(self, spec, config):
+        self.spec, self.config = spec, config
+        self.hf_tokenizer = None
+        self.generation_config = GenerationConfig()
+        self.max_model_len = 64
+        self.closed = False
+
+    def stream(self, requests):
+        for request in requests:
+            for n in range(1, len(request.prompt_ids) + 1):
+                done = n == len(request.prompt_ids)
+                yield RequestResult(request.request_id, len(request.prompt_ids),
+                                    [Completion(0, "", request.prompt_ids[:n], "stop" if done else None)], done)
+
+    def abort(self, request_ids):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def echo_backend():
+    register_backend("echo", sync=f"{__name__}:EchoEngine")
+    yield "echo"
+    BACKENDS.pop("echo")
+
+
+def test_user_backend_serves_the_async_path(echo_backend, embedded_spec):
+    async def run():
+        engine = create_async_engine(embedded_spec, EngineConfig(), echo_backend)
+        request = EngineRequest([5, 6, 7], GenerationConfig(max_new_tokens=3))
+        states = [s async for s in engine.generate(request)]
+        await engine.aclose()
+        return engine, states
+
+    engine, states = asyncio.run(run())
+    assert type(engine).__name__ == "ThreadedAsyncEngine" and engine.backend == "echo"
+    assert states[-1].finished and states[-1].outputs[0].token_ids == [5, 6, 7]
+    assert engine.engine.closed
+
+
+def test_load_refuses_bad_sampling_before_resolving_the_model():
+    with pytest.raises(UsageError, match="temperature must be >= 0"):
+        swiftcli.load("no-such-model-type", generation={"temperature": -1})
+
+
+def test_get_vllm_engine_names_arguments_it_cannot_honour():
+    with pytest.raises(TypeError, match="max_num_batched_tokenz"):
+        swiftcli.get_vllm_engine("smollm2-135m-instruct", max_num_batched_tokenz=8)
+
+
+def test_one_place_builds_engines():
+    """Commands, the ms-swift API and fixtures all start engines through swiftcli.engines.loader.start_engine."""
+    root = pathlib.Path(swiftcli.__file__).parent
+    callers = []
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"\b(create_engine|create_async_engine)\(", text):
+            line = text[:match.start()].count("\n") + 1
+            if not text[text.rfind("\n", 0, match.start()) + 1:match.start()].lstrip().startswith("def "):
+                callers.append(f"{path.relative_to(root)}:{line}")
+    assert sorted({c.split(":")[0] for c in callers}) == ["engines/__init__.py", "engines/loader.py"], callers
