@@ -43,9 +43,9 @@ def test_infer_query_prints_only_the_answer(tmp_path):
 
 
 def test_verbose_shows_engine_logs():
-    proc = subprocess.run([sys.executable, "-m", "swiftcli.cli", "-v", "infer", "--infer_backend", "pt",
-                           "--max_new_tokens", "4", "--query", "Hi"],
+    proc = subprocess.run([sys.executable, "-m", "swiftcli.cli", "-v", "infer", "--max_new_tokens", "4",
+                           "--query", "Hi"],
                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(proc.stdout.splitlines()) == 1
-    assert "loading" in proc.stderr.lower() or "INFO" in proc.stderr
+    assert "EngineCore" in proc.stderr  # vLLM's engine process logs, on stderr
