@@ -60,6 +60,21 @@ def quiet_engine_logs(verbose: bool = False) -> None:
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if verbose:
+        _show_engine_info()
+
+
+def _show_engine_info() -> None:
+    """Under -v, swiftcli's engine notes (e.g. the scheduler budgets) reach stderr in every command."""
+    import logging
+
+    log = logging.getLogger("swiftcli.engines")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False  # deploy's own "swiftcli" handler would print it twice
 
 
 def load(opts: ModelOptions, seed: int | None = None) -> Loaded:
