@@ -78,6 +78,7 @@ def capture_engine_logs(log_dir: Path, name: str, verbose: bool = False) -> Engi
         for key, value in engine_log_env(level or "INFO").items():
             os.environ.setdefault(key, value)
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        _engine_notes_to(logging.StreamHandler())
         return EngineLog(None)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")  # its INFO dumps every config it reads
     for key, value in engine_log_env("INFO").items():
@@ -114,9 +115,20 @@ def _redirect_fd2(path: Path) -> TextIO | None:
     return terminal
 
 
+def _engine_notes_to(handler: logging.Handler) -> None:
+    """swiftcli's own engine notes (the scheduler budgets in force, say) at INFO, beside vLLM's."""
+    log = logging.getLogger("swiftcli.engines")
+    if not log.handlers:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False  # deploy's own "swiftcli" handler would print it twice
+
+
 def _python_logs_to(path: Path) -> None:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    _engine_notes_to(handler)
     logging.captureWarnings(True)
     for name in ("py.warnings", "transformers", "torch", "peft", "huggingface_hub", "gptqmodel", "accelerate"):
         logger = logging.getLogger(name)

@@ -43,8 +43,10 @@ def tp_fits(tp: int, heads: int, kv_heads: int) -> bool:
     return kv_heads % tp == 0 if tp <= kv_heads else tp % kv_heads == 0
 
 
-def check_parallel_sizes(model_dir: Path, tensor_parallel_size: int, pipeline_parallel_size: int) -> None:
-    """Raise a UsageError naming the sizes that would work, before any weights are loaded."""
+def check_parallel_sizes(model_dir: Path, tensor_parallel_size: int, pipeline_parallel_size: int,
+                         devices: int | None = None) -> None:
+    """Raise a UsageError naming the sizes that would work, before any weights are loaded. `devices`: the
+    accelerators this process may use (None: not limited, as on CPU or with a Ray cluster)."""
     for name, value in (("tensor_parallel_size", tensor_parallel_size),
                         ("pipeline_parallel_size", pipeline_parallel_size)):
         if value < 1:
@@ -63,6 +65,34 @@ def check_parallel_sizes(model_dir: Path, tensor_parallel_size: int, pipeline_pa
             f"--pipeline_parallel_size {pipeline_parallel_size} is more than this model's {layers} layers",
             f"use at most {layers} pipeline stages",
         )
+    if devices is not None:
+        check_device_count(tensor_parallel_size, pipeline_parallel_size, devices, shape)
+
+
+def check_device_count(tensor_parallel_size: int, pipeline_parallel_size: int, devices: int,
+                       shape: dict[str, int]) -> None:
+    """Each tensor x pipeline rank takes one device of this machine: refuse more ranks than devices."""
+    world = tensor_parallel_size * pipeline_parallel_size
+    if world <= devices:
+        return
+    heads, kv_heads = shape.get("heads"), shape.get("kv_heads", shape.get("heads"))
+    fit = [n for n in range(1, devices + 1) if not heads or not kv_heads or tp_fits(n, heads, kv_heads)]
+    wanted = (f"--tensor_parallel_size {tensor_parallel_size}" if pipeline_parallel_size == 1 else
+              f"--tensor_parallel_size {tensor_parallel_size} x --pipeline_parallel_size {pipeline_parallel_size}")
+    found = "no GPU is" if devices == 0 else f"{devices} GPU{'s are' if devices > 1 else ' is'}"
+    hint = ("tensor parallel sizes that fit: " + ", ".join(map(str, fit)) if devices else
+            "check CUDA_VISIBLE_DEVICES and the driver (nvidia-smi), or use --infer_backend pt")
+    raise UsageError(f"{wanted} needs {world} GPUs, but {found} visible to this process", hint)
+
+
+def visible_gpus() -> int:
+    """GPUs this process may use (honours CUDA_VISIBLE_DEVICES) without initialising CUDA, so that vLLM can
+    still fork its workers afterwards."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count())
 
 
 def numa_nodes() -> int:

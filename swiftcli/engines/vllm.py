@@ -19,7 +19,9 @@ from typing import Any
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
 from swiftcli.engines.outputs import to_result
+from swiftcli.engines.scheduler import OFFLINE, log_limits
 from swiftcli.engines.tokenizer import load_tokenizer
+from swiftcli.engines.vllm_inputs import token_input
 from swiftcli.errors import EngineError, MissingDependencyError, UsageError
 
 # vLLM logs to stdout by default; results own stdout, so logs go to stderr unless the user says otherwise.
@@ -69,10 +71,13 @@ def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
 
     Checks the parallel sizes against the model first and, on CPU, binds worker threads (see engines.parallel).
     """
-    from swiftcli.engines.parallel import check_parallel_sizes, prepare_cpu_workers
+    from swiftcli.engines.parallel import check_parallel_sizes, prepare_cpu_workers, visible_gpus
 
     defaults = platform_defaults()
-    check_parallel_sizes(spec.model_dir, config.tensor_parallel_size, config.pipeline_parallel_size)
+    # CPU ranks are processes, and a Ray cluster brings its own devices: only a local GPU run counts them.
+    local_gpus = not defaults.is_cpu and config.distributed_executor_backend != "ray"
+    check_parallel_sizes(spec.model_dir, config.tensor_parallel_size, config.pipeline_parallel_size,
+                         visible_gpus() if local_gpus else None)
     if defaults.is_cpu:
         prepare_cpu_workers(config.tensor_parallel_size * config.pipeline_parallel_size)
     args: dict[str, Any] = {
@@ -167,10 +172,11 @@ class VllmEngine:
         self.config = config or EngineConfig()
         self.engine_args = engine_args(spec, self.config)
         try:
-            self.llm = vllm.LLM(**self.engine_args)
+            self.llm = vllm.LLM(**self.engine_args)  # vllm.LLM's own scheduler budgets (engines.scheduler)
         except (ValueError, RuntimeError, OSError) as exc:
             raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc
         self._engine = self.llm.llm_engine
+        self.scheduler_limits = log_limits(self._engine.vllm_config, OFFLINE)
         self._finalizer = weakref.finalize(self, _shutdown_core, self._engine)
         self.hf_tokenizer = load_tokenizer(spec, self.config.trust_remote_code)
         self.max_model_len = int(self._engine.model_config.max_model_len)
@@ -190,8 +196,6 @@ class VllmEngine:
         return list(self._lora)
 
     def stream(self, requests: Sequence[EngineRequest]) -> Iterator[RequestResult]:
-        from vllm.inputs import TokensPrompt
-
         pending: dict[str, EngineRequest] = {}
         merged: dict[str, dict[int, Completion]] = {}
         try:
@@ -202,7 +206,7 @@ class VllmEngine:
                 adapter = request.adapter or self.default_adapter
                 self._engine.add_request(
                     request.request_id,
-                    TokensPrompt(prompt_token_ids=request.prompt_ids),
+                    token_input(self._engine, request.prompt_ids),
                     sampling_params(request, max_tokens),
                     lora_request=self._lora.get(adapter) if adapter else None,
                 )

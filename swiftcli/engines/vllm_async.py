@@ -9,7 +9,9 @@ from typing import Any
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
 from swiftcli.engines.outputs import to_result
+from swiftcli.engines.scheduler import SERVER, log_limits, usage_context
 from swiftcli.engines.tokenizer import load_tokenizer
+from swiftcli.engines.vllm_inputs import token_input
 from swiftcli.errors import EngineError, InputError
 
 
@@ -32,10 +34,12 @@ class AsyncVllmEngine:
         if spec.adapters:
             args["enable_lora"] = True
         try:
-            self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+            # vLLM's OpenAI server's scheduler budgets, not the generic engine's (engines.scheduler)
+            self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args), usage_context=usage_context(SERVER))
         except (ValueError, RuntimeError, OSError, TypeError) as exc:
             raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc
         self.engine_args = args
+        self.scheduler_limits = log_limits(self.llm.vllm_config, SERVER)
         self.hf_tokenizer = load_tokenizer(spec, self.config.trust_remote_code)
         self.max_model_len = int(self.llm.model_config.max_model_len)
         self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
@@ -59,8 +63,6 @@ class AsyncVllmEngine:
 
     async def generate(self, request: EngineRequest, *, guided: dict[str, Any] | None = None
                        ) -> AsyncIterator[RequestResult]:
-        from vllm.inputs import TokensPrompt
-
         from swiftcli.engines.vllm import _first_line, sampling_params
 
         max_tokens = check_context_length(len(request.prompt_ids), request.config.max_new_tokens,
@@ -71,12 +73,13 @@ class AsyncVllmEngine:
                 from vllm.sampling_params import StructuredOutputsParams
 
                 params.structured_outputs = StructuredOutputsParams(**guided)
-        except _client_errors() as exc:  # vLLM's validation of sampling settings
+            prompt = token_input(self.llm, request.prompt_ids)
+        except _client_errors() as exc:  # vLLM's validation of sampling settings and of the prompt
             raise InputError(_first_line(exc)) from None
         adapter = request.adapter or self.default_adapter
         if adapter is not None and adapter not in self._lora:
             raise InputError(f"unknown LoRA adapter {adapter!r}")
-        stream = self.llm.generate(TokensPrompt(prompt_token_ids=request.prompt_ids), params,
+        stream = self.llm.generate(prompt, params,
                                    request.request_id, lora_request=self._lora.get(adapter) if adapter else None)
         parts: dict[int, Completion] = {}
         try:
