@@ -9,8 +9,10 @@ import typer
 
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import GenerationOptions, ModelOptions, parse_bool, with_options
+from swiftcli.server.limits import ServerLimits
 
 SERVER_PANEL = "Server"
+_LIMITS = ServerLimits()
 
 EXAMPLES = """
 
@@ -64,9 +66,28 @@ def deploy_command(
         _opt(
             "--max_concurrent_requests",
             "--max-concurrent-requests",
-            help="Requests in flight beyond this get 429; default no limit.",
+            help="Requests in flight beyond this get 429 with Retry-After; default twice the sequences the "
+            "engine batches (vLLM's max_num_seqs).",
         ),
     ] = None,
+    max_request_bytes: Annotated[
+        int,
+        _opt("--max_request_bytes", "--max-request-bytes", help="Largest request body; larger ones get 413."),
+    ] = _LIMITS.max_request_bytes,
+    max_stop_sequences: Annotated[
+        int, _opt("--max_stop_sequences", "--max-stop-sequences", help="Most stop sequences per request.")
+    ] = _LIMITS.max_stop,
+    max_prompts: Annotated[
+        int, _opt("--max_prompts", "--max-prompts", help="Most prompts in one /v1/completions request.")
+    ] = _LIMITS.max_prompts,
+    max_sequences_per_request: Annotated[
+        int,
+        _opt(
+            "--max_sequences_per_request",
+            "--max-sequences-per-request",
+            help="Most sequences one request may start (n x prompts).",
+        ),
+    ] = _LIMITS.max_choices,
     shutdown_timeout: Annotated[
         float,
         _opt("--shutdown_timeout", "--shutdown-timeout", help="Seconds to let requests in flight finish on SIGTERM."),
@@ -98,6 +119,7 @@ def deploy_command(
         raise _usage("--max_concurrent_requests must be at least 1")
     if shutdown_timeout < 0:
         raise _usage("--shutdown_timeout must be >= 0")
+    limits = server_limits(max_request_bytes, max_stop_sequences, max_prompts, max_sequences_per_request)
     quiet_engine_logs(verbose())
     _configure_logging(verbose() or log_requests)
     spec = resolve_spec(model)
@@ -124,6 +146,7 @@ def deploy_command(
         max_concurrent_requests=max_concurrent_requests,
         log_requests=log_requests,
         default_max_tokens=gen.max_new_tokens,
+        limits=limits,
     )
     listen = ListenOptions(
         host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"
@@ -131,6 +154,16 @@ def deploy_command(
     code = serve(settings, load, listen)
     if code:
         raise typer.Exit(code)
+
+
+def server_limits(max_request_bytes: int, max_stop: int, max_prompts: int, max_choices: int) -> ServerLimits:
+    """The limit options -> ServerLimits; each must be at least 1 (0 stop sequences is allowed: none)."""
+    for name, value, least in (("--max_request_bytes", max_request_bytes, 1), ("--max_stop_sequences", max_stop, 0),
+                               ("--max_prompts", max_prompts, 1), ("--max_sequences_per_request", max_choices, 1)):
+        if value < least:
+            raise _usage(f"{name} must be at least {least}, not {value}")
+    return ServerLimits(max_request_bytes=max_request_bytes, max_stop=max_stop, max_prompts=max_prompts,
+                        max_choices=max_choices)
 
 
 def _usage(message: str, hint: str | None = None) -> Exception:

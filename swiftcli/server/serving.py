@@ -177,6 +177,14 @@ async def merge(engine: Any, requests: Sequence[EngineRequest], guided: dict[str
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def stream_error(exc: BaseException) -> bytes:
+    """An SSE event with OpenAI's error envelope for an error raised after streaming began."""
+    from swiftcli.server.failures import to_api_error
+
+    error = to_api_error(exc, "stream")
+    return sse(error_body(error.status, error.message, param=error.param, code=error.code, type=error.type))
+
+
 def sse(data: Any) -> bytes:
     return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
 
@@ -351,8 +359,9 @@ class Serving:
                            "model": model, "choices": [], "usage": usage(last.prompt_tokens, last.output_tokens)})
             yield b"data: [DONE]\n\n"
             finished = True
-        except APIError as exc:
-            yield sse(error_body(exc.status, exc.message))
+        except Exception as exc:  # after the 200: the error goes in the stream, which then ends properly
+            yield stream_error(exc)
+            yield b"data: [DONE]\n\n"
         finally:
             await _close(stream)
             slot.release(finished)
@@ -427,8 +436,9 @@ class Serving:
                            "choices": [], "usage": usage(prompt_tokens, output_tokens)})
             yield b"data: [DONE]\n\n"
             finished = True
-        except APIError as exc:
-            yield sse(error_body(exc.status, exc.message))
+        except Exception as exc:  # after the 200: the error goes in the stream, which then ends properly
+            yield stream_error(exc)
+            yield b"data: [DONE]\n\n"
         finally:
             await _close(stream)
             slot.release(finished)
