@@ -143,7 +143,8 @@ def test_health_answers_while_a_huge_prompt_is_tokenized(deploy_server, http):
         time.sleep(0.05)
     worker.join()
     assert polls >= 5, "the prompt was tokenized too fast to tell"
-    assert worst < 0.5, f"/health took {worst:.2f} s while a prompt was tokenized"
+    # Well under a second even on a loaded 2-core machine (benchmarks/soak.py measures it properly).
+    assert worst < 1.0, f"/health took {worst:.2f} s while a prompt was tokenized"
     assert "context" in _error(result["resp"], 400)["message"]
 
 
@@ -211,7 +212,7 @@ def test_429_carries_retry_after():
         model_type, model_dir, adapters = MODEL, None, []
 
     class Busy:
-        backend, spec, lora_names, max_model_len, max_num_seqs = "fake", Spec(), [], 128, 3
+        backend, spec, lora_names, max_model_len, max_num_seqs, vocab_size = "fake", Spec(), [], 128, 3, 100
 
     app = create_app(ServerSettings(), engine=Busy(), template=None)
     state = app.state.server

@@ -25,7 +25,14 @@ from swiftcli import __version__
 from swiftcli.errors import SwiftError
 from swiftcli.server.errors import APIError, error_body, install_handlers
 from swiftcli.server.failures import to_api_error
-from swiftcli.server.limits import BodyLimitMiddleware, ServerLimits, check_request, count_prompts, default_concurrency
+from swiftcli.server.limits import (
+    BodyLimitMiddleware,
+    ServerLimits,
+    check_capacity,
+    check_request,
+    count_prompts,
+    default_concurrency,
+)
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
 from swiftcli.server.serving import ClientGone, Serving, admit, guided_decoding, until_disconnected
@@ -212,6 +219,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     @_internal_errors
     async def chat(req: ChatCompletionRequest, http: Request) -> Response:
         adapter = state.resolve_model(req.model)
+        check_capacity(state.in_flight, state.settings.max_concurrent_requests)
         check_request(req, state.settings.limits, state.vocab_size)
         guided = guided_decoding(req)
         requests = await state.off_loop(serving.chat_requests, req, adapter)
@@ -226,6 +234,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     @_internal_errors
     async def completions(req: CompletionRequest, http: Request) -> Response:
         adapter = state.resolve_model(req.model)
+        check_capacity(state.in_flight, state.settings.max_concurrent_requests)
         check_request(req, state.settings.limits, state.vocab_size, count_prompts(req.prompt))
         guided = guided_decoding(req)
         requests, prompts = await state.off_loop(serving.completion_requests, req, adapter)

@@ -40,6 +40,15 @@ def default_concurrency(engine: Any) -> int:
     return 2 * int(seqs) if seqs else TGI_MAX_CONCURRENT
 
 
+def check_capacity(in_flight: int, limit: int | None) -> None:
+    """429 before any tokenizer work when the server is full (admission re-checks under the same rule)."""
+    from swiftcli.server.errors import APIError
+
+    if limit is not None and in_flight >= limit:
+        raise APIError(429, f"the server is at its limit of {limit} concurrent requests; retry later",
+                       code="too_many_requests")
+
+
 def check_request(req: Any, limits: ServerLimits, vocab_size: int | None, prompts: int = 1) -> None:
     """400 for a request that is well-formed JSON but asks for more than the server allows or the engine
     can represent: lone surrogates, out-of-range seed or top_k, too many or too long stop sequences."""
