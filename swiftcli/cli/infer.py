@@ -60,6 +60,10 @@ def infer_command(
         "--skip_bad_rows", "--skip-bad-rows", parser=parse_bool, metavar="BOOL",
         help="Skip rows without a query (with a warning) instead of stopping.",
         rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
+    overwrite: Annotated[BoolValue, typer.Option(
+        "--overwrite", parser=parse_bool, metavar="BOOL",
+        help="Start --result_file over instead of resuming it (resuming needs the same run settings).",
+        rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
     more_datasets: Annotated[list[str] | None, typer.Argument(
         hidden=True, metavar="FILE", help="More dataset files after --val_dataset, as ms-swift takes them.")]
     = None,
@@ -84,7 +88,7 @@ def infer_command(
         if result_file and result_dir:
             raise UsageError("give --result_file or --result_dir, not both")
         run_dataset(DatasetOptions(list(val_dataset or []), val_dataset_sample, result_file, result_dir,
-                                   bool(load_dataset_config), dataset_seed, bool(skip_bad_rows)),
+                                   bool(load_dataset_config), dataset_seed, bool(skip_bad_rows), bool(overwrite)),
                     output, model, gen)
         return
     queries = list(query or [])
@@ -120,7 +124,7 @@ def run_queries(queries: list[str], output: str, model: ModelOptions, gen: Gener
 
 class DatasetOptions:
     def __init__(self, files: list[str], sample: int, result_file: Path | None, result_dir: Path | None,
-                 load_config: bool, seed: int | None, skip_bad_rows: bool) -> None:
+                 load_config: bool, seed: int | None, skip_bad_rows: bool, overwrite: bool = False) -> None:
         self.files = files
         self.sample = sample
         self.result_file = result_file
@@ -128,6 +132,7 @@ class DatasetOptions:
         self.load_config = load_config
         self.seed = seed
         self.skip_bad_rows = skip_bad_rows
+        self.overwrite = overwrite
 
 
 def dataset_rows(opts: DatasetOptions, model: ModelOptions) -> list[Any]:
@@ -190,12 +195,14 @@ def run_dataset(opts: DatasetOptions, output: str, model: ModelOptions, gen: Gen
     target = result_target(opts)
     writer: ResultFile | StreamWriter
     if target is not None:
-        writer = ResultFile(target)
+        writer = ResultFile(target, run_fingerprint_of(model, gen, rows), opts.overwrite, opts.files)
         done = writer.resume(rows)
     else:
         writer, done = StreamWriter(sys.stdout), 0
     stats = RunStats(resumed=done, result_path=str(target) if target else None)
     if done == len(rows):
+        if isinstance(writer, ResultFile):
+            writer.close()
         _summary(stats, len(rows), output, quiet())
         return
     if done:
@@ -215,7 +222,7 @@ def run_dataset(opts: DatasetOptions, output: str, model: ModelOptions, gen: Gen
             def advance(s: RunStats) -> None:
                 progress.update(task, completed=s.rows, tok_s=s.output_tokens_per_second)
 
-            run_rows(loaded.engine, loaded.template, rows, config, writer, done, stats, advance)
+            run_rows(loaded.engine, loaded.template, rows, config, writer, done, stats, advance, opts.skip_bad_rows)
     except KeyboardInterrupt:
         if not isinstance(writer, ResultFile):
             raise
@@ -227,6 +234,19 @@ def run_dataset(opts: DatasetOptions, output: str, model: ModelOptions, gen: Gen
         if isinstance(writer, ResultFile):
             writer.close()
     _summary(stats, len(rows), output, quiet())
+
+
+def run_fingerprint_of(model: ModelOptions, gen: GenerationOptions, rows: list[Any]) -> dict[str, Any]:
+    """The settings that decide this run's answers, known before the engine starts."""
+    from swiftcli.cli.common import generation_config, resolve_spec
+    from swiftcli.config.spec import GenerationConfig
+    from swiftcli.data.fingerprint import run_fingerprint
+    from swiftcli.engines import default_backend
+
+    spec = resolve_spec(model)
+    config = generation_config(GenerationConfig.from_model_dir(spec.model_dir), gen, **INFER_DEFAULTS)
+    return run_fingerprint(spec, spec.default_system, config.to_dict(), [row.sample for row in rows],
+                           model.infer_backend or default_backend(), model.dtype)
 
 
 def _progress(total: int, hidden: bool) -> Any:
