@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import GenerationOptions, ModelOptions, parse_bool, with_options
 from swiftcli.server.limits import ServerLimits
+
+if TYPE_CHECKING:
+    from swiftcli.config.spec import EngineConfig, ModelSpec
 
 SERVER_PANEL = "Server"
 _LIMITS = ServerLimits()
@@ -130,6 +133,7 @@ def deploy_command(
             raise _usage("--lora_modules needs the vllm backend", "drop --infer_backend pt")
         config.enable_lora = True
         config.max_loras = max(config.max_loras, len(loras))
+    check_adapters(loras, spec, config)
 
     def load() -> tuple[object, object]:
         from swiftcli.engines import create_async_engine
@@ -185,6 +189,26 @@ def parse_lora_modules(values: list[str]) -> dict[str, str]:
             raise _usage(f"--lora_modules names {name!r} twice")
         modules[name] = os.path.abspath(path)
     return modules
+
+
+def check_adapters(loras: dict[str, str], spec: ModelSpec, config: EngineConfig) -> None:
+    """Fail before loading when an adapter cannot be served; raise --max_lora_rank (and say so) when an
+    adapter's rank needs it."""
+    from pathlib import Path
+
+    from swiftcli.cli.errors import stderr
+    from swiftcli.config.adapters import check_adapter, engine_rank
+
+    paths = {**{p.name: p for p in spec.adapters}, **{n: Path(p) for n, p in loras.items()}}
+    if not paths:
+        return
+    infos = [check_adapter(name, path, spec.model_dir) for name, path in paths.items()]
+    top = max(infos, key=lambda info: info.rank)
+    needed = engine_rank(top.rank)
+    if needed > config.max_lora_rank:
+        stderr.print(f"Raising --max_lora_rank from {config.max_lora_rank} to {needed}: adapter {top.name} has "
+                     f"rank {top.rank}.", highlight=False)
+        config.max_lora_rank = needed
 
 
 def check_listen(host: str, port: int, ssl_keyfile: str | None, ssl_certfile: str | None) -> None:
