@@ -267,8 +267,9 @@ def test_dead_engine_errors_streams_turns_health_503_and_exits_nonzero():
         server.stop()
 
 
-def test_group_sigterm_drains_requests_in_flight():
-    """SIGTERM to the whole process group (as Ctrl-C or a supervisor sends it) still drains."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_group_signal_drains_requests_in_flight(sig):
+    """A signal to the whole process group (Ctrl-C in a terminal, or a supervisor's SIGTERM) still drains."""
     from server_utils import free_port
 
     port = free_port()
@@ -280,10 +281,11 @@ def test_group_sigterm_drains_requests_in_flight():
         _wait_ready(proc, root)
         client = openai.OpenAI(base_url=f"{root}/v1", api_key="EMPTY", max_retries=0, timeout=120)
         stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Count to 50."}],
-                                                max_tokens=60, ignore_eos=True, stream=True, temperature=0)
+                                                max_tokens=60, stream=True, temperature=0,
+                                                extra_body={"ignore_eos": True})
         first = next(iter(stream))
         assert first.choices[0].delta.role == "assistant"
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
         time.sleep(0.3)
         late = httpx.post(f"{root}/v1/chat/completions", json={"model": MODEL, "messages": HI}, timeout=30)
         assert late.status_code == 503
