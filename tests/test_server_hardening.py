@@ -299,7 +299,7 @@ def test_group_signal_drains_requests_in_flight(sig):
             proc.wait(30)
 
 
-def _wait_ready(proc: subprocess.Popen, root: str, timeout: float = 300) -> None:
+def _wait_ready(proc: subprocess.Popen, root: str, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the server exited with {proc.returncode}"
