@@ -1,8 +1,11 @@
-"""Soak test for `swiftcli deploy`: many requests over a few minutes, some malformed, some abandoned mid-stream.
+"""Soak test for `swiftcli deploy`: many requests over a few minutes, 10% malformed, 10% abandoned mid-stream and
+5% hostile (an oversize body, lone surrogates as escapes and as UTF-8 bytes, a seed beyond int64, a huge top_k,
+too many stops or prompts).
 
 Every complete request is checked for a whole answer (finish_reason, text, [DONE] for streams). Pass criteria:
-0 responses with 5xx, 0 lost requests, server RSS at the end within 10% of RSS after warm-up. Prints the counts
-and writes JSON under benchmarks/results/.
+0 responses with 5xx, 0 lost requests, the running/waiting/engine-unfinished gauges back to 0 within 30 s, and
+server RSS at the end within 10% of RSS after warm-up. Prints the counts and the RSS curve, and writes JSON
+under benchmarks/results/.
 
     python benchmarks/soak.py                       # 2,000 requests, 32 at once
     python benchmarks/soak.py --requests 200 --url http://127.0.0.1:8000   # against a running server
@@ -38,6 +41,29 @@ MALFORMED = [
     ("completions", {"model": MODEL, "prompt": [], "max_tokens": 4}),
     ("chat", {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "n": 2, "temperature": 0}),
 ]
+
+
+HI = [{"role": "user", "content": "Hi"}]
+HOSTILE: list[tuple[str, bytes]] = [
+    ("completions", json.dumps({"model": MODEL, "prompt": "a" * (3 * 2**20), "max_tokens": 1}).encode()),
+    ("chat", json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hi \ud800"}]}).encode()),
+    ("chat", b'{"model": "%s", "messages": [{"role": "user", "content": "Hi \xed\xa0\x80"}]}' % MODEL.encode()),
+    ("completions", json.dumps({"model": MODEL, "prompt": ["ok", "\udfff"]}).encode()),
+    ("chat", json.dumps({"model": MODEL, "messages": HI, "seed": 2**64 + 1}).encode()),
+    ("chat", json.dumps({"model": MODEL, "messages": HI, "top_k": 10**12}).encode()),
+    ("chat", json.dumps({"model": MODEL, "messages": HI, "stop": [str(i) for i in range(50)]}).encode()),
+    ("completions", json.dumps({"model": MODEL, "prompt": ["p"] * 1000, "max_tokens": 1}).encode()),
+]
+
+
+async def hostile(client: httpx.AsyncClient, rng: random.Random) -> str:
+    path, body = rng.choice(HOSTILE)
+    url = f"/v1/{'chat/completions' if path == 'chat' else 'completions'}"
+    resp = await client.post(url, content=body, headers={"content-type": "application/json"})
+    if resp.status_code >= 500:
+        return "5xx"
+    ok = resp.status_code in (400, 413) and "error" in resp.json()
+    return "refused" if ok else "lost"
 
 
 async def malformed(client: httpx.AsyncClient, rng: random.Random) -> str:
@@ -110,9 +136,51 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
+def rss_tree_mb(pid: int) -> float:
+    """The server and its children (the engine core)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = root.memory_info().rss
+    for child in root.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+async def sample_rss(pid: int, start: float, curve: list[list[float]], every: float = 10.0) -> None:
+    while True:
+        curve.append([round(time.perf_counter() - start, 1), round(rss_mb(pid), 1), round(rss_tree_mb(pid), 1)])
+        await asyncio.sleep(every)
+
+
+GAUGES = ("swiftcli_num_requests_running", "swiftcli_num_requests_waiting", "swiftcli_engine_unfinished_requests")
+
+
+async def gauges(client: httpx.AsyncClient) -> dict[str, float]:
+    values = {}
+    for line in (await client.get("/metrics")).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in GAUGES:
+            values[name] = float(value)
+    return values
+
+
+async def settle(client: httpx.AsyncClient, timeout: float = 30.0) -> tuple[dict[str, float], float]:
+    """The gauges once they are all 0 (or at the timeout), and how long that took."""
+    start = time.perf_counter()
+    while True:
+        values = await gauges(client)
+        if all(v == 0 for v in values.values()) or time.perf_counter() - start > timeout:
+            return values, time.perf_counter() - start
+        await asyncio.sleep(0.5)
+
+
 async def soak(base_url: str, total: int, concurrency: int, seed: int, server_pid: int | None) -> dict:
     rng = random.Random(seed)
-    kinds = ["malformed"] * (total // 10) + ["abandoned"] * (total // 10)
+    kinds = ["malformed"] * (total // 10) + ["abandoned"] * (total // 10) + ["hostile"] * (total // 20)
     kinds += ["complete"] * (total - len(kinds))
     rng.shuffle(kinds)
     counts: Counter[str] = Counter()
@@ -123,6 +191,8 @@ async def soak(base_url: str, total: int, concurrency: int, seed: int, server_pi
             try:
                 if kind == "malformed":
                     counts[await malformed(client, rng)] += 1
+                elif kind == "hostile":
+                    counts[await hostile(client, rng)] += 1
                 elif kind == "abandoned":
                     counts[await abandoned(client, i)] += 1
                 else:
@@ -145,21 +215,25 @@ async def soak(base_url: str, total: int, concurrency: int, seed: int, server_pi
                 await run(i, kind)
 
         start = time.perf_counter()
+        curve: list[list[float]] = []
+        sampler = asyncio.ensure_future(sample_rss(server_pid, start, curve)) if server_pid else None
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
+        left, settle_s = await settle(client)
         await asyncio.sleep(2)
+        if sampler is not None:
+            sampler.cancel()
+            curve.append([round(time.perf_counter() - start, 1), round(rss_mb(server_pid), 1),
+                          round(rss_tree_mb(server_pid), 1)])
         rss_end = rss_mb(server_pid) if server_pid else None
-        unfinished = None
-        metrics = (await client.get("/metrics")).text
-        for line in metrics.splitlines():
-            if line.startswith("swiftcli_engine_unfinished_requests "):
-                unfinished = float(line.split()[1])
+    unfinished = left.get("swiftcli_engine_unfinished_requests")
     result = {"requests": total, "concurrency": concurrency, "wall_s": wall, "counts": dict(counts),
               "errors": dict(errors), "rss_after_warmup_mb": rss_start, "rss_end_mb": rss_end,
-              "engine_unfinished_at_end": unfinished}
+              "engine_unfinished_at_end": unfinished, "gauges_at_end": left, "gauges_settled_s": settle_s,
+              "rss_curve": {"columns": ["seconds", "api_mb", "api_and_engine_mb"], "points": curve}}
     if rss_start and rss_end:
         result["rss_growth"] = rss_end / rss_start - 1
-    result["passed"] = (counts["5xx"] == 0 and counts["lost"] == 0 and unfinished in (None, 0.0)
+    result["passed"] = (counts["5xx"] == 0 and counts["lost"] == 0 and all(v == 0 for v in left.values())
                         and (result.get("rss_growth") is None or result["rss_growth"] <= 0.10))
     return result
 
@@ -202,14 +276,19 @@ def main() -> None:
             print(f"server exit code after SIGTERM: {result_code}")
     counts = result["counts"]
     print(f"{result['requests']} requests, {result['concurrency']} at once, {result['wall_s']:.0f} s")
-    for key in ("ok", "rejected", "abandoned", "5xx", "lost"):
+    for key in ("ok", "rejected", "refused", "abandoned", "5xx", "lost"):
         print(f"  {key:<10}{counts.get(key, 0):>6}")
     if result["errors"]:
         print(f"  client-side errors: {result['errors']}")
     if result.get("rss_growth") is not None:
         print(f"  server RSS: {result['rss_after_warmup_mb']:.0f} MiB after warm-up -> {result['rss_end_mb']:.0f} MiB "
               f"at the end ({result['rss_growth'] * 100:+.1f}%)")
-    print(f"  engine requests left at the end: {result['engine_unfinished_at_end']}")
+    print(f"  gauges {result['gauges_settled_s']:.1f} s after the last request: {result['gauges_at_end']}")
+    points = result["rss_curve"]["points"]
+    if points:
+        print("  RSS curve (s, API MiB, API + engine MiB):")
+        for t, api, tree in points:
+            print(f"    {t:>7.0f} {api:>8.0f} {tree:>8.0f}")
     print("PASSED" if result["passed"] else "FAILED")
     out = RESULTS / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))

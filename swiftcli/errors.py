@@ -49,3 +49,11 @@ class InputError(SwiftError):
 
 class ContextLengthError(InputError):
     """A prompt plus max_new_tokens that does not fit the model's context window."""
+
+
+class OverloadedError(EngineError):
+    """The engine's queue is full: the request may be retried later."""
+
+
+class EngineUnavailableError(EngineError):
+    """The engine has stopped (its process died): no request can be served until a restart."""

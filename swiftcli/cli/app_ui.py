@@ -50,6 +50,16 @@ def app_ui_command(
     share: Annotated[BoolValue, typer.Option("--share", rich_help_panel=SERVER_PANEL, parser=parse_bool,
                                              metavar="BOOL", show_default=True,
                                              help="Also publish a public gradio.live link.")] = False,  # type: ignore[assignment]
+    auth: Annotated[list[str] | None, typer.Option(
+        "--auth", rich_help_panel=SERVER_PANEL, metavar="USER:PASSWORD",
+        help="Require this login (repeatable); other local users can read it in the process list, so prefer "
+             "--auth-file.")] = None,
+    auth_file: Annotated[str | None, typer.Option(
+        "--auth-file", rich_help_panel=SERVER_PANEL, metavar="FILE",
+        help="Require a login from FILE: one USER:PASSWORD per line (# comments).")] = None,
+    max_concurrency: Annotated[int, typer.Option(
+        "--max-concurrency", rich_help_panel=SERVER_PANEL, show_default=True,
+        help="Answers generated at once over all tabs; more wait in the queue.")] = 16,
     *,
     model: ModelOptions,
     engine: EngineConfig,
@@ -63,6 +73,9 @@ def app_ui_command(
     if api_url and (model.ckpt_dir or model.infer_backend or model.merge_lora):
         raise UsageError("--api_url chats with a running server; --ckpt_dir, --merge_lora and --infer_backend "
                          "load a local model", "give one or the other")
+    if max_concurrency < 1:
+        raise UsageError(f"--max_concurrency must be at least 1, not {max_concurrency}")
+    logins = parse_auth(auth or [], auth_file)
     check_port_free(host, port)
     show_request_logs()
     if api_url:
@@ -71,10 +84,10 @@ def app_ui_command(
         backend, defaults = engine_backend(model, engine, gen)
     from swiftcli.webui import build_app, serve
 
-    demo = build_app(backend, defaults)
+    demo = build_app(backend, defaults, concurrency=max_concurrency)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the page as Ctrl-C does
     try:
-        serve(demo, host=host, port=port, share=bool(share), on_ready=announce(backend.model_name))
+        serve(demo, host=host, port=port, share=bool(share), on_ready=announce(backend.model_name), auth=logins)
     finally:
         signal.signal(signal.SIGTERM, previous)
         close_backend(backend)
@@ -117,6 +130,30 @@ def api_backend(api_url: str, api_key: str | None, model: ModelOptions, engine: 
                             max_new_tokens=min(base.max_new_tokens or 1024, max(1, limit // 2)),
                             system=model.system)
     return backend, defaults
+
+
+def parse_auth(values: list[str], auth_file: str | None) -> list[tuple[str, str]] | None:
+    """--auth USER:PASSWORD values and --auth_file lines -> Gradio's [(user, password)]; None: no login."""
+    from swiftcli.errors import UsageError
+
+    entries = [("--auth", value) for value in values]
+    if auth_file:
+        try:
+            text = open(auth_file, encoding="utf-8").read()
+        except OSError as exc:
+            raise UsageError(f"cannot read --auth_file {auth_file}: {exc.strerror or exc}") from None
+        entries += [(f"{auth_file}:{n}", line.strip()) for n, line in enumerate(text.split("\n"), 1)
+                    if line.strip() and not line.lstrip().startswith("#")]
+        if not any(where != "--auth" for where, _ in entries):
+            raise UsageError(f"--auth_file {auth_file} holds no USER:PASSWORD line")
+    logins = []
+    for where, entry in entries:
+        user, sep, password = entry.partition(":")
+        if not sep or not user or not password:
+            # The value is a secret: name where it came from, never echo it.
+            raise UsageError(f"{where}: a login must be USER:PASSWORD with both parts non-empty")
+        logins.append((user, password))
+    return logins or None
 
 
 def check_port_free(host: str, port: int) -> None:

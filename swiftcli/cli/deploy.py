@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,8 +11,13 @@ from swiftcli.cli.errors import handled
 from swiftcli.cli.options import parse_bool, with_options
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
+from swiftcli.server.limits import ServerLimits
+
+if TYPE_CHECKING:
+    from swiftcli.config.spec import ModelSpec
 
 SERVER_PANEL = "Server"
+_LIMITS = ServerLimits()
 
 EXAMPLES = """
 
@@ -64,9 +69,22 @@ def deploy_command(
         int | None,
         _opt(
             "--max-concurrent-requests",
-            help="Requests in flight beyond this get 429; default no limit.",
+            help="Requests in flight beyond this get 429 with Retry-After; default twice the sequences the "
+            "engine batches (vLLM's max_num_seqs).",
         ),
     ] = None,
+    max_request_bytes: Annotated[
+        int, _opt("--max-request-bytes", help="Largest request body; larger ones get 413."),
+    ] = _LIMITS.max_request_bytes,
+    max_stop_sequences: Annotated[
+        int, _opt("--max-stop-sequences", help="Most stop sequences per request.")
+    ] = _LIMITS.max_stop,
+    max_prompts: Annotated[
+        int, _opt("--max-prompts", help="Most prompts in one /v1/completions request.")
+    ] = _LIMITS.max_prompts,
+    max_sequences_per_request: Annotated[
+        int, _opt("--max-sequences-per-request", help="Most sequences one request may start (n x prompts)."),
+    ] = _LIMITS.max_choices,
     shutdown_timeout: Annotated[
         float,
         _opt("--shutdown-timeout", help="Seconds to let requests in flight finish on SIGTERM."),
@@ -100,6 +118,7 @@ def deploy_command(
         raise _usage("--max_concurrent_requests must be at least 1")
     if shutdown_timeout < 0:
         raise _usage("--shutdown_timeout must be >= 0")
+    limits = server_limits(max_request_bytes, max_stop_sequences, max_prompts, max_sequences_per_request)
     given = gen.given()
     GenerationConfig().copy(**given)  # bad sampling settings fail before the engine starts
     if loras:
@@ -110,6 +129,7 @@ def deploy_command(
     output.engine_logs("deploy")
     _configure_logging(verbose() or log_requests)
     spec = resolve_spec(model)  # a wrong model fails here, before the server starts
+    check_adapters(loras, spec, engine)
 
     def start() -> tuple[object, object]:
         session = load(spec, engine, backend=model.infer_backend, generation=given, asynchronous=True)
@@ -123,6 +143,7 @@ def deploy_command(
         max_concurrent_requests=max_concurrent_requests,
         log_requests=log_requests,
         default_max_tokens=gen.max_new_tokens,
+        limits=limits,
     )
     listen = ListenOptions(
         host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"
@@ -151,6 +172,36 @@ def parse_lora_modules(values: list[str]) -> dict[str, str]:
             raise _usage(f"--lora_modules names {name!r} twice")
         modules[name] = os.path.abspath(path)
     return modules
+
+
+def server_limits(max_request_bytes: int, max_stop: int, max_prompts: int, max_choices: int) -> ServerLimits:
+    """The limit options -> ServerLimits; each must be at least 1 (0 stop sequences is allowed: none)."""
+    for name, value, least in (("--max_request_bytes", max_request_bytes, 1), ("--max_stop_sequences", max_stop, 0),
+                               ("--max_prompts", max_prompts, 1), ("--max_sequences_per_request", max_choices, 1)):
+        if value < least:
+            raise _usage(f"{name} must be at least {least}, not {value}")
+    return ServerLimits(max_request_bytes=max_request_bytes, max_stop=max_stop, max_prompts=max_prompts,
+                        max_choices=max_choices)
+
+
+def check_adapters(loras: dict[str, str], spec: ModelSpec, config: EngineConfig) -> None:
+    """Fail before loading when an adapter cannot be served; raise --max_lora_rank (and say so) when an
+    adapter's rank needs it."""
+    from pathlib import Path
+
+    from swiftcli.cli.output import message
+    from swiftcli.config.adapters import check_adapter, engine_rank
+
+    paths = {**{p.name: p for p in spec.adapters}, **{n: Path(p) for n, p in loras.items()}}
+    if not paths:
+        return
+    infos = [check_adapter(name, path, spec.model_dir) for name, path in paths.items()]
+    top = max(infos, key=lambda info: info.rank)
+    needed = engine_rank(top.rank)
+    if needed > config.max_lora_rank:
+        message(f"Raising --max_lora_rank from {config.max_lora_rank} to {needed}: adapter {top.name} has "
+                f"rank {top.rank}.")
+        config.max_lora_rank = needed
 
 
 def check_listen(host: str, port: int, ssl_keyfile: str | None, ssl_certfile: str | None) -> None:

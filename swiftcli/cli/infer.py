@@ -62,6 +62,10 @@ def infer_command(
         "--skip-bad-rows", parser=parse_bool, metavar="BOOL",
         help="Skip rows without a query (with a warning) instead of stopping.",
         rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
+    overwrite: Annotated[BoolValue, typer.Option(
+        "--overwrite", parser=parse_bool, metavar="BOOL",
+        help="Start --result-file over instead of resuming it (resuming needs the same run settings).",
+        rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
     *,
     model: ModelOptions,
     engine: EngineConfig,
@@ -80,7 +84,7 @@ def infer_command(
             raise UsageError("give --result_file or --result_dir, not both")
         selection = DatasetSelection(list(val_dataset or []), val_dataset_sample, bool(load_dataset_config),
                                      dataset_seed, bool(skip_bad_rows))
-        run_dataset(selection, result_target(result_file, result_dir), output, model, engine, gen)
+        run_dataset(selection, result_target(result_file, result_dir), bool(overwrite), output, model, engine, gen)
         return
     queries = list(query or [])
     if not queries:
@@ -127,8 +131,8 @@ def result_target(result_file: Path | None, result_dir: Path | None) -> Path | N
     return None
 
 
-def run_dataset(selection: Any, target: Path | None, output: str, model: ModelOptions, engine: EngineConfig,
-                gen: GenerationOverrides) -> None:
+def run_dataset(selection: Any, target: Path | None, overwrite: bool, output: str, model: ModelOptions,
+                engine: EngineConfig, gen: GenerationOverrides) -> None:
     from swiftcli.cli.common import load
     from swiftcli.cli.output import message, warn
     from swiftcli.cli.state import quiet
@@ -142,12 +146,14 @@ def run_dataset(selection: Any, target: Path | None, output: str, model: ModelOp
         raise InputError("the dataset has no rows to answer")
     writer: ResultFile | StreamWriter
     if target is not None:
-        writer = ResultFile(target)
+        writer = ResultFile(target, run_fingerprint_of(model, engine, gen, rows), overwrite, selection.files)
         done = writer.resume(rows)
     else:
         writer, done = StreamWriter(sys.stdout), 0
     stats = RunStats(resumed=done, result_path=str(target) if target else None)
     if done == len(rows):
+        if isinstance(writer, ResultFile):
+            writer.close()
         _summary(stats, len(rows), output, quiet())
         return
     if done:
@@ -167,7 +173,8 @@ def run_dataset(selection: Any, target: Path | None, output: str, model: ModelOp
             def advance(s: RunStats) -> None:
                 progress.update(task, completed=s.rows, tok_s=s.output_tokens_per_second)
 
-            run_rows(session.engine, session.template, rows, config, writer, done, stats, advance)
+            run_rows(session.engine, session.template, rows, config, writer, done, stats, advance,
+                     selection.skip_bad_rows)
     except KeyboardInterrupt:
         if not isinstance(writer, ResultFile):
             raise
@@ -180,6 +187,20 @@ def run_dataset(selection: Any, target: Path | None, output: str, model: ModelOp
             writer.close()
         session.close()
     _summary(stats, len(rows), output, quiet())
+
+
+def run_fingerprint_of(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides, rows: list[Any]
+                       ) -> dict[str, Any]:
+    """The settings that decide this run's answers, known before the engine starts."""
+    from swiftcli.config.spec import GenerationConfig
+    from swiftcli.data.fingerprint import run_fingerprint
+    from swiftcli.engines import default_backend
+    from swiftcli.engines.loader import merge_generation, resolve_spec
+
+    spec = resolve_spec(model)
+    config = merge_generation(GenerationConfig.from_model_dir(spec.model_dir), gen.given(), **INFER_DEFAULTS)
+    return run_fingerprint(spec, spec.default_system, config.to_dict(), [row.sample for row in rows],
+                           model.infer_backend or default_backend(), engine.dtype)
 
 
 def _progress(total: int, hidden: bool) -> Any:

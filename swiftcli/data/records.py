@@ -9,6 +9,7 @@ alpaca's `instruction`/`input`/`output`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -82,7 +83,10 @@ def read_records(path: str | Path) -> Iterator[Record]:
 
 
 def _jsonl(path: Path, text: str) -> Iterator[Record]:
-    for number, line in enumerate(text.splitlines(), 1):
+    # Only "\n" (or "\r\n") ends a line: str.splitlines would also split on U+2028, U+2029 and U+0085, which
+    # JSON allows unescaped inside strings.
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -118,8 +122,8 @@ def _json(path: Path, text: str) -> Iterator[Record]:
 
 
 def _csv(path: Path, text: str) -> Iterator[Record]:
-    lines = text.splitlines(keepends=True)
-    reader = csv.reader(lines)
+    # A StringIO ends lines at \n, \r and \r\n only (not at U+2028 like str.splitlines).
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
     except StopIteration:
@@ -180,6 +184,7 @@ def read_samples(paths: Iterable[str | Path], skip_bad_rows: bool = False,
         for record in read_records(path):
             try:
                 sample = to_sample(record.data)
+                _check_text(sample)
             except InputError as exc:
                 located = InputError(f"{record.where}: {exc.message}", exc.hint or "or pass --skip_bad_rows true")
                 if not skip_bad_rows:
@@ -188,6 +193,18 @@ def read_samples(paths: Iterable[str | Path], skip_bad_rows: bool = False,
                     on_skip(record, located)
                 continue
             yield record, sample
+
+
+def _check_text(sample: Sample) -> None:
+    """A lone UTF-16 surrogate (a `\\ud800` escape in JSON) is not text: no tokenizer takes it."""
+    texts = [sample.query, sample.system or "", sample.response or ""]
+    texts += [part for pair in sample.history for part in pair]
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(f"the row holds a lone surrogate (U+{ord(text[exc.start]):04X}), which is not "
+                             "valid Unicode text") from None
 
 
 _ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",

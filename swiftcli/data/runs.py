@@ -9,6 +9,7 @@ the torn line, checks that the finished lines belong to the same rows, and the r
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from swiftcli.config.spec import GenerationConfig
+from swiftcli.data.fingerprint import (
+    ResultLock,
+    changed_fields,
+    check_not_input,
+    read_fingerprint,
+    write_fingerprint,
+)
 from swiftcli.data.records import Record, Sample, read_samples
 from swiftcli.errors import InputError
 
@@ -71,47 +79,97 @@ def result_row(sample: Sample, response: str) -> dict[str, Any]:
 
 
 class ResultFile:
-    """A JSON-lines result file written in input order; reopened, it resumes after its last complete line."""
+    """A JSON-lines result file written in input order; reopened, it resumes after its last complete line.
 
-    def __init__(self, path: str | Path) -> None:
+    With a `fingerprint`, the run's settings are recorded beside it (see `fingerprint`), and a resume with
+    different settings is refused unless `overwrite`. The file is locked from `resume` to `close`.
+    """
+
+    def __init__(self, path: str | Path, fingerprint: dict[str, Any] | None = None, overwrite: bool = False,
+                 inputs: Sequence[str | Path] = ()) -> None:
         self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.overwrite = overwrite
+        self.inputs = list(inputs)
         self._file: IO[str] | None = None
         self._pending: dict[int, dict[str, Any]] = {}
+        self._lock: ResultLock | None = None
+        self._keep = 0  # bytes of the existing file that hold complete, matching lines
         self.written = 0
 
     def resume(self, rows: Sequence[Row]) -> int:
-        """How many rows are already done; drops a torn last line and checks the done rows match `rows`."""
-        if not self.path.exists():
-            return 0
+        """Lock the file and return how many rows are already done; nothing is changed on disk until every
+        complete line has been checked against `rows` (by position and content) and the fingerprint."""
         if self.path.is_dir():
             raise InputError(f"result file {self.path} is a directory", "pass a file path to --result_file")
+        check_not_input(self.path, self.inputs)
+        self._lock = ResultLock(self.path)
+        self._lock.acquire()
+        try:
+            return self._resume(rows)
+        except BaseException:
+            self.close()
+            raise
+
+    def _resume(self, rows: Sequence[Row]) -> int:
+        if not self.path.exists() or self.overwrite:
+            return 0
         data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            # The process died in the middle of writing this line: it was never complete, drop it.
-            with open(self.path, "r+b") as f:
-                f.truncate(end)
-        done = 0
-        for number, line in enumerate(data[:end].decode("utf-8", errors="replace").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise InputError(f"{self.path}:{number}: not a result line", "pass a new --result_file") from None
-            if done >= len(rows) or not isinstance(row, dict) or row.get("query") != rows[done].sample.query:
-                raise InputError(
-                    f"{self.path} holds results of other rows (line {number} does not match "
-                    f"{rows[done].record.where if done < len(rows) else 'any row'})",
-                    "resume with the same dataset and sampling options, or pass a new --result_file",
-                )
-            done += 1
+        if not data.strip():
+            return 0
+        self._check_fingerprint()
+        # Only "\n" ends a line: U+2028, U+2029 and U+0085 are text inside a row (str.splitlines splits on them).
+        lines = data.split(b"\n")
+        tail = lines.pop()  # after the last newline: empty, or a line whose writing was cut short
+        done, self._keep = 0, 0
+        for number, raw in enumerate(lines, 1):
+            if raw.strip():
+                row = _result_line(self.path, number, raw)
+                self._match(row, rows, done, number)
+                done += 1
+            self._keep += len(raw) + 1
+        if tail.strip():
+            row = _complete_row(tail)
+            if row is not None and done < len(rows) and _same_row(row, rows[done]):
+                done += 1  # complete, only its newline is missing: kept
+                self._keep += len(tail)
         self.written = done
         return done
 
+    def _check_fingerprint(self) -> None:
+        if self.fingerprint is None:
+            return
+        old = read_fingerprint(self.path)
+        if old is None:
+            raise InputError(f"{self.path} holds results but no record of the run that wrote them",
+                             "pass --overwrite true to start over, or another --result_file")
+        changed = changed_fields(old, self.fingerprint)
+        if changed:
+            raise InputError(f"{self.path} holds the results of another run: {', '.join(changed)} changed",
+                             "rerun with the same settings to resume, --overwrite true to start over, "
+                             "or pass another --result_file")
+
+    def _match(self, row: dict[str, Any], rows: Sequence[Row], done: int, number: int) -> None:
+        if done >= len(rows) or not _same_row(row, rows[done]):
+            raise InputError(
+                f"{self.path} holds results of other rows (line {number} does not match "
+                f"{rows[done].record.where if done < len(rows) else 'any row'})",
+                "resume with the same dataset and sampling options, --overwrite true, or another --result_file",
+            )
+
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")
+        if self.overwrite or not self.path.exists():
+            self._file = open(self.path, "w", encoding="utf-8")
+        else:
+            with open(self.path, "r+b") as f:  # drop a torn last line; give a complete one its newline
+                f.truncate(self._keep)
+                if self._keep and not _ends_with_newline(f, self._keep):
+                    f.seek(self._keep)
+                    f.write(b"\n")
+            self._file = open(self.path, "a", encoding="utf-8")
+        if self.fingerprint is not None:
+            write_fingerprint(self.path, self.fingerprint)
 
     def add(self, index: int, row: dict[str, Any]) -> None:
         """Record row `index` (0-based over the whole dataset); writes every row now complete in order."""
@@ -122,14 +180,59 @@ class ResultFile:
     def _write(self, row: dict[str, Any]) -> None:
         assert self._file is not None, "open() first"
         # One write call per line, then flush: a killed process leaves at most this one line torn.
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.write(_json_line(row))
         self._file.flush()
         self.written += 1
 
     def close(self) -> None:
         if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    try:
+        line = json.dumps(row, ensure_ascii=False)
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: JSON's \uXXXX escape keeps it (and the file valid UTF-8)
+        line = json.dumps(row, ensure_ascii=True)
+    return line + "\n"
+
+
+def _result_line(path: Path, number: int, raw: bytes) -> dict[str, Any]:
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(f"{path}:{number}: not a result line",
+                         "pass --overwrite true to start over, or another --result_file") from None
+    if not isinstance(row, dict):
+        raise InputError(f"{path}:{number}: not a result line",
+                         "pass --overwrite true to start over, or another --result_file")
+    return row
+
+
+def _complete_row(raw: bytes) -> dict[str, Any] | None:
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _same_row(row: dict[str, Any], expected: Row) -> bool:
+    sample = expected.sample
+    return (row.get("query") == sample.query and row.get("system") == sample.system
+            and row.get("label") == sample.response and (row.get("history") or []) == (sample.history or []))
+
+
+def _ends_with_newline(f: IO[bytes], size: int) -> bool:
+    f.seek(size - 1)
+    return f.read(1) == b"\n"
 
 
 class StreamWriter:
@@ -144,7 +247,7 @@ class StreamWriter:
     def add(self, index: int, row: dict[str, Any]) -> None:
         self._pending[index] = row
         while self.written in self._pending:
-            self.stream.write(json.dumps(self._pending.pop(self.written), ensure_ascii=False) + "\n")
+            self.stream.write(_json_line(self._pending.pop(self.written)))
             self.stream.flush()
             self.written += 1
 
@@ -180,6 +283,7 @@ def run_rows(
     start: int = 0,
     stats: RunStats | None = None,
     on_row: Callable[[RunStats], None] | None = None,
+    skip_bad_rows: bool = False,
 ) -> RunStats:
     """Answer rows[start:] as one batch, handing each finished row to `writer` (which keeps input order).
 
@@ -189,10 +293,23 @@ def run_rows(
     from swiftcli.inference.core import encode_request
 
     stats = stats or RunStats()
-    todo = list(enumerate(rows))[start:]
     t0 = time.perf_counter()
-    encoded = [encode_request(template, row.sample.request(), config) for _, row in todo]
+    todo, encoded = [], []
+    for i, row in list(enumerate(rows))[start:]:
+        try:
+            encoded.append(encode_request(template, row.sample.request(), config))
+        except Exception as exc:  # noqa: BLE001 - a row the template or tokenizer cannot take
+            problem = f"{row.record.where}: the row cannot be encoded ({_first_line(exc)})"
+            if not skip_bad_rows:
+                raise InputError(problem, "fix the row, or pass --skip_bad_rows true") from None
+            # It still gets its line, so that result lines keep matching rows by position.
+            writer.add(i, {**result_row(row.sample, ""), "response": None, "error": problem})
+            stats.skipped.append(problem)
+            continue
+        todo.append((i, row))
     index = {e.request_id: i for (i, _), e in zip(todo, encoded, strict=True)}
+    if not encoded:
+        return stats
     stream = engine.stream(encoded)
     try:
         for state in stream:
@@ -210,6 +327,11 @@ def run_rows(
         _close_quietly(stream)
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _close_quietly(stream: Any) -> None:

@@ -8,11 +8,12 @@ from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.engines.detach import engine_core_detached
 from swiftcli.engines.outputs import to_result
 from swiftcli.engines.scheduler import SERVER, log_limits, usage_context
 from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.engines.vllm_inputs import token_input
-from swiftcli.errors import EngineError, InputError
+from swiftcli.errors import EngineError, EngineUnavailableError, InputError, OverloadedError
 
 
 class AsyncVllmEngine:
@@ -34,14 +35,18 @@ class AsyncVllmEngine:
         if spec.adapters:
             args["enable_lora"] = True
         try:
-            # vLLM's OpenAI server's scheduler budgets, not the generic engine's (engines.scheduler)
-            self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args), usage_context=usage_context(SERVER))
+            # vLLM's OpenAI server's scheduler budgets, not the generic engine's (engines.scheduler); the engine
+            # core in its own session, so that Ctrl-C or a group SIGTERM lets the server drain
+            with engine_core_detached():
+                self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args), usage_context=usage_context(SERVER))
         except (ValueError, RuntimeError, OSError, TypeError) as exc:
             raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc
         self.engine_args = args
         self.scheduler_limits = log_limits(self.llm.vllm_config, SERVER)
         self.hf_tokenizer = load_tokenizer(spec, self.config.trust_remote_code)
         self.max_model_len = int(self.llm.model_config.max_model_len)
+        self.vocab_size = int(self.llm.model_config.get_vocab_size())
+        self.max_num_seqs = int(self.llm.vllm_config.scheduler_config.max_num_seqs)
         self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
         self.lora_enabled = bool(args.get("enable_lora"))
         self._lora: dict[str, Any] = {}
@@ -90,11 +95,28 @@ class AsyncVllmEngine:
                     parts[completion.index] = completion
                 result.outputs = [parts[i] for i in sorted(parts)]
                 yield result
-        except _client_errors() as exc:  # vLLM's request validation
-            raise InputError(_first_line(exc)) from None
+        except Exception as exc:
+            await self._abort_quietly(request.request_id)
+            raise _request_error(exc) from None
         finally:
             # Closing vLLM's generator aborts the request in the engine core when it has not finished.
             await stream.aclose()
+
+    async def _abort_quietly(self, request_id: str) -> None:
+        # vLLM registers a request in its output processor before sending it to the engine core, and does
+        # not unregister it when the sending fails: abort it ourselves, or it is held forever.
+        if self.errored:
+            return
+        try:
+            await self.llm.abort(request_id)
+        except Exception:  # noqa: BLE001 - the request's own error is the one to report
+            pass
+
+    @property
+    def errored(self) -> bool:
+        """True once the engine core has died: every request fails until the process restarts."""
+        llm = getattr(self, "llm", None)
+        return bool(llm is not None and llm.errored)
 
     async def abort(self, request_id: str) -> None:
         await self.llm.abort(request_id)
@@ -112,6 +134,24 @@ class AsyncVllmEngine:
             except TypeError:  # releases whose shutdown takes no timeout
                 llm.shutdown()
             del self.llm
+
+
+def _request_error(exc: Exception) -> Exception:
+    """vLLM's exception -> ours: bad request, overload, dead engine; anything else unchanged."""
+    from swiftcli.engines.vllm import _first_line
+
+    try:
+        from vllm.exceptions import GracefulHTTPError
+        from vllm.v1.engine.exceptions import EngineDeadError
+    except ImportError:
+        GracefulHTTPError = EngineDeadError = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(exc, EngineDeadError):
+        return EngineUnavailableError("the engine has stopped", "the server exits so that it can be restarted")
+    if isinstance(exc, GracefulHTTPError):
+        return OverloadedError("the engine's queue is full", "retry later")
+    if isinstance(exc, _client_errors()):  # vLLM's request validation
+        return InputError(_first_line(exc))
+    return exc
 
 
 def _client_errors() -> tuple[type[BaseException], ...]:

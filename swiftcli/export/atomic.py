@@ -2,7 +2,8 @@
 
 The work happens in a hidden temporary sibling (`.NAME.tmp-XXXX`). Only when everything is written does a marker
 file go in, and the directory is renamed into place. A file lock serialises writers of the same target, and
-under the lock any leftovers of a killed run (temporary or displaced siblings) are removed first. A directory
+under the lock any leftovers of a killed run are dealt with first: a displaced previous output whose
+replacement never arrived is restored, temporary siblings are removed. A directory
 without the marker never counts as finished.
 """
 
@@ -111,9 +112,7 @@ def write_atomically(
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     with _lock(target):
-        for path in leftovers(target):
-            say(f"Removing the leftovers of an interrupted run: {path}")
-            _remove(path)
+        _recover(target, say)
         if target.exists():
             if not target.is_dir():
                 raise UsageError(f"{target} exists and is not a directory", "choose another --output_dir")
@@ -138,6 +137,21 @@ def write_atomically(
             _remove(temp)
             raise
     return True
+
+
+def _recover(target: Path, say: Callable[[str], None]) -> None:
+    """Undo what a killed run left: a crash between `_replace`'s two renames leaves the previous output only as
+    `.old-*`, which is put back; temporary directories and displaced copies beside a target are removed."""
+    old_prefix = _leftover_prefixes(target)[1]
+    displaced = [p for p in leftovers(target) if p.name.startswith(old_prefix) and p.is_dir()]
+    if displaced and not target.exists():
+        previous = max(displaced, key=lambda p: p.stat().st_mtime_ns)
+        os.rename(previous, target)
+        _fsync_dir(target.parent)
+        say(f"Restored {target}, which an interrupted run had moved aside")
+    for path in leftovers(target):
+        say(f"Removing the leftovers of an interrupted run: {path}")
+        _remove(path)
 
 
 def _chmod_like_mkdir(folder: Path) -> None:

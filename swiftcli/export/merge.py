@@ -97,6 +97,10 @@ def merge_lora(
         if state.marker.get("source_fingerprint") not in (None, source_id):
             say(f"The adapter or base model changed since {target} was merged: merging again")
             return False
+        if state.marker.get("dtype") != save_dtype:
+            say(f"{target} was merged as {state.marker.get('dtype') or 'an unrecorded dtype'}, not {save_dtype}: "
+                "merging again")
+            return False
         say(f"Reusing the complete merge in {target} (pass --force true to redo it)")
         return True
 

@@ -32,6 +32,19 @@ INSTALL_HINT = "pip install 'swiftcli[export]' (gptqmodel 7.6.0; see the README 
 Message = Callable[[str], None]
 
 
+# Everything that changes the quantized weights; an output is reused only when all of them match.
+REUSE_KEYS = ("method", "bits", "group_size", "source_fingerprint", "calibration", "n_samples", "seqlen")
+
+
+def calibration_settings(opts: QuantOptions) -> dict[str, Any]:
+    calibration = None
+    if opts.dataset is not None:
+        path = Path(opts.dataset).expanduser().resolve()
+        stat = path.stat() if path.is_file() else None
+        calibration = f"{path}:{stat.st_size}:{stat.st_mtime_ns}" if stat else str(path)
+    return {"calibration": calibration, "n_samples": opts.n_samples, "seqlen": opts.seqlen}
+
+
 @dataclass
 class QuantOptions:
     """How to quantize; None group_size means the largest of 128/64/32 that divides the layer widths."""
@@ -162,12 +175,12 @@ def quantize_model(
     params = files.parameter_estimate(spec.model_dir)
     source_id = files.fingerprint([spec.model_dir])
     marker = {"kind": "quantize", "source": str(spec.model_dir), "method": opts.method, "bits": opts.bits,
-              "group_size": group_size, "source_fingerprint": source_id}
+              "group_size": group_size, "source_fingerprint": source_id, **calibration_settings(opts)}
 
     def reuse(state: atomic.OutputState) -> bool:
-        same = all(state.marker.get(k) == marker[k] for k in ("method", "bits", "source_fingerprint"))
-        if not same:
-            say(f"{target} was quantized from other weights or settings: quantizing again")
+        changed = [k for k in REUSE_KEYS if state.marker.get(k) != marker[k]]
+        if changed:
+            say(f"{target} was quantized with other {', '.join(changed)}: quantizing again")
             return False
         say(f"Reusing the complete quantized model in {target} (pass --force true to redo it)")
         return True

@@ -6,15 +6,17 @@ With a loader the app answers /health with 503 until the engine is ready (the en
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -22,6 +24,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from swiftcli import __version__
 from swiftcli.errors import SwiftError
 from swiftcli.server.errors import APIError, error_body, install_handlers
+from swiftcli.server.failures import to_api_error
+from swiftcli.server.limits import (
+    BodyLimitMiddleware,
+    ServerLimits,
+    check_capacity,
+    check_request,
+    count_prompts,
+    default_concurrency,
+)
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
 from swiftcli.server.serving import ClientGone, Serving, admit, guided_decoding, until_disconnected
@@ -29,6 +40,7 @@ from swiftcli.server.serving import ClientGone, Serving, admit, guided_decoding,
 logger = logging.getLogger("swiftcli.server")
 
 Loader = Callable[[], tuple[Any, Any]]  # -> (AsyncEngine, Template)
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,6 +53,7 @@ class ServerSettings:
     max_concurrent_requests: int | None = None
     log_requests: bool = False
     default_max_tokens: int | None = None
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 class ServerState:
@@ -54,11 +67,28 @@ class ServerState:
         self.load_error: BaseException | None = None
         self.in_flight = 0
         self.created = int(time.time())
+        # Tokenizing a long prompt takes seconds: one worker thread keeps it off the event loop (so /health
+        # answers) and never runs the tokenizer on two threads at once.
+        self.tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.tokenizer_thread, functools.partial(fn, *args))
+
+    @property
+    def engine_dead(self) -> bool:
+        return bool(self.engine is not None and getattr(self.engine, "errored", False))
+
+    @property
+    def vocab_size(self) -> int | None:
+        size = getattr(self.engine, "vocab_size", None)
+        return int(size) if size else len(self.engine.hf_tokenizer)
 
     def attach(self, engine: Any, template: Any) -> None:
         for name, path in self.settings.lora_modules.items():
             engine.add_lora(name, path)
         self.engine, self.template = engine, template
+        if self.settings.max_concurrent_requests is None:
+            self.settings.max_concurrent_requests = default_concurrency(engine)
         counter = getattr(engine, "num_unfinished", None)
         if counter is not None:
             self.metrics.watch_engine(counter)
@@ -106,6 +136,8 @@ class GateMiddleware:
                 return 401, "Incorrect or missing API key: pass it as 'Authorization: Bearer KEY'"
         if self.state.draining:
             return 503, "the server is shutting down"
+        if self.state.engine_dead:
+            return 503, "the engine has stopped; the server is restarting"
         if not self.state.ready:
             return 503, "the model is still loading; retry when /health returns 200"
         return None
@@ -123,6 +155,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
         if loader is not None and state.engine is None:
             threading.Thread(target=_load, args=(state, loader), name="load-engine", daemon=True).start()
         yield
+        state.tokenizer_thread.shutdown(wait=False, cancel_futures=True)
         if state.engine is not None and loader is not None:
             state.ready = False
             await state.engine.aclose()
@@ -130,6 +163,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     app = FastAPI(title="swiftcli", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = state
     install_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=state.settings.limits.max_request_bytes)
     app.add_middleware(GateMiddleware, state=state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     serving = Serving(state)
@@ -137,7 +171,10 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     @app.get("/health")
     async def health() -> Response:
         if state.load_error is not None:
-            return JSONResponse({"status": "error", "message": str(state.load_error)}, status_code=503)
+            return JSONResponse({"status": "error", "message": "the model could not be loaded; see the server log"},
+                                status_code=503)
+        if state.engine_dead:
+            return JSONResponse({"status": "error", "message": "the engine has stopped"}, status_code=503)
         if state.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
         if not state.ready:
@@ -171,7 +208,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
         base = state.model_id
         is_chat = state.template.template_type != "default-generation"
         data = [{"id": base, "object": "model", "created": state.created, "owned_by": "swiftcli",
-                 "root": str(state.engine.spec.model_dir), "parent": None, "is_chat": is_chat,
+                 "root": base, "parent": None, "is_chat": is_chat,
                  "max_model_len": state.engine.max_model_len}]
         data += [{"id": name, "object": "model", "created": state.created, "owned_by": "swiftcli",
                   "root": name, "parent": base, "is_chat": is_chat, "max_model_len": state.engine.max_model_len}
@@ -182,8 +219,10 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     @_internal_errors
     async def chat(req: ChatCompletionRequest, http: Request) -> Response:
         adapter = state.resolve_model(req.model)
+        check_capacity(state.in_flight, state.settings.max_concurrent_requests)
+        check_request(req, state.settings.limits, state.vocab_size)
         guided = guided_decoding(req)
-        requests = serving.chat_requests(req, adapter)
+        requests = await state.off_loop(serving.chat_requests, req, adapter)
         model = req.model or state.model_id
         _log(state, "chat", requests, req)
         return await _respond(http, state, req.stream, requests, guided,
@@ -195,8 +234,10 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     @_internal_errors
     async def completions(req: CompletionRequest, http: Request) -> Response:
         adapter = state.resolve_model(req.model)
+        check_capacity(state.in_flight, state.settings.max_concurrent_requests)
+        check_request(req, state.settings.limits, state.vocab_size, count_prompts(req.prompt))
         guided = guided_decoding(req)
-        requests, prompts = serving.completion_requests(req, adapter)
+        requests, prompts = await state.off_loop(serving.completion_requests, req, adapter)
         model = req.model or state.model_id
         _log(state, "completion", requests, req)
         return await _respond(http, state, req.stream, requests, guided,
@@ -252,11 +293,10 @@ def _internal_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return await endpoint(*args, **kwargs)
-        except (APIError, SwiftError):
+        except APIError:
             raise
-        except Exception:
-            logger.exception("internal error in %s", endpoint.__name__)
-            raise APIError(500, "internal server error", type="server_error") from None
+        except Exception as exc:
+            raise to_api_error(exc, endpoint.__name__) from None
 
     return wrapper
 

@@ -10,12 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from swiftcli.errors import InputError, SwiftError
+from swiftcli.errors import SwiftError
 
 logger = logging.getLogger("swiftcli.server")
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-          405: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+          405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+          503: "service_unavailable"}
 
 
 class APIError(Exception):
@@ -33,20 +34,24 @@ class APIError(Exception):
 
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None,
                type: str | None = None) -> dict[str, Any]:
+    from swiftcli.server.failures import redact
+
     kind = type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"error": {"message": redact(message), "type": kind, "param": param, "code": code}}
 
 
 def error_response(exc: APIError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status in (429, 503):
+        headers = {"Retry-After": "1"}  # overload and restarts pass within seconds
     return JSONResponse(error_body(exc.status, exc.message, param=exc.param, code=exc.code, type=exc.type),
                         status_code=exc.status, headers=headers)
 
 
 def from_swift_error(exc: SwiftError) -> APIError:
-    message = exc.message if not exc.hint else f"{exc.message} ({exc.hint})"
-    status = 400 if isinstance(exc, (InputError, SwiftError)) else 500
-    return APIError(status, message)
+    from swiftcli.server.failures import to_api_error
+
+    return to_api_error(exc)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

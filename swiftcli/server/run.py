@@ -12,6 +12,7 @@ from typing import Any
 from swiftcli.server.app import Loader, ServerSettings, ServerState, create_app
 
 logger = logging.getLogger("swiftcli.server")
+DEAD_ENGINE_GRACE_S = 1.0
 
 
 @dataclass
@@ -33,6 +34,7 @@ def _server_class() -> Any:
             self.state = state
             self.shutdown_timeout = shutdown_timeout
             self.drain_deadline: float | None = None
+            self.dead_deadline: float | None = None
             self.announced = False
 
         def handle_exit(self, sig: int, frame: Any) -> None:
@@ -52,14 +54,25 @@ def _server_class() -> Any:
             if state.ready and not self.announced:
                 self.announced = True
                 scheme = "https" if self.config.ssl_keyfile else "http"
-                print(f"Serving {state.model_id} on {scheme}://{self.config.host}:{self.config.port}/v1",
+                print(f"Serving {state.model_id} on {scheme}://{self.config.host}:{self.config.port}/v1 "
+                      f"(max_concurrent_requests={state.settings.max_concurrent_requests})",
                       file=sys.stderr, flush=True)
             if state.load_error is not None:
                 self.should_exit = True
+            self._exit_if_engine_died()
             if self.drain_deadline is not None and not self.should_exit:
                 if state.in_flight == 0 or time.monotonic() >= self.drain_deadline:
                     self.should_exit = True
             return bool(await super().on_tick(counter))
+
+        def _exit_if_engine_died(self) -> None:
+            # A dead engine core fails every request: answer 503 for a moment (so streams in flight get
+            # their error event and probes see it), then exit non-zero so a supervisor restarts the server.
+            if self.dead_deadline is None and self.state.engine_dead:
+                logger.error("the engine has stopped; exiting so that the server can be restarted")
+                self.dead_deadline = time.monotonic() + DEAD_ENGINE_GRACE_S
+            if self.dead_deadline is not None and time.monotonic() >= self.dead_deadline:
+                self.should_exit = True
 
     return DrainingServer
 
@@ -77,6 +90,6 @@ def serve(settings: ServerSettings, loader: Loader, listen: ListenOptions) -> in
     )
     server = _server_class()(config, state, listen.shutdown_timeout)
     server.run()
-    if state.load_error is not None:
+    if state.load_error is not None or server.dead_deadline is not None:
         return 1
     return 0 if server.started or state.draining else 1

@@ -177,6 +177,14 @@ async def merge(engine: Any, requests: Sequence[EngineRequest], guided: dict[str
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def stream_error(exc: BaseException) -> bytes:
+    """An SSE event with OpenAI's error envelope for an error raised after streaming began."""
+    from swiftcli.server.failures import to_api_error
+
+    error = to_api_error(exc, "stream")
+    return sse(error_body(error.status, error.message, param=error.param, code=error.code, type=error.type))
+
+
 def sse(data: Any) -> bytes:
     return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
 
@@ -215,13 +223,24 @@ class Serving:
 
     def __init__(self, state: Any) -> None:
         self.state = state
+        self._tokens: dict[int, str] = {}  # token id -> text, bounded by the vocabulary
 
     @property
     def engine(self) -> Any:
         return self.state.engine
 
     def _token(self, token_id: int) -> str:
-        return str(self.engine.hf_tokenizer.decode([token_id]))
+        text = self._tokens.get(token_id)
+        if text is None:
+            text = self._tokens[token_id] = str(self.engine.hf_tokenizer.decode([token_id]))
+        return text
+
+    async def decode_off_loop(self, outputs: Sequence[Completion]) -> None:
+        """Decode every token that logprobs will name in the tokenizer thread (thousands of decodes would
+        otherwise hold the event loop); building the response then only looks them up."""
+        ids = {tid for out in outputs for tid in out.token_ids}
+        ids.update(tid for out in outputs for step in out.logprobs or [] for tid in step)
+        await self.state.off_loop(lambda: [self._token(tid) for tid in ids if tid not in self._tokens])
 
     def chat_logprobs(self, ids: list[int], lps: list[dict[int, float]] | None, top: int) -> Any:
         if lps is None:
@@ -306,6 +325,8 @@ class Serving:
             final = result
         assert final is not None
         top = req.top_logprobs or 0
+        if req.logprobs:
+            await self.decode_off_loop(final.outputs)
         choices = [{"index": out.index, "message": {"role": "assistant", "content": out.text},
                     "logprobs": self.chat_logprobs(out.token_ids, out.logprobs, top) if req.logprobs else None,
                     "finish_reason": out.finish_reason} for out in final.outputs]
@@ -351,8 +372,9 @@ class Serving:
                            "model": model, "choices": [], "usage": usage(last.prompt_tokens, last.output_tokens)})
             yield b"data: [DONE]\n\n"
             finished = True
-        except APIError as exc:
-            yield sse(error_body(exc.status, exc.message))
+        except Exception as exc:  # after the 200: the error goes in the stream, which then ends properly
+            yield stream_error(exc)
+            yield b"data: [DONE]\n\n"
         finally:
             await _close(stream)
             slot.release(finished)
@@ -370,6 +392,8 @@ class Serving:
             final[i] = result
         choices = []
         top = req.logprobs or 0
+        if req.logprobs is not None:
+            await self.decode_off_loop([out for result in final.values() for out in result.outputs])
         for i, prompt in enumerate(prompts):
             for out in final[i].outputs:
                 prefix = prompt if req.echo else ""
@@ -427,8 +451,9 @@ class Serving:
                            "choices": [], "usage": usage(prompt_tokens, output_tokens)})
             yield b"data: [DONE]\n\n"
             finished = True
-        except APIError as exc:
-            yield sse(error_body(exc.status, exc.message))
+        except Exception as exc:  # after the 200: the error goes in the stream, which then ends properly
+            yield stream_error(exc)
+            yield b"data: [DONE]\n\n"
         finally:
             await _close(stream)
             slot.release(finished)

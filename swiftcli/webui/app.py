@@ -21,6 +21,7 @@ logger = logging.getLogger("swiftcli.webui")
 
 # Re-rendering the whole conversation for every token costs more than it shows; ~20 updates a second is smooth.
 UPDATE_INTERVAL_S = 0.05
+PAGE_ERROR = "the answer failed; the details are in the server's log"
 
 Turn = dict[str, Any]  # query, response, tokens, seconds, status (running|done|stopped|error), error
 
@@ -67,8 +68,10 @@ def render(turns: list[Turn], model_name: str) -> list[dict[str, str]]:
     return messages
 
 
-def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title: str | None = None) -> Any:
-    """The Blocks app; call `.queue().launch(...)` on it (see `serve`)."""
+def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title: str | None = None,
+              concurrency: int | None = None) -> Any:
+    """The Blocks app; call `.queue().launch(...)` on it (see `serve`). At most `concurrency` answers are
+    generated at once over all tabs (None: no limit); the others wait in Gradio's queue."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio as gr
@@ -94,11 +97,8 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
                     last_update = time.perf_counter()
                     yield render(turns, model_name), turns
             turn["status"] = "done"
-        except SwiftError as exc:
-            turn.update(status="error", error=str(exc))
         except Exception as exc:  # a page that dies on one bad answer helps nobody; the log keeps the trace
-            logger.exception("chat request failed")
-            turn.update(status="error", error=f"{type(exc).__name__}: {exc}")
+            turn.update(status="error", error=page_error(exc))
         yield render(turns, model_name), turns
 
     def settings_of(system: str, temperature: float, top_p: float, max_new_tokens: float) -> ChatSettings:
@@ -158,14 +158,12 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
                                            label="max_new_tokens", elem_id="max_new_tokens")
         controls = [system, temperature, top_p, max_new_tokens]
 
-        # The engine batches what many tabs send, so chat events run concurrently (no per-event limit).
+        # The engine batches what many tabs send, so chat events run concurrently, up to one shared limit.
+        limit_chat = {"concurrency_limit": concurrency, "concurrency_id": "chat", "api_visibility": "private"}
         running: list[Any] = [
-            message.submit(send, [message, turns, *controls], [message, chatbot, turns], concurrency_limit=None,
-                           api_visibility="private"),
-            send_button.click(send, [message, turns, *controls], [message, chatbot, turns],
-                              concurrency_limit=None, api_visibility="private"),
-            regenerate_button.click(regenerate, [turns, *controls], [chatbot, turns], concurrency_limit=None,
-                                    api_visibility="private"),
+            message.submit(send, [message, turns, *controls], [message, chatbot, turns], **limit_chat),
+            send_button.click(send, [message, turns, *controls], [message, chatbot, turns], **limit_chat),
+            regenerate_button.click(regenerate, [turns, *controls], [chatbot, turns], **limit_chat),
         ]
         # Cancelling the running event cancels its task, which closes the backend's stream: the engine aborts
         # the request. The stats line is then redrawn as "stopped".
@@ -178,15 +176,28 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
     return demo
 
 
+def page_error(exc: Exception) -> str:
+    """What the page says about a failed answer: our own message for bad input (e.g. a prompt too long for the
+    context), a generic one for anything else. Details, paths and tracebacks go to the log only."""
+    from swiftcli.server.failures import to_api_error
+
+    error = to_api_error(exc, "chat request")
+    if error.status < 500 or isinstance(exc, SwiftError) and error.status in (429, 503):
+        return error.message
+    return PAGE_ERROR
+
+
 def serve(demo: Any, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-          on_ready: Callable[[str, str | None], None] | None = None) -> None:
+          on_ready: Callable[[str, str | None], None] | None = None,
+          auth: list[tuple[str, str]] | None = None) -> None:
     """Serve until interrupted (Ctrl-C); returns once the server has stopped.
 
-    `on_ready(local_url, share_url)` is called once the page answers.
+    `on_ready(local_url, share_url)` is called once the page answers; `auth` is Gradio's list of
+    (user, password) pairs for its login page.
     """
     demo.queue(default_concurrency_limit=None)
-    demo.launch(server_name=host, server_port=port, share=share, show_error=True, prevent_thread_lock=True,
-                footer_links=["gradio"], quiet=True)
+    demo.launch(server_name=host, server_port=port, share=share, show_error=False, prevent_thread_lock=True,
+                footer_links=["gradio"], quiet=True, auth=auth or None)
     if on_ready is not None:
         on_ready(demo.local_url, demo.share_url)
     try:
