@@ -87,6 +87,12 @@ class GenerationConfig:
     frequency_penalty: float = 0.0
     ignore_eos: bool = False
     logprobs: int | None = None
+    # vLLM-only sampling settings (the pt backend refuses values other than these defaults).
+    min_p: float = 0.0
+    min_tokens: int = 0
+    logit_bias: dict[int, float] | None = None
+    skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

@@ -255,6 +255,11 @@ class NamedArgumentsParser(ToolCallParser):
 
     def parse(self, text: str, final: bool = True) -> ParsedCalls:
         args = text.strip() if final else text.lstrip()
+        if final:
+            try:
+                json.loads(args)
+            except json.JSONDecodeError:
+                return ParsedCalls(text)  # cut off before the arguments were whole
         return ParsedCalls("", [ToolCall(self.function, args, final)])
 
 

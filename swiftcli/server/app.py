@@ -25,6 +25,7 @@ from swiftcli.server.errors import APIError, error_body, install_handlers
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
 from swiftcli.server.serving import ClientGone, Serving, admit, guided_decoding, until_disconnected
+from swiftcli.server.tools import plan_tools, server_parsers
 
 logger = logging.getLogger("swiftcli.server")
 
@@ -41,6 +42,9 @@ class ServerSettings:
     max_concurrent_requests: int | None = None
     log_requests: bool = False
     default_max_tokens: int | None = None
+    # Parser names; None: the template family's default (see registry.tool_prompts).
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
 
 
 class ServerState:
@@ -59,6 +63,7 @@ class ServerState:
         for name, path in self.settings.lora_modules.items():
             engine.add_lora(name, path)
         self.engine, self.template = engine, template
+        self.tool_parser, self.reasoning_parser = server_parsers(self.settings, template)
         counter = getattr(engine, "num_unfinished", None)
         if counter is not None:
             self.metrics.watch_engine(counter)
@@ -182,14 +187,15 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     @_internal_errors
     async def chat(req: ChatCompletionRequest, http: Request) -> Response:
         adapter = state.resolve_model(req.model)
-        guided = guided_decoding(req)
-        requests = serving.chat_requests(req, adapter)
+        plan = plan_tools(req, state.tool_parser, state.reasoning_parser, guided_decoding(req))
+        guided = plan.guided
+        requests = serving.chat_requests(req, adapter, plan)
         model = req.model or state.model_id
         _log(state, "chat", requests, req)
         return await _respond(http, state, req.stream, requests, guided,
-                              full=lambda slot: serving.chat_full(req, requests, model, slot, guided),
+                              full=lambda slot: serving.chat_full(req, requests, model, slot, guided, plan),
                               streamer=lambda slot, stream, first: serving.chat_stream(
-                                  req, requests, model, slot, stream, first))
+                                  req, requests, model, slot, stream, first, plan))
 
     @app.post("/v1/completions")
     @_internal_errors
@@ -197,6 +203,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
         adapter = state.resolve_model(req.model)
         guided = guided_decoding(req)
         requests, prompts = serving.completion_requests(req, adapter)
+        for request in requests:
+            request.stop_token_ids = [*request.stop_token_ids, *(req.stop_token_ids or [])]
         model = req.model or state.model_id
         _log(state, "completion", requests, req)
         return await _respond(http, state, req.stream, requests, guided,
