@@ -15,27 +15,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from swiftcli.errors import InputError
-from swiftcli.registry.templates import Template, TemplateType
+from swiftcli.registry.templates import THINKING_TEMPLATES, Template
 from swiftcli.registry.tool_prompts import LLAMA3_JSON, ToolFormat, tool_format
 
 Message = dict[str, Any]
-THINKING_TEMPLATES = frozenset({TemplateType.qwen3})
-NO_THINKING = "<think>\n\n</think>\n\n"
-
-
-def supports_thinking_switch(template: Template) -> bool:
-    if template.is_hf:
-        return "enable_thinking" in str(getattr(template.tokenizer, "chat_template", "") or "")
-    return template.template_type in THINKING_TEMPLATES
 
 
 def check_template_kwargs(template: Template, kwargs: dict[str, Any] | None) -> None:
     """Refuse, by name, template kwargs this template would ignore."""
     for key, value in (kwargs or {}).items():
         if key == "enable_thinking":
-            if value is not None and not supports_thinking_switch(template):
-                raise InputError(f"template {template.template_type!r} has no thinking switch (enable_thinking)",
-                                 "drop enable_thinking for this model")
+            if value is not None and not isinstance(value, bool):
+                raise InputError("chat_template_kwargs enable_thinking must be true or false")
+            template.thinking(value)
         elif not template.is_hf:
             raise InputError(f"chat_template_kwargs {key!r} is not supported by template "
                              f"{template.template_type!r} (it takes enable_thinking only)")
@@ -50,7 +42,7 @@ def render_messages(template: Template, messages: Sequence[Message], tools: Sequ
     if _llama3_tools(template, messages, tools):
         return _llama3_text(messages, tools or ())
     system, history, query = to_turns(template, messages, tools)
-    return template.render(query, history or None, system) + _suffix(template, template_kwargs)
+    return template.render(query, history or None, system, enable_thinking=_thinking(template_kwargs))
 
 
 def encode_messages(template: Template, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None = None,
@@ -62,18 +54,11 @@ def encode_messages(template: Template, messages: Sequence[Message], tools: Sequ
         text = render_messages(template, messages, tools, template_kwargs)
         return list(tokenizer.encode(text, add_special_tokens=False))
     system, history, query = to_turns(template, messages, tools)
-    ids = template.encode(query, history or None, system)
-    suffix = _suffix(template, template_kwargs)
-    if suffix:
-        ids += tokenizer(suffix, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    return ids
+    return template.encode(query, history or None, system, enable_thinking=_thinking(template_kwargs))
 
 
-def _suffix(template: Template, kwargs: dict[str, Any] | None) -> str:
-    thinking = (kwargs or {}).get("enable_thinking")
-    if template.template_type in THINKING_TEMPLATES and thinking is False:
-        return NO_THINKING
-    return ""
+def _thinking(kwargs: dict[str, Any] | None) -> bool | None:
+    return (kwargs or {}).get("enable_thinking")
 
 
 def _llama3_tools(template: Template, messages: Sequence[Message], tools: Sequence[Any] | None) -> bool:
@@ -99,6 +84,9 @@ def _hf_text(template: Template, messages: Sequence[Message], tools: Sequence[di
     if template.default_system and msgs[0]["role"] not in ("system", "developer"):
         msgs.insert(0, {"role": "system", "content": template.default_system})
     extra = {k: v for k, v in (kwargs or {}).items() if v is not None}
+    switch = template.thinking(extra.get("enable_thinking"))
+    if switch is not None:
+        extra["enable_thinking"] = switch
     return str(template._require_tokenizer().apply_chat_template(
         msgs, tools=list(tools) if tools else None, tokenize=False, add_generation_prompt=True, **extra))
 
