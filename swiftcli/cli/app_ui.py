@@ -85,7 +85,9 @@ def engine_backend(model: ModelOptions, gen: GenerationOptions) -> tuple[Any, An
     spec = resolve_spec(model)
     engine = start_async_engine(spec, engine_config(model, gen.seed), model.infer_backend or default_backend())
     try:
-        template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system)
+        template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system,
+                                enable_thinking=gen.enable_thinking)
+        template.thinking(None)  # no thinking switch: refused now rather than at the first message
         base = generation_config(engine.generation_config, gen)
         name = spec.name if spec.ckpt_dir is None else f"{spec.name} ({spec.ckpt_dir.name})"
         backend = EngineChatBackend(engine, template, base, name)

@@ -126,7 +126,10 @@ def deploy_command(
 
         engine = create_async_engine(spec, config, backend)
         engine.generation_config = generation_config(engine.generation_config, gen)
-        return engine, get_template(spec.template_type, engine.hf_tokenizer, spec.default_system)
+        template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system,
+                                enable_thinking=gen.enable_thinking)
+        template.thinking(None)  # refuses --enable_thinking for a template without the switch
+        return engine, template
 
     settings = ServerSettings(
         served_model_name=served_model_name,

@@ -60,6 +60,10 @@ def infer_command(
         "--skip_bad_rows", "--skip-bad-rows", parser=parse_bool, metavar="BOOL",
         help="Skip rows without a query (with a warning) instead of stopping.",
         rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
+    structured_output: Annotated[str | None, typer.Option(
+        "--structured_output", "--structured-output", metavar="JSON", rich_help_panel="Generation",
+        help='Constrain answers: {"choice": [...]}, {"regex": "..."}, {"json": schema}, {"grammar": "..."}.')]
+    = None,
     more_datasets: Annotated[list[str] | None, typer.Argument(
         hidden=True, metavar="FILE", help="More dataset files after --val_dataset, as ms-swift takes them.")]
     = None,
@@ -72,6 +76,11 @@ def infer_command(
 
     if output not in ("text", "json"):
         raise UsageError(f"--output must be text or json, not {output!r}")
+    constraint = None
+    if structured_output is not None:
+        from swiftcli.inference.structured import check_structured_output
+
+        constraint = check_structured_output(structured_output, "--structured_output")
     if more_datasets:
         # ms-swift writes `--val_dataset a.jsonl b.jsonl`; the files after the first arrive here.
         if not val_dataset:
@@ -85,29 +94,33 @@ def infer_command(
             raise UsageError("give --result_file or --result_dir, not both")
         run_dataset(DatasetOptions(list(val_dataset or []), val_dataset_sample, result_file, result_dir,
                                    bool(load_dataset_config), dataset_seed, bool(skip_bad_rows)),
-                    output, model, gen)
+                    output, model, gen, constraint)
         return
     queries = list(query or [])
     if not queries:
         if sys.stdin.isatty():
             from swiftcli.cli.chat import run_chat
 
+            if constraint is not None:
+                raise UsageError("--structured_output applies to --query and datasets, not the chat")
             run_chat(model, gen)
             return
         text = sys.stdin.read().strip()
         if not text:
             raise UsageError("stdin was empty: nothing to answer", "pipe a question, or pass --query TEXT")
         queries = [text]
-    run_queries(queries, output, model, gen)
+    run_queries(queries, output, model, gen, constraint)
 
 
-def run_queries(queries: list[str], output: str, model: ModelOptions, gen: GenerationOptions) -> None:
+def run_queries(queries: list[str], output: str, model: ModelOptions, gen: GenerationOptions,
+                constraint: dict[str, Any] | None = None) -> None:
     from swiftcli.cli.common import generation_config, load
     from swiftcli.inference.core import infer
 
     loaded = load(model, seed=gen.seed)
     config = generation_config(loaded.engine.generation_config, gen, **INFER_DEFAULTS)
-    requests = [{"query": q, "system": model.system} for q in queries]
+    requests = [{"query": q, "system": model.system, **({"structured_outputs": constraint} if constraint else {})}
+                for q in queries]
     for result in infer(loaded.engine, loaded.template, requests, config):
         if output == "json":
             row = {"query": result.query, "response": result.response, "finish_reason": result.finish_reason,
@@ -176,7 +189,8 @@ def result_target(opts: DatasetOptions) -> Path | None:
     return None
 
 
-def run_dataset(opts: DatasetOptions, output: str, model: ModelOptions, gen: GenerationOptions) -> None:
+def run_dataset(opts: DatasetOptions, output: str, model: ModelOptions, gen: GenerationOptions,
+                constraint: dict[str, Any] | None = None) -> None:
     from swiftcli.cli.common import generation_config, load
     from swiftcli.cli.errors import stderr
     from swiftcli.cli.state import quiet
@@ -215,7 +229,7 @@ def run_dataset(opts: DatasetOptions, output: str, model: ModelOptions, gen: Gen
             def advance(s: RunStats) -> None:
                 progress.update(task, completed=s.rows, tok_s=s.output_tokens_per_second)
 
-            run_rows(loaded.engine, loaded.template, rows, config, writer, done, stats, advance)
+            run_rows(loaded.engine, loaded.template, rows, config, writer, done, stats, advance, constraint)
     except KeyboardInterrupt:
         if not isinstance(writer, ResultFile):
             raise

@@ -91,6 +91,8 @@ class GenerationOptions:
     stop: list[str] | None = opt(None, "Stop string (repeatable).", GENERATION_PANEL)
     ignore_eos: BoolValue | None = opt(None, "true to generate max_new_tokens regardless of EOS (benchmarks).",
                                           GENERATION_PANEL)
+    enable_thinking: BoolValue | None = opt(None, "Thinking on or off, for templates with a switch (Qwen3).",
+                                            GENERATION_PANEL)
 
 
 def _parameter(f: Any) -> inspect.Parameter:

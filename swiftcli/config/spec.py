@@ -93,6 +93,8 @@ class GenerationConfig:
     logit_bias: dict[int, float] | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    # The chat template's thinking switch (Qwen3-style templates); None keeps the template's default.
+    enable_thinking: bool | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

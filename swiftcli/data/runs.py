@@ -180,6 +180,7 @@ def run_rows(
     start: int = 0,
     stats: RunStats | None = None,
     on_row: Callable[[RunStats], None] | None = None,
+    structured_output: dict[str, Any] | None = None,
 ) -> RunStats:
     """Answer rows[start:] as one batch, handing each finished row to `writer` (which keeps input order).
 
@@ -187,11 +188,13 @@ def run_rows(
     has written stays a valid prefix.
     """
     from swiftcli.inference.core import encode_request
+    from swiftcli.inference.thinking import split_thinking
 
     stats = stats or RunStats()
     todo = list(enumerate(rows))[start:]
     t0 = time.perf_counter()
-    encoded = [encode_request(template, row.sample.request(), config) for _, row in todo]
+    constraint = {"structured_outputs": structured_output} if structured_output else {}
+    encoded = [encode_request(template, {**row.sample.request(), **constraint}, config) for _, row in todo]
     index = {e.request_id: i for (i, _), e in zip(todo, encoded, strict=True)}
     stream = engine.stream(encoded)
     try:
@@ -199,7 +202,11 @@ def run_rows(
             if not state.finished:
                 continue
             i = index[state.request_id]
-            writer.add(i, result_row(rows[i].sample, state.outputs[0].text if state.outputs else ""))
+            reasoning, answer = split_thinking(template, state.outputs[0].text if state.outputs else "")
+            row = result_row(rows[i].sample, answer)
+            if reasoning is not None:
+                row["reasoning"] = reasoning  # thinking apart from the answer
+            writer.add(i, row)
             stats.rows += 1
             stats.prompt_tokens += state.prompt_tokens
             stats.output_tokens += state.output_tokens
