@@ -129,3 +129,35 @@ def test_reasoning_parser_end_to_end(reasoning_server):
         assert (reasoning, content) == (extra["reasoning_content"], message.content)
         plain = client.chat.completions.create(**{**kwargs, "extra_body": {}}).choices[0].message
         assert plain.content and plain.model_extra["reasoning_content"] is None  # no think block: all content
+
+
+@pytest.mark.parametrize("show", [True, False])
+def test_chat_view_shows_thinking_dimmed_or_hides_it(show):
+    import io
+
+    from rich.console import Console
+
+    from swiftcli.cli.chat_thinking import ThinkingAnswerView
+    from swiftcli.registry.templates import get_template
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, color_system="standard", width=80)
+    text = "<think>\nthe user wants a city\n</think>\n\nParis."
+    with ThinkingAnswerView(console, False, get_template("qwen3"), show) as view:
+        for end in range(1, len(text) + 1, 3):
+            view.update(text[:end])
+        view.update(text, final=True)
+    raw = out.getvalue()
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", raw)
+    assert "Paris." in shown and "<think>" not in shown
+    assert ("the user wants a city\n\nParis." in shown) is show
+    assert ("\x1b[2m" in raw) is show  # dimmed
+
+
+def test_chat_think_command(session_engine):
+    script = "/think on\n/think hide\n/think maybe\n" + QUESTION + "\n/exit\n"
+    result = CliRunner().invoke(app, ["chat", "--no-markdown", "--temperature", "0", "--max_new_tokens", "20"],
+                                input=script)
+    assert result.exit_code == 0, result.output
+    assert "no thinking switch" in result.output and "hidden" in result.output
+    assert "usage: /think on|off|show|hide" in result.output and "Paris" in result.output

@@ -78,6 +78,8 @@ class Repl:
         self.markdown = markdown
         self.multiline = False
         self.reader = LineReader(history_file, self)
+        self.show_thinking = True
+        self.enable_thinking: bool | None = None  # None: the template's (or --enable_thinking's) default
 
     # ---- the loop ----
 
@@ -189,6 +191,10 @@ class Repl:
             elif name == "single":
                 self.multiline = False
                 self.note("Single-line input.")
+            elif name == "think":
+                from swiftcli.cli.chat_thinking import think_command
+
+                self.note(think_command(self, arg))
             else:
                 self.console.print(f"[yellow]{_escape(suggest(arg))}[/]")
         except SwiftError as exc:
@@ -209,7 +215,10 @@ class Repl:
             self.note("System prompt set.")
 
     def current_config(self) -> Any:
-        return self.config.copy(**self.session.generation_overrides())
+        overrides = self.session.generation_overrides()
+        if self.enable_thinking is not None:
+            overrides["enable_thinking"] = self.enable_thinking
+        return self.config.copy(**overrides)
 
     # ---- answering ----
 
@@ -223,7 +232,9 @@ class Repl:
         except SwiftError as exc:
             self.console.print(f"[red]{_escape(exc.message)}[/]")
             return
-        view = AnswerView(self.console, self.markdown)
+        from swiftcli.cli.chat_thinking import ThinkingAnswerView
+
+        view = ThinkingAnswerView(self.console, self.markdown, self.loaded.template, self.show_thinking)
         state = None
         interrupted = False
         t0 = time.perf_counter()
@@ -253,8 +264,10 @@ class Repl:
         if interrupted:
             self.console.print(f"[yellow]Stopped[/] [dim]after {tokens} tokens; not kept in the history.[/]")
             return
+        from swiftcli.inference.thinking import split_thinking
+
         response = state.outputs[0].text if state is not None and state.outputs else ""
-        self.session.add_turn(query, response)
+        self.session.add_turn(query, split_thinking(self.loaded.template, response)[1])  # history without thinking
         reason = state.outputs[0].finish_reason if state is not None and state.outputs else None
         cut = ", cut at max_new_tokens" if reason == "length" else ""
         self.note(f"{tokens} tokens, {stats.tokens_per_second:.1f} tok/s, {seconds:.1f} s{cut}")

@@ -242,6 +242,8 @@ class Template:
                 continue
             parts += [p.replace("{{QUERY}}", q) if isinstance(p, str) else p for p in spec.prompt]
             if r is not None:
+                if spec.name in THINKING_TEMPLATES and "</think>" in r:
+                    r = r.rpartition("</think>")[2].lstrip("\n")  # earlier turns' thinking is dropped (Qwen3)
                 parts.append(r)
                 if i < len(rounds) - 1:
                     parts += list(spec.chat_sep or ())
