@@ -19,7 +19,9 @@ from typing import Any
 History = Sequence[Sequence[str]]
 
 # Sampling fields the OpenAI schema lacks; sent in the body all the same (vLLM and swiftcli read them).
-_EXTRA_FIELDS = ("top_k", "repetition_penalty", "ignore_eos")
+_EXTRA_FIELDS = ("top_k", "repetition_penalty", "ignore_eos", "min_p", "min_tokens", "stop_token_ids",
+                 "skip_special_tokens", "include_stop_str_in_output", "structured_outputs", "chat_template_kwargs")
+_CHAT_ONLY = ("chat_template_kwargs",)
 
 
 @dataclass
@@ -40,6 +42,16 @@ class XRequestConfig:
     logprobs: bool | int | None = None
     top_logprobs: int | None = None
     ignore_eos: bool | None = None
+    min_p: float | None = None
+    min_tokens: int | None = None
+    logit_bias: dict[str, float] | None = None
+    stop_token_ids: list[int] | None = None
+    skip_special_tokens: bool | None = None
+    include_stop_str_in_output: bool | None = None
+    response_format: dict[str, Any] | None = None
+    # vLLM's constraint: {"json": schema} | {"regex": ...} | {"choice": [...]} | {"grammar": ...}
+    structured_outputs: dict[str, Any] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
 
     def to_kwargs(self, chat: bool) -> dict[str, Any]:
         """Keyword arguments for openai's `create()`: standard fields directly, the rest in `extra_body`."""
@@ -48,6 +60,11 @@ class XRequestConfig:
         for name in _EXTRA_FIELDS:
             values.pop(name, None)
         if not chat:
+            for name in _CHAT_ONLY:
+                if extra.pop(name, None) is not None:
+                    from swiftcli.errors import InputError
+
+                    raise InputError(f"{name} is for chat requests")
             values.pop("top_logprobs", None)
             if isinstance(values.get("logprobs"), bool):
                 values["logprobs"] = 1 if values["logprobs"] else None
@@ -122,18 +139,24 @@ def inference_client(
     api_key: str = "EMPTY",
     url: str | None = None,
     is_chat_request: bool | None = None,
+    tools: Sequence[dict[str, Any]] | None = None,
+    tool_choice: str | dict[str, Any] | None = None,
+    messages: Sequence[dict[str, Any]] | None = None,
 ) -> Any:
     """One request: a ChatCompletion (chat models) or Completion (base models), or a stream of chunks.
 
-    `is_chat_request=None` asks the server whether the model is a chat model.
+    `is_chat_request=None` asks the server whether the model is a chat model. `tools` / `tool_choice` are
+    OpenAI's; `messages` replaces query/history/system for conversations with tool calls and results.
     """
     config = request_config or XRequestConfig()
     client = _client(host, port, api_key, url)
+    tool_kwargs = _tool_kwargs(tools, tool_choice)
     if is_chat_request is None:
-        is_chat_request = _is_chat(client.models.list(), model_type)
+        is_chat_request = bool(tool_kwargs or messages) or _is_chat(client.models.list(), model_type)
     if is_chat_request:
-        return client.chat.completions.create(model=model_type, messages=messages_of(query, history, system),
-                                              **config.to_kwargs(chat=True))
+        return client.chat.completions.create(model=model_type, messages=_chat_messages(query, history, system,
+                                                                                        messages),
+                                              **config.to_kwargs(chat=True), **tool_kwargs)
     return client.completions.create(model=model_type, prompt=_prompt_of(query, history, system),
                                      **config.to_kwargs(chat=False))
 
@@ -150,14 +173,39 @@ async def inference_client_async(
     api_key: str = "EMPTY",
     url: str | None = None,
     is_chat_request: bool | None = None,
+    tools: Sequence[dict[str, Any]] | None = None,
+    tool_choice: str | dict[str, Any] | None = None,
+    messages: Sequence[dict[str, Any]] | None = None,
 ) -> Any:
     """`inference_client` for asyncio: awaits the response, or returns an async iterator of chunks."""
     config = request_config or XRequestConfig()
     client = _client(host, port, api_key, url, asynchronous=True)
+    tool_kwargs = _tool_kwargs(tools, tool_choice)
     if is_chat_request is None:
-        is_chat_request = _is_chat(await client.models.list(), model_type)
+        is_chat_request = bool(tool_kwargs or messages) or _is_chat(await client.models.list(), model_type)
     if is_chat_request:
         return await client.chat.completions.create(
-            model=model_type, messages=messages_of(query, history, system), **config.to_kwargs(chat=True))
+            model=model_type, messages=_chat_messages(query, history, system, messages),
+            **config.to_kwargs(chat=True), **tool_kwargs)
     return await client.completions.create(model=model_type, prompt=_prompt_of(query, history, system),
                                            **config.to_kwargs(chat=False))
+
+
+def _tool_kwargs(tools: Sequence[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if tools:
+        kwargs["tools"] = list(tools)
+    if tool_choice is not None:
+        kwargs["tool_choice"] = tool_choice
+    return kwargs
+
+
+def _chat_messages(query: str, history: History | None, system: str | None,
+                   messages: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    if messages is None:
+        return messages_of(query, history, system)
+    if history or system:
+        from swiftcli.errors import InputError
+
+        raise InputError("pass either messages or history/system, not both")
+    return [*messages, {"role": "user", "content": query}] if query else list(messages)

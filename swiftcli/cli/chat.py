@@ -74,10 +74,13 @@ class Repl:
         self.markdown = markdown
         self.multiline = False
         self.reader = LineReader(history_file, lambda: self.multiline)
+        self.show_thinking = True
+        self.enable_thinking: bool | None = None  # None: the template's (or --enable_thinking's) default
         handlers: dict[str, Callable[[str], bool | None]] = {
             "help": self.show_help, "exit": lambda arg: True, "clear": self.clear, "system": self.system,
             "reset-system": self.reset_system, "set": self.set_value, "regen": self.regen, "save": self.save,
             "load": self.load_history, "stats": self.stats, "multi": self.multi, "single": self.single,
+            "think": self.think,
         }
         # name -> (help, handler): one table, so a command cannot be listed without a handler or the reverse
         self.commands = {name: (COMMANDS[name], handler) for name, handler in handlers.items()}
@@ -216,6 +219,11 @@ class Repl:
         self.multiline = False
         self.note("Single-line input.")
 
+    def think(self, arg: str) -> None:
+        from swiftcli.cli.chat_thinking import think_command
+
+        self.note(think_command(self, arg))
+
     def set_system(self, text: str | None) -> None:
         template = self.loaded.template
         if text is not None and not template.support_system:
@@ -229,12 +237,16 @@ class Repl:
             self.note("System prompt set.")
 
     def current_config(self) -> Any:
-        return self.config.copy(**self.session.generation_overrides())
+        overrides = self.session.generation_overrides()
+        if self.enable_thinking is not None:
+            overrides["enable_thinking"] = self.enable_thinking
+        return self.config.copy(**overrides)
 
     # ---- answering ----
 
     def answer(self, query: str) -> None:
-        from swiftcli.cli.terminal import AnswerView, ctrl_c_as_byte
+        from swiftcli.cli.chat_thinking import ThinkingAnswerView
+        from swiftcli.cli.terminal import ctrl_c_as_byte
         from swiftcli.errors import SwiftError
         from swiftcli.inference.chat import stable_text
         from swiftcli.inference.core import encode_request
@@ -244,7 +256,7 @@ class Repl:
         except SwiftError as exc:
             output.render_error(exc)
             return
-        view = AnswerView(self.console, self.markdown)
+        view = ThinkingAnswerView(self.console, self.markdown, self.loaded.template, self.show_thinking)
         state = None
         interrupted = False
         t0 = time.perf_counter()
@@ -270,6 +282,7 @@ class Repl:
 
     def finish_turn(self, query: str, state: Any, prompt: int, seconds: float, interrupted: bool) -> None:
         from swiftcli.inference.chat import TurnStats
+        from swiftcli.inference.thinking import split_thinking
 
         tokens = state.output_tokens if state is not None else 0
         stats = TurnStats(prompt, tokens, seconds, interrupted)
@@ -279,7 +292,7 @@ class Repl:
                                              (f" after {tokens} tokens; not kept in the history.", "dim")))
             return
         response = state.outputs[0].text if state is not None and state.outputs else ""
-        self.session.add_turn(query, response)
+        self.session.add_turn(query, split_thinking(self.loaded.template, response)[1])  # history without thinking
         reason = state.outputs[0].finish_reason if state is not None and state.outputs else None
         cut = ", cut at max_new_tokens" if reason == "length" else ""
         self.note(f"{tokens} tokens, {stats.tokens_per_second:.1f} tok/s, {seconds:.1f} s{cut}")

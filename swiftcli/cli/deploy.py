@@ -98,6 +98,16 @@ def deploy_command(
             help="Log each request (and uvicorn's access log).",
         ),
     ] = False,
+    tool_call_parser: Annotated[
+        str | None,
+        _opt("--tool-call-parser", show_default=False,
+             help="How model output becomes tool calls: hermes, llama3_json; default from the template family."),
+    ] = None,
+    reasoning_parser: Annotated[
+        str | None,
+        _opt("--reasoning-parser", show_default=False,
+             help="Split <think>...</think> into reasoning_content: qwen3, deepseek_r1; default qwen3 for Qwen3."),
+    ] = None,
     *,
     model: ModelOptions,
     engine: EngineConfig,
@@ -113,6 +123,7 @@ def deploy_command(
     from swiftcli.server.run import ListenOptions, serve
 
     loras = parse_lora_modules(lora_modules or [])
+    check_parsers(tool_call_parser, reasoning_parser)
     check_listen(host, port, ssl_keyfile, ssl_certfile)
     if max_concurrent_requests is not None and max_concurrent_requests < 1:
         raise _usage("--max_concurrent_requests must be at least 1")
@@ -144,6 +155,8 @@ def deploy_command(
         log_requests=log_requests,
         default_max_tokens=gen.max_new_tokens,
         limits=limits,
+        tool_call_parser=tool_call_parser,
+        reasoning_parser=reasoning_parser,
     )
     listen = ListenOptions(
         host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"
@@ -172,6 +185,16 @@ def parse_lora_modules(values: list[str]) -> dict[str, str]:
             raise _usage(f"--lora_modules names {name!r} twice")
         modules[name] = os.path.abspath(path)
     return modules
+
+
+def check_parsers(tool_call_parser: str | None, reasoning_parser: str | None) -> None:
+    """Unknown parser names fail before the model loads."""
+    from swiftcli.parsers import get_reasoning_parser, get_tool_parser
+
+    if tool_call_parser:
+        get_tool_parser(tool_call_parser)
+    if reasoning_parser:
+        get_reasoning_parser(reasoning_parser)
 
 
 def server_limits(max_request_bytes: int, max_stop: int, max_prompts: int, max_choices: int) -> ServerLimits:

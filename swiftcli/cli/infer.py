@@ -66,6 +66,10 @@ def infer_command(
         "--overwrite", parser=parse_bool, metavar="BOOL",
         help="Start --result-file over instead of resuming it (resuming needs the same run settings).",
         rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
+    structured_output: Annotated[str | None, typer.Option(
+        "--structured-output", metavar="JSON", rich_help_panel="Generation",
+        help='Constrain answers: {"choice": [...]}, {"regex": "..."}, {"json": schema}, {"grammar": "..."}.')]
+    = None,
     *,
     model: ModelOptions,
     engine: EngineConfig,
@@ -77,6 +81,11 @@ def infer_command(
 
     if output not in ("text", "json"):
         raise UsageError(f"--output must be text or json, not {output!r}")
+    constraint = None
+    if structured_output is not None:
+        from swiftcli.inference.structured import check_structured_output
+
+        constraint = check_structured_output(structured_output, "--structured_output")
     if val_dataset or load_dataset_config:
         if query:
             raise UsageError("give either --query or a dataset, not both")
@@ -84,24 +93,27 @@ def infer_command(
             raise UsageError("give --result_file or --result_dir, not both")
         selection = DatasetSelection(list(val_dataset or []), val_dataset_sample, bool(load_dataset_config),
                                      dataset_seed, bool(skip_bad_rows))
-        run_dataset(selection, result_target(result_file, result_dir), bool(overwrite), output, model, engine, gen)
+        run_dataset(selection, result_target(result_file, result_dir), bool(overwrite), output, model, engine, gen,
+                    constraint)
         return
     queries = list(query or [])
     if not queries:
         if sys.stdin.isatty():
             from swiftcli.cli.chat import run_chat
 
+            if constraint is not None:
+                raise UsageError("--structured_output applies to --query and datasets, not the chat")
             run_chat(model, engine, gen)
             return
         text = sys.stdin.read().strip()
         if not text:
             raise UsageError("stdin was empty: nothing to answer", "pipe a question, or pass --query TEXT")
         queries = [text]
-    run_queries(queries, output, model, engine, gen)
+    run_queries(queries, output, model, engine, gen, constraint)
 
 
 def run_queries(queries: list[str], output: str, model: ModelOptions, engine: EngineConfig,
-                gen: GenerationOverrides) -> None:
+                gen: GenerationOverrides, constraint: dict[str, Any] | None = None) -> None:
     from swiftcli.cli.common import load
     from swiftcli.cli.output import result
     from swiftcli.engines.loader import merge_generation
@@ -109,7 +121,8 @@ def run_queries(queries: list[str], output: str, model: ModelOptions, engine: En
 
     session = load("infer", model, engine, gen)
     config = merge_generation(session.engine.generation_config, gen.given(), **INFER_DEFAULTS)
-    requests = [{"query": q, "system": model.system} for q in queries]
+    requests = [{"query": q, "system": model.system, **({"structured_outputs": constraint} if constraint else {})}
+                for q in queries]
     try:
         for answer in infer(session.engine, session.template, requests, config):
             if output == "json":
@@ -132,7 +145,7 @@ def result_target(result_file: Path | None, result_dir: Path | None) -> Path | N
 
 
 def run_dataset(selection: Any, target: Path | None, overwrite: bool, output: str, model: ModelOptions,
-                engine: EngineConfig, gen: GenerationOverrides) -> None:
+                engine: EngineConfig, gen: GenerationOverrides, constraint: dict[str, Any] | None = None) -> None:
     from swiftcli.cli.common import load
     from swiftcli.cli.output import message, warn
     from swiftcli.cli.state import quiet
@@ -174,7 +187,7 @@ def run_dataset(selection: Any, target: Path | None, overwrite: bool, output: st
                 progress.update(task, completed=s.rows, tok_s=s.output_tokens_per_second)
 
             run_rows(session.engine, session.template, rows, config, writer, done, stats, advance,
-                     selection.skip_bad_rows)
+                     selection.skip_bad_rows, constraint)
     except KeyboardInterrupt:
         if not isinstance(writer, ResultFile):
             raise

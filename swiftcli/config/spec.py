@@ -127,6 +127,14 @@ class GenerationConfig:
     ignore_eos: bool = setting(False, "true to generate max_new_tokens regardless of EOS (benchmarks).",
                                panel=GENERATION)
     logprobs: int | None = setting(None, "Log-probabilities of the top N tokens per step.", cli=False)
+    # vLLM-only sampling settings (the pt backend refuses values other than these defaults).
+    min_p: float = setting(0.0, "Minimum probability relative to the most likely token.", cli=False)
+    min_tokens: int = setting(0, "Tokens to generate before a stop may end the answer.", cli=False)
+    logit_bias: dict[int, float] | None = setting(None, "Token id -> bias added to its logit.", cli=False)
+    skip_special_tokens: bool = setting(True, "Leave special tokens out of the text.", cli=False)
+    include_stop_str_in_output: bool = setting(False, "Keep the stop string at the end of the text.", cli=False)
+    enable_thinking: bool | None = setting(
+        None, "Thinking on or off, for templates with a switch (Qwen3); default the template's.", panel=GENERATION)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

@@ -284,6 +284,7 @@ def run_rows(
     stats: RunStats | None = None,
     on_row: Callable[[RunStats], None] | None = None,
     skip_bad_rows: bool = False,
+    structured_output: dict[str, Any] | None = None,
 ) -> RunStats:
     """Answer rows[start:] as one batch, handing each finished row to `writer` (which keeps input order).
 
@@ -291,13 +292,15 @@ def run_rows(
     has written stays a valid prefix.
     """
     from swiftcli.inference.core import encode_request
+    from swiftcli.inference.thinking import split_thinking
 
     stats = stats or RunStats()
     t0 = time.perf_counter()
+    constraint = {"structured_outputs": structured_output} if structured_output else {}
     todo, encoded = [], []
     for i, row in list(enumerate(rows))[start:]:
         try:
-            encoded.append(encode_request(template, row.sample.request(), config))
+            encoded.append(encode_request(template, {**row.sample.request(), **constraint}, config))
         except Exception as exc:  # noqa: BLE001 - a row the template or tokenizer cannot take
             problem = f"{row.record.where}: the row cannot be encoded ({_first_line(exc)})"
             if not skip_bad_rows:
@@ -316,7 +319,11 @@ def run_rows(
             if not state.finished:
                 continue
             i = index[state.request_id]
-            writer.add(i, result_row(rows[i].sample, state.outputs[0].text if state.outputs else ""))
+            reasoning, answer = split_thinking(template, state.outputs[0].text if state.outputs else "")
+            row = result_row(rows[i].sample, answer)
+            if reasoning is not None:
+                row["reasoning"] = reasoning  # thinking apart from the answer
+            writer.add(i, row)
             stats.rows += 1
             stats.prompt_tokens += state.prompt_tokens
             stats.output_tokens += state.output_tokens

@@ -28,6 +28,9 @@ class EngineRequest:
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     adapter: str | None = None
+    # A structured-output constraint in vLLM's StructuredOutputsParams names: {"json" | "regex" | "choice" |
+    # "grammar" | "json_object": ...}.
+    guided: dict[str, Any] | None = None
 
 
 @dataclass

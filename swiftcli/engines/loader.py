@@ -92,7 +92,9 @@ def load(
     spec = resolve_spec(model)
     engine = start_engine(spec, config, backend, asynchronous)
     try:
-        template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system)
+        template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system,
+                                enable_thinking=given.get("enable_thinking"))
+        template.thinking(None)  # --enable_thinking on a template without the switch: refused now
     except BaseException:
         if not asynchronous:
             engine.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
-from swiftcli.errors import MissingDependencyError
+from swiftcli.errors import InputError, MissingDependencyError
 
 _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "half": "float16", "float": "float32"}
 
@@ -86,6 +86,7 @@ class PtEngine:
         groups: dict[str, list[EngineRequest]] = {}
         for request in requests:
             check_context_length(len(request.prompt_ids), request.config.max_new_tokens, self.max_model_len)
+            _refuse_vllm_only(request)
             key = repr((request.config, sorted(request.stop), sorted(request.stop_token_ids)))
             groups.setdefault(key, []).append(request)
         for group in groups.values():
@@ -222,3 +223,15 @@ def _decode(tokenizer: Any, token_ids: list[int], stop_strings: list[str], final
     if not final:
         text = text.rstrip("\ufffd")
     return text, False
+
+
+def _refuse_vllm_only(request: EngineRequest) -> None:
+    """Settings only the vLLM backend honours are refused by name rather than ignored."""
+    cfg = request.config
+    defaults = GenerationConfig()
+    names = [name for name in ("min_p", "min_tokens", "logit_bias", "skip_special_tokens",
+                               "include_stop_str_in_output") if getattr(cfg, name) != getattr(defaults, name)]
+    if request.guided:
+        names.append("structured outputs")
+    if names:
+        raise InputError(f"{', '.join(names)} need the vllm backend", "drop them, or use --infer_backend vllm")

@@ -34,7 +34,11 @@ class ThreadedAsyncEngine:
     async def generate(self, request: EngineRequest, *, guided: dict[str, Any] | None = None
                        ) -> AsyncIterator[RequestResult]:
         if guided:
-            raise InputError("response_format needs the vllm backend")
+            if self.backend != "vllm":
+                raise InputError("response_format and structured outputs need the vllm backend")
+            from dataclasses import replace
+
+            request = replace(request, guided=guided)
         check_context_length(len(request.prompt_ids), request.config.max_new_tokens, self.max_model_len)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()

@@ -22,7 +22,7 @@ from swiftcli.engines.outputs import to_result
 from swiftcli.engines.scheduler import OFFLINE, log_limits
 from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.engines.vllm_inputs import token_input
-from swiftcli.errors import EngineError, MissingDependencyError, UsageError
+from swiftcli.errors import EngineError, InputError, MissingDependencyError, UsageError
 
 # vLLM logs to stdout by default; results own stdout, so logs go to stderr unless the user says otherwise.
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
@@ -157,7 +157,16 @@ def sampling_params(request: EngineRequest, max_tokens: int) -> Any:
         "stop_token_ids": request.stop_token_ids or None,
         "ignore_eos": cfg.ignore_eos,
         "logprobs": cfg.logprobs,
+        "min_p": cfg.min_p,
+        "min_tokens": cfg.min_tokens,
+        "logit_bias": cfg.logit_bias or None,
+        "skip_special_tokens": cfg.skip_special_tokens,
+        "include_stop_str_in_output": cfg.include_stop_str_in_output,
     }
+    if request.guided:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        kwargs["structured_outputs"] = StructuredOutputsParams(**request.guided)
     return SamplingParams(**kwargs)
 
 
@@ -204,10 +213,14 @@ class VllmEngine:
                     len(request.prompt_ids), request.config.max_new_tokens, self.max_model_len
                 )
                 adapter = request.adapter or self.default_adapter
+                try:
+                    params = sampling_params(request, max_tokens)
+                except ValueError as exc:  # vLLM's validation of sampling settings and constraints
+                    raise InputError(_first_line(exc)) from None
                 self._engine.add_request(
                     request.request_id,
                     token_input(self._engine, request.prompt_ids),
-                    sampling_params(request, max_tokens),
+                    params,
                     lora_request=self._lora.get(adapter) if adapter else None,
                 )
                 pending[request.request_id] = request

@@ -64,9 +64,12 @@ def generate_local(
         requests.append(request)
 
     def finished(state: Any) -> None:
+        from swiftcli.inference.thinking import split_thinking
+
         first = state.outputs[0]
+        _, answer = split_thinking(template, first.text)  # scored without the thinking
         predictions[positions[state.request_id]] = Prediction(
-            first.text, state.prompt_tokens, state.output_tokens, first.finish_reason
+            answer, state.prompt_tokens, state.output_tokens, first.finish_reason
         )
         progress(1)
 

@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "save": "/save FILE writes the conversation as JSON.",
     "load": "/load FILE reads a conversation saved with /save (or OpenAI messages).",
     "stats": "Token counts and speed so far.",
+    "think": "/think on|off turns thinking on or off (templates with a switch, e.g. Qwen3); /think show|hide "
+             "shows the thinking (dimmed) or hides it.",
     "multi": "Multi-line input: Enter adds a line; Esc Enter (or a line ending in #) sends. /single goes back.",
     "single": "Back to single-line input.",
 }

@@ -162,13 +162,24 @@ register(
 _HF_SPEC = TemplateSpec(TemplateType.hf, (), (), (), (), None, ())
 
 
-class Template:
-    """A template bound to a tokenizer: `render` gives the exact prompt text, `encode` its token ids."""
+# Templates whose generation prompt has Qwen3's thinking switch: with enable_thinking=False the prompt closes an
+# empty think block, so the model answers directly.
+THINKING_TEMPLATES = frozenset({TemplateType.qwen3})
+NO_THINKING = "<think>\n\n</think>\n\n"
 
-    def __init__(self, spec: TemplateSpec, tokenizer: Any = None, default_system: str | None = None) -> None:
+
+class Template:
+    """A template bound to a tokenizer: `render` gives the exact prompt text, `encode` its token ids.
+
+    `enable_thinking` (None: the template's default) is the thinking switch of Qwen3-style templates.
+    """
+
+    def __init__(self, spec: TemplateSpec, tokenizer: Any = None, default_system: str | None = None, *,
+                 enable_thinking: bool | None = None) -> None:
         self.spec = spec
         self.template_type = spec.name
         self.tokenizer = tokenizer
+        self.enable_thinking = enable_thinking
         # None keeps the template's own default; "" means no system prompt at all.
         if default_system is None:
             self.default_system = spec.default_system
@@ -231,6 +242,8 @@ class Template:
                 continue
             parts += [p.replace("{{QUERY}}", q) if isinstance(p, str) else p for p in spec.prompt]
             if r is not None:
+                if spec.name in THINKING_TEMPLATES and "</think>" in r:
+                    r = r.rpartition("</think>")[2].lstrip("\n")  # earlier turns' thinking is dropped (Qwen3)
                 parts.append(r)
                 if i < len(rounds) - 1:
                     parts += list(spec.chat_sep or ())
@@ -263,12 +276,33 @@ class Template:
         messages.append({"role": "user", "content": query})
         return messages
 
-    def render(self, query: str, history: History | None = None, system: str | None = None) -> str:
+    @property
+    def has_thinking_switch(self) -> bool:
+        if self.is_hf:
+            return "enable_thinking" in str(getattr(self.tokenizer, "chat_template", "") or "")
+        return self.spec.name in THINKING_TEMPLATES
+
+    def thinking(self, enable_thinking: bool | None) -> bool | None:
+        """The switch's value for one request (None: the template's default); an error when there is no switch."""
+        value = self.enable_thinking if enable_thinking is None else enable_thinking
+        if value is not None and not self.has_thinking_switch:
+            raise TemplateError(f"template {self.spec.name!r} has no thinking switch (enable_thinking)",
+                                "drop --enable_thinking / enable_thinking for this model")
+        return value
+
+    def generation_suffix(self, enable_thinking: bool | None = None) -> str:
+        """Text after the generation prompt: Qwen3's empty think block when thinking is off."""
+        return NO_THINKING if not self.is_hf and self.thinking(enable_thinking) is False else ""
+
+    def render(self, query: str, history: History | None = None, system: str | None = None, *,
+               enable_thinking: bool | None = None) -> str:
         """The exact prompt text for one request."""
         if self.is_hf:
+            switch = self.thinking(enable_thinking)
+            extra = {} if switch is None else {"enable_thinking": switch}
             return str(
                 self._require_tokenizer().apply_chat_template(
-                    self._messages(query, history, system), tokenize=False, add_generation_prompt=True
+                    self._messages(query, history, system), tokenize=False, add_generation_prompt=True, **extra
                 )
             )
         text = []
@@ -277,17 +311,20 @@ class Template:
                 text.append(part)
             else:
                 text.append("".join(self._require_tokenizer().convert_ids_to_tokens(self._token_ids(part))))
-        return "".join(text)
+        return "".join(text) + self.generation_suffix(enable_thinking)
 
-    def encode(self, query: str, history: History | None = None, system: str | None = None) -> list[int]:
+    def encode(self, query: str, history: History | None = None, system: str | None = None, *,
+               enable_thinking: bool | None = None) -> list[int]:
         """Token ids of the prompt; string parts are tokenized separately, as ms-swift does."""
         tokenizer = self._require_tokenizer()
         if self.is_hf:
-            return list(tokenizer.encode(self.render(query, history, system), add_special_tokens=False))
+            text = self.render(query, history, system, enable_thinking=enable_thinking)
+            return list(tokenizer.encode(text, add_special_tokens=False))
         ids: list[int] = []
-        for part in self._context(query, history, system):
+        for part in [*self._context(query, history, system), self.generation_suffix(enable_thinking)]:
             if isinstance(part, str):
-                ids += tokenizer(part, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+                if part:
+                    ids += tokenizer(part, add_special_tokens=False, return_attention_mask=False)["input_ids"]
             else:
                 ids += self._token_ids(part)
         return ids
@@ -321,6 +358,7 @@ class Template:
         return sorted(set(ids))
 
 
-def get_template(template_type: str, tokenizer: Any = None, default_system: str | None = None, **_: Any) -> Template:
+def get_template(template_type: str, tokenizer: Any = None, default_system: str | None = None, *,
+                 enable_thinking: bool | None = None, **_: Any) -> Template:
     """ms-swift's get_template: a template by name, bound to a tokenizer."""
-    return Template(get(template_type), tokenizer, default_system)
+    return Template(get(template_type), tokenizer, default_system, enable_thinking=enable_thinking)

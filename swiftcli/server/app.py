@@ -36,6 +36,7 @@ from swiftcli.server.limits import (
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
 from swiftcli.server.serving import ClientGone, Serving, admit, guided_decoding, until_disconnected
+from swiftcli.server.tools import plan_tools, server_parsers
 
 logger = logging.getLogger("swiftcli.server")
 
@@ -54,6 +55,9 @@ class ServerSettings:
     log_requests: bool = False
     default_max_tokens: int | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
+    # Parser names; None: the template family's default (see registry.tool_prompts).
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
 
 
 class ServerState:
@@ -89,6 +93,7 @@ class ServerState:
         self.engine, self.template = engine, template
         if self.settings.max_concurrent_requests is None:
             self.settings.max_concurrent_requests = default_concurrency(engine)
+        self.tool_parser, self.reasoning_parser = server_parsers(self.settings, template)
         counter = getattr(engine, "num_unfinished", None)
         if counter is not None:
             self.metrics.watch_engine(counter)
@@ -221,14 +226,15 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
         adapter = state.resolve_model(req.model)
         check_capacity(state.in_flight, state.settings.max_concurrent_requests)
         check_request(req, state.settings.limits, state.vocab_size)
-        guided = guided_decoding(req)
-        requests = await state.off_loop(serving.chat_requests, req, adapter)
+        plan = plan_tools(req, state.tool_parser, state.reasoning_parser, guided_decoding(req))
+        guided = plan.guided
+        requests = await state.off_loop(serving.chat_requests, req, adapter, plan)
         model = req.model or state.model_id
         _log(state, "chat", requests, req)
         return await _respond(http, state, req.stream, requests, guided,
-                              full=lambda slot: serving.chat_full(req, requests, model, slot, guided),
+                              full=lambda slot: serving.chat_full(req, requests, model, slot, guided, plan),
                               streamer=lambda slot, stream, first: serving.chat_stream(
-                                  req, requests, model, slot, stream, first))
+                                  req, requests, model, slot, stream, first, plan))
 
     @app.post("/v1/completions")
     @_internal_errors
@@ -238,6 +244,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
         check_request(req, state.settings.limits, state.vocab_size, count_prompts(req.prompt))
         guided = guided_decoding(req)
         requests, prompts = await state.off_loop(serving.completion_requests, req, adapter)
+        for request in requests:
+            request.stop_token_ids = [*request.stop_token_ids, *(req.stop_token_ids or [])]
         model = req.model or state.model_id
         _log(state, "completion", requests, req)
         return await _respond(http, state, req.stream, requests, guided,

@@ -15,6 +15,7 @@ from swiftcli.engines.base import Completion, EngineRequest, RequestResult, chec
 from swiftcli.server.errors import APIError, error_body
 from swiftcli.server.metrics import Metrics
 from swiftcli.server.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
+from swiftcli.server.tools import ChoiceStream, ToolPlan, whole_message
 
 T = TypeVar("T")
 
@@ -99,24 +100,34 @@ def sampling_config(base: GenerationConfig, req: SamplingFields, max_tokens: int
                               "logprobs": logprobs}
     if req.temperature is not None:
         values.update(temperature=req.temperature, do_sample=req.temperature > 0)
-    for name in ("top_p", "top_k", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed"):
+    for name in ("top_p", "top_k", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed",
+                 "min_p", "min_tokens", "skip_special_tokens", "include_stop_str_in_output"):
         value = getattr(req, name)
         if value is not None:
             values[name] = value
+    if req.logit_bias:
+        values["logit_bias"] = logit_bias(req.logit_bias)
     config = base.copy(**values)
     config.stop = [*config.stop, *req.stop_list()]
     return config
 
 
+def logit_bias(bias: dict[str, float]) -> dict[int, float]:
+    """OpenAI's {"token id": bias in [-100, 100]}."""
+    out: dict[int, float] = {}
+    for key, value in bias.items():
+        if not key.lstrip("-").isdigit() or int(key) < 0:
+            raise APIError(400, f"logit_bias keys are token ids; {key!r} is not one", param="logit_bias")
+        if not -100 <= value <= 100:
+            raise APIError(400, f"logit_bias values are in [-100, 100]; got {value}", param="logit_bias")
+        out[int(key)] = float(value)
+    return out
+
+
 def guided_decoding(req: SamplingFields) -> dict[str, Any] | None:
-    fmt = req.response_format
-    if fmt is None or fmt.type == "text":
-        return None
-    if fmt.type == "json_object":
-        return {"json_object": True}
-    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
-        raise APIError(400, "response_format json_schema needs json_schema.schema", param="response_format")
-    return {"json": fmt.json_schema.schema_}
+    from swiftcli.server.structured import request_constraint
+
+    return request_constraint(req)
 
 
 def chat_turns(messages: Sequence[ChatMessage]) -> tuple[str | None, list[tuple[str, str]], str]:
@@ -213,6 +224,15 @@ class Choices:
         return new_text, new_ids, new_lps
 
 
+def stream_chunk(request_id: str, obj: str, created: int, model: str, include_usage: bool,
+                 choice: dict[str, Any]) -> bytes:
+    """One SSE chunk of a chat or text completion stream (`usage: null` on each when usage is asked for)."""
+    body: dict[str, Any] = {"id": request_id, "object": obj, "created": created, "model": model, "choices": [choice]}
+    if include_usage:
+        body["usage"] = None
+    return sse(body)
+
+
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
@@ -284,16 +304,20 @@ class Serving:
         default = self.state.settings.default_max_tokens or self.engine.generation_config.max_new_tokens
         return min(default, room) if default else room
 
-    def chat_requests(self, req: ChatCompletionRequest, adapter: str | None) -> list[EngineRequest]:
+    def chat_requests(self, req: ChatCompletionRequest, adapter: str | None,
+                      plan: ToolPlan | None = None) -> list[EngineRequest]:
+        from swiftcli.registry.conversation import encode_messages
+
         template = self.state.template
-        system, history, query = chat_turns(req.messages)
-        prompt_ids = template.encode(query, history or None, system)
+        prompt_ids = encode_messages(template, req.message_dicts(), plan.prompt_tools if plan else None,
+                                     req.chat_template_kwargs)
         max_tokens = self._check_room(prompt_ids, req.max_completion_tokens or req.max_tokens)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         config = sampling_config(self.engine.generation_config, req, max_tokens, logprobs)
         # ignore_eos means "generate max_tokens": the template's end-of-turn markers do not stop it either.
         stop = [] if req.ignore_eos else template.stop_words
         stop_ids = [] if req.ignore_eos else template.stop_token_ids
+        stop_ids = [*stop_ids, *(req.stop_token_ids or [])]
         return [EngineRequest(prompt_ids, config, request_id=f"chatcmpl-{uuid.uuid4().hex}", stop=stop,
                               stop_token_ids=stop_ids, adapter=adapter)]
 
@@ -317,7 +341,7 @@ class Serving:
     # --- chat
 
     async def chat_full(self, req: ChatCompletionRequest, requests: list[EngineRequest], model: str,
-                        slot: Slot, guided: dict[str, Any] | None) -> dict[str, Any]:
+                        slot: Slot, guided: dict[str, Any] | None, plan: ToolPlan | None = None) -> dict[str, Any]:
         final: RequestResult | None = None
         async for _, result in merge(self.engine, requests, guided):
             slot.on_result(result)
@@ -327,28 +351,32 @@ class Serving:
         top = req.top_logprobs or 0
         if req.logprobs:
             await self.decode_off_loop(final.outputs)
-        choices = [{"index": out.index, "message": {"role": "assistant", "content": out.text},
-                    "logprobs": self.chat_logprobs(out.token_ids, out.logprobs, top) if req.logprobs else None,
-                    "finish_reason": out.finish_reason} for out in final.outputs]
+        choices = []
+        for out in final.outputs:
+            message: dict[str, Any] = {"role": "assistant", "content": out.text}
+            finish = out.finish_reason
+            if plan is not None and plan.parses:
+                message, finish = whole_message(plan, out.text, finish)
+            choices.append({"index": out.index, "message": message,
+                            "logprobs": self.chat_logprobs(out.token_ids, out.logprobs, top) if req.logprobs else None,
+                            "finish_reason": finish})
         return {"id": requests[0].request_id, "object": "chat.completion", "created": int(time.time()),
                 "model": model, "choices": choices, "usage": usage(final.prompt_tokens, final.output_tokens)}
 
     async def chat_stream(self, req: ChatCompletionRequest, requests: list[EngineRequest], model: str,
                           slot: Slot, stream: AsyncIterator[tuple[int, RequestResult]],
-                          first: tuple[int, RequestResult] | None) -> AsyncIterator[bytes]:
+                          first: tuple[int, RequestResult] | None, plan: ToolPlan | None = None
+                          ) -> AsyncIterator[bytes]:
         request_id, created = requests[0].request_id, int(time.time())
         tracker = Choices(req.n)
         top = req.top_logprobs or 0
         last: RequestResult | None = None
+        parsed = [ChoiceStream(plan) for _ in range(req.n)] if plan is not None and plan.parses else None
 
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
                   ) -> bytes:
-            body: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created,
-                                    "model": model, "choices": [{"index": index, "delta": delta,
-                                                                 "logprobs": logprobs, "finish_reason": finish}]}
-            if req.include_usage:
-                body["usage"] = None
-            return sse(body)
+            return stream_chunk(request_id, "chat.completion.chunk", created, model, req.include_usage,
+                                {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
 
         finished = False
         try:
@@ -364,7 +392,14 @@ class Serving:
                         tracker.started[i] = True
                         yield chunk(i, {"role": "assistant", "content": ""})
                     text, ids, lps = tracker.delta(i, out)
-                    if text or out.finish_reason:
+                    if parsed is not None:
+                        logprobs = self.chat_logprobs(ids, lps, top) if req.logprobs and ids else None
+                        so_far = out.text if out.finish_reason else out.text.rstrip("\ufffd")
+                        delta = parsed[i].feed(so_far, final=bool(out.finish_reason))
+                        finish = parsed[i].finish_reason(out.finish_reason) if out.finish_reason else None
+                        if delta or finish or logprobs:
+                            yield chunk(i, delta, finish, logprobs)
+                    elif text or out.finish_reason:
                         logprobs = self.chat_logprobs(ids, lps, top) if req.logprobs else None
                         yield chunk(i, {"content": text}, out.finish_reason, logprobs)
             if req.include_usage and last is not None:
@@ -416,12 +451,8 @@ class Serving:
         latest: dict[int, RequestResult] = {}
 
         def chunk(index: int, text: str, finish: str | None, logprobs: Any) -> bytes:
-            body: dict[str, Any] = {"id": request_id, "object": "text_completion", "created": created,
-                                    "model": model, "choices": [{"index": index, "text": text,
-                                                                 "logprobs": logprobs, "finish_reason": finish}]}
-            if req.include_usage:
-                body["usage"] = None
-            return sse(body)
+            return stream_chunk(request_id, "text_completion", created, model, req.include_usage,
+                                {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish})
 
         finished = False
         try:
