@@ -28,6 +28,8 @@ class EngineRequest:
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     adapter: str | None = None
+    # Log-probabilities of the prompt's own tokens (scoring), with this many alternatives per position.
+    prompt_logprobs: int | None = None
 
 
 @dataclass
@@ -49,6 +51,9 @@ class RequestResult:
     prompt_tokens: int
     outputs: list[Completion]
     finished: bool = False
+    # One entry per prompt token when the request asked for prompt_logprobs; the first is None (nothing
+    # precedes it). Each maps the token itself and the top alternatives to their log-probabilities.
+    prompt_logprobs: list[dict[int, float] | None] | None = None
 
     @property
     def output_tokens(self) -> int:

@@ -153,6 +153,8 @@ def sampling_params(request: EngineRequest, max_tokens: int) -> Any:
         "ignore_eos": cfg.ignore_eos,
         "logprobs": cfg.logprobs,
     }
+    if request.prompt_logprobs is not None:
+        kwargs["prompt_logprobs"] = request.prompt_logprobs
     return SamplingParams(**kwargs)
 
 
