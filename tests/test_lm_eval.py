@@ -91,3 +91,111 @@ def test_generate_until_through_local_chat_completions(deploy_server, tmp_path):
     assert france["resps"][0][0] == "The capital of France is Paris." and france["exact_match"] == 1.0
     expected = sum(row["doc"]["answer"] in row["resps"][0][0] for row in rows) / len(rows)
     assert run["results"]["swiftcli_qa_gen"]["exact_match,first_capital"] == pytest.approx(expected)
+
+
+# --- swiftcli eval: loglikelihood scoring and --lm_eval_tasks, checked against lm-eval ---------------------------
+
+QA_MC = TASKS / "qa_mc.jsonl"  # the same rows as the swiftcli_qa_mc task, and the same prompt
+
+
+class _SharedEngine:
+    """A session engine lent to a command that closes what it loads."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def close(self) -> None:
+        pass
+
+
+def invoke(args: list[str]) -> Any:
+    from typer.testing import CliRunner
+
+    from swiftcli.cli.main import app
+
+    return CliRunner().invoke(app, args, env={"COLUMNS": "120"})
+
+
+def swiftcli_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    summary = json.loads((path / "summary.json").read_text())
+    samples = [json.loads(line) for line in (path / "samples.jsonl").read_text().splitlines()]
+    return summary, samples
+
+
+def assert_same_scores(summary: dict[str, Any], samples: list[dict[str, Any]], lm_eval_run: dict[str, Any],
+                       tolerance: float) -> None:
+    entry = next(d for d in summary["datasets"] if d["name"] == "qa_mc")
+    reference = lm_eval_run["results"]["swiftcli_qa_mc"]
+    assert entry["metrics"]["accuracy"] == pytest.approx(100 * reference["acc,none"])
+    assert entry["metrics"]["accuracy_norm"] == pytest.approx(100 * reference["acc_norm,none"])
+    assert "loglikelihood" in entry["method"]["accuracy"] and "acc_norm" in entry["method"]["accuracy_norm"]
+    ours = [s["loglikelihoods"] for s in samples if s["dataset"] == "qa_mc"]
+    for doc, (a, b) in enumerate(zip(ours, choice_loglikelihoods(lm_eval_run), strict=True)):
+        assert a == pytest.approx(b, abs=tolerance), f"doc {doc}"
+
+
+@pytest.mark.slow
+def test_eval_url_scores_multiple_choice_like_lm_eval(deploy_server, served_mc, tmp_path):
+    out = tmp_path / "served"
+    result = invoke(["eval", "--eval_url", deploy_server.base_url, "--eval_dataset", str(QA_MC),
+                     "--eval_output_dir", str(out)])
+    assert result.exit_code == 0, result.output
+    summary, samples = swiftcli_run(out)
+    assert summary["settings"]["mc_method"] == "loglikelihood"
+    assert_same_scores(summary, samples, served_mc, 1e-4)
+    assert all(s["output_tokens"] == 0 and s["prompt"].startswith("Question: ") for s in samples)
+
+
+@pytest.mark.slow
+def test_local_vllm_scores_multiple_choice_like_lm_eval(vllm_engine, served_mc, tmp_path, monkeypatch):
+    monkeypatch.setattr("swiftcli.cli.common.start_engine", lambda *a, **k: _SharedEngine(vllm_engine))
+    out = tmp_path / "vllm"
+    result = invoke(["eval", "--eval_dataset", str(QA_MC), "--eval_output_dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert_same_scores(*swiftcli_run(out), served_mc, 1e-3)
+
+
+@pytest.mark.slow
+def test_pt_scores_and_lm_eval_tasks_fold_into_the_run(pt_engine, transformers_mc, tmp_path, monkeypatch):
+    monkeypatch.setattr("swiftcli.cli.common.start_engine", lambda *a, **k: _SharedEngine(pt_engine))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "pt"
+    result = invoke(["eval", "--infer_backend", "pt", "--eval_dataset", str(QA_MC), "--lm_eval_tasks",
+                     "swiftcli_qa_mc", "--lm_eval_include_path", str(TASKS), "--eval_output_dir", str(out)])
+    assert result.exit_code == 0, result.output
+    summary, samples = swiftcli_run(out)
+    assert_same_scores(summary, samples, transformers_mc, 1e-3)
+    harness = next(d for d in summary["datasets"] if d["name"] == "swiftcli_qa_mc")
+    reference = transformers_mc["results"]["swiftcli_qa_mc"]
+    assert harness["kind"] == "lm_eval" and harness["ok"] == 16
+    assert harness["metrics"]["acc"] == pytest.approx(100 * reference["acc,none"])
+    assert harness["metrics"]["acc_norm"] == pytest.approx(100 * reference["acc_norm,none"])
+    assert "lm-evaluation-harness" in harness["method"]["acc"]
+    rows = [s for s in samples if s["dataset"] == "swiftcli_qa_mc"]
+    expected = [row["acc"] == 1.0 for row in transformers_mc["samples"]["swiftcli_qa_mc"]]
+    assert [r["correct"] for r in sorted(rows, key=lambda r: r["index"])] == expected
+    assert "swiftcli_qa_mc" in result.stdout
+
+
+@pytest.mark.slow
+def test_lm_eval_task_errors_come_before_the_model_loads(tmp_path, monkeypatch):
+    def no_engine(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr("swiftcli.cli.common.start_engine", no_engine)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    unknown = invoke(["eval", "--lm_eval_tasks", "swiftcli_qa_mcq", "--lm_eval_include_path", str(TASKS),
+                      "--eval_output_dir", str(tmp_path / "a")])
+    assert unknown.exit_code != 0 and "no task or group named 'swiftcli_qa_mcq'" in unknown.output
+    assert "swiftcli_qa_mc" in unknown.output  # did you mean
+    hub = invoke(["eval", "--lm_eval_tasks", "arc_easy", "--eval_output_dir", str(tmp_path / "b")])
+    assert hub.exit_code == 1 and "need data from the Hugging Face hub" in hub.output, hub.output
+    for result in (unknown, hub):
+        assert "Traceback" not in result.output
+    bad = invoke(["eval", "--eval_dataset", str(QA_MC), "--eval_mc_method", "letters"])
+    assert bad.exit_code != 0 and "--eval_mc_method must be loglikelihood or generate" in bad.output
