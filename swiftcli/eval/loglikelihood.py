@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swiftcli.errors import EngineError
+from swiftcli.errors import EngineError, SwiftError
 from swiftcli.eval.datasets import EvalItem
 from swiftcli.eval.runner import Generated, Prediction, RemoteTarget
 
@@ -68,39 +68,60 @@ def prediction(item: EvalItem, scores: list[Scored], prompt_tokens: int) -> Pred
                       loglikelihoods=[s.logprob for s in scores], greedy=[s.greedy for s in scores])
 
 
-def score_local(engine: Any, items: Sequence[EvalItem], on_progress: Progress | None = None) -> Generated:
-    """Every option of every item as one engine batch, reading the continuation's prompt logprobs."""
-    from swiftcli.config.spec import GenerationConfig
-    from swiftcli.engines.base import EngineRequest, generate_all
-
+def score_local(engine: Any, items: Sequence[EvalItem], on_progress: Progress | None = None,
+                chunk: int = 64) -> Generated:
+    """Every option of `chunk` items at a time as one engine batch, read from the continuation's prompt
+    logprobs (batches bound the pt backend's padded batch; vLLM schedules each one as it likes)."""
     progress = on_progress or (lambda _: None)
+    start = time.perf_counter()
+    predictions: list[Prediction] = []
+    for first in range(0, len(items), chunk):
+        predictions += _score_batch(engine, items[first : first + chunk], progress)
+    return Generated(predictions, time.perf_counter() - start)
+
+
+def _score_batch(engine: Any, items: Sequence[EvalItem], progress: Progress) -> list[Prediction]:
+    from swiftcli.config.spec import GenerationConfig
+    from swiftcli.engines.base import EngineRequest, check_context_length, generate_all
+
     tokenizer = engine.hf_tokenizer
 
     def encode(text: str) -> list[int]:
         return list(tokenizer.encode(text, add_special_tokens=False))
 
     config = GenerationConfig(max_new_tokens=1, do_sample=False, temperature=0.0)
-    start = time.perf_counter()
-    predictions: list[Prediction] = []
-    for item in items:  # one item per batch keeps the progress bar moving; options share one batch
-        if item.error is not None:
-            predictions.append(Prediction(error=item.error))
-            progress(1)
-            continue
-        context, options = contexts(item)
-        pairs = [encode_pair(encode, context, option) for option in options]
-        requests = [EngineRequest([*ctx, *cont], config, prompt_logprobs=1) for ctx, cont in pairs]
+    out: dict[int, Prediction] = {}
+    planned: dict[int, list[tuple[EngineRequest, int]]] = {}
+    for i, item in enumerate(items):
         try:
-            results = generate_all(engine, requests)
-        except EngineError as exc:
-            predictions.append(Prediction(error=str(exc)))
+            if item.error is not None:
+                raise EngineError(item.error)
+            context, options = contexts(item)
+            pairs = [encode_pair(encode, context, option) for option in options]
+            requests = [(EngineRequest([*ctx, *cont], config, prompt_logprobs=1), len(ctx)) for ctx, cont in pairs]
+            for request, _ in requests:
+                check_context_length(len(request.prompt_ids), 1, engine.max_model_len)
+        except SwiftError as exc:
+            out[i] = Prediction(error=str(exc) if item.error is None else item.error)
             progress(1)
             continue
-        scores = [continuation_score(r.prompt_logprobs or [], q.prompt_ids, len(ctx))
-                  for r, q, (ctx, _) in zip(results, requests, pairs, strict=True)]
-        predictions.append(prediction(item, scores, sum(len(q.prompt_ids) for q in requests)))
-        progress(1)
-    return Generated(predictions, time.perf_counter() - start)
+        planned[i] = requests
+    owner = {request.request_id: i for i, requests in planned.items() for request, _ in requests}
+    left = {i: len(requests) for i, requests in planned.items()}
+
+    def finished(result: Any) -> None:
+        i = owner[result.request_id]
+        left[i] -= 1
+        if not left[i]:
+            progress(1)
+
+    results = generate_all(engine, [r for requests in planned.values() for r, _ in requests], finished)
+    by_id = {r.request_id: r for r in results}
+    for i, requests in planned.items():
+        scores = [continuation_score(by_id[r.request_id].prompt_logprobs or [], r.prompt_ids, start)
+                  for r, start in requests]
+        out[i] = prediction(items[i], scores, sum(len(r.prompt_ids) for r, _ in requests))
+    return [out[i] for i in range(len(items))]
 
 
 def score_remote(target: RemoteTarget, model: str, items: Sequence[EvalItem], concurrency: int = 8,
