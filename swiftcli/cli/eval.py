@@ -203,12 +203,13 @@ def eval_command(
     check_output_dir(output_dir)
     seed = gen.seed if gen.seed is not None else 0
     datasets = load_datasets(eval_dataset, eval_type, eval_few_shot, eval_limit, seed) if eval_dataset else []
-    harness = None
+    harness: dict[str, Any] | None = None
     if lm_eval_tasks:
         from swiftcli.eval.harness import check_tasks, parse_tasks
 
-        harness = {"tasks": parse_tasks(lm_eval_tasks), "include_path": lm_eval_include_path}
-        check_tasks(harness["tasks"], lm_eval_include_path)
+        tasks = parse_tasks(lm_eval_tasks)
+        check_tasks(tasks, lm_eval_include_path)
+        harness = {"tasks": tasks, "include_path": lm_eval_include_path}
     settings = {
         "eval_type": eval_type,
         "few_shot": eval_few_shot,
@@ -261,7 +262,7 @@ def run_eval(
         outcome = evaluate(datasets, remote, zh, remote_score if by_likelihood else None)
         if harness:
             _fold(outcome, _harness(target.url, target.model or "", harness, settings, token))
-        about = {"name": target.model, "url": target.url, "backend": "remote"}
+        about: dict[str, Any] = {"name": target.model, "url": target.url, "backend": "remote"}
     else:
         from swiftcli.cli.common import load
 

@@ -71,8 +71,8 @@ def run_harness(base_url: str, model: str, tasks: list[str], include_path: Path 
                 few_shot: int | None, concurrency: int, api_key: str | None = None) -> dict[str, Any]:
     """Run lm-eval's local-completions against `base_url` (ending in /v1); returns its results file and samples."""
     with tempfile.TemporaryDirectory(prefix="swiftcli-lm-eval-") as out:
-        model_args = f"base_url={base_url}/completions,model={model},num_concurrent={concurrency},max_retries=1," \
-                     "tokenized_requests=True,tokenizer_backend=remote"
+        # lm-eval finds the server's /tokenize and /tokenizer_info itself (swiftcli and vLLM servers have them).
+        model_args = f"base_url={base_url}/completions,model={model},num_concurrent={concurrency},max_retries=1"
         args = [sys.executable, "-m", "lm_eval", "--model", "local-completions", "--model_args", model_args,
                 "--tasks", ",".join(tasks), "--output_path", out, "--log_samples"]
         if include_path is not None:

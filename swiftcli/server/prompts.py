@@ -18,10 +18,8 @@ Steps = Sequence[dict[int, float] | None]
 
 def completion_prompts(req: CompletionRequest, tokenizer: Any) -> list[tuple[str, list[int]]]:
     """(text, token ids) for each prompt of the request; 400 for empty prompts, too many, or unknown ids."""
-    raw = req.prompt
-    if isinstance(raw, str) or (raw and isinstance(raw[0], int)):
-        raw = [raw]  # type: ignore[assignment]
-    prompts = list(raw)
+    raw: Any = req.prompt
+    prompts: list[Any] = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw)
     if not prompts:
         raise APIError(400, "prompt must not be empty", param="prompt")
     if len(prompts) > MAX_PROMPTS:
@@ -33,7 +31,7 @@ def completion_prompts(req: CompletionRequest, tokenizer: Any) -> list[tuple[str
             ids = list(tokenizer.encode(prompt, add_special_tokens=True))
             text = prompt
         else:
-            ids = list(prompt)
+            ids = [int(t) for t in prompt]
             bad = [t for t in ids if not 0 <= t < vocab]
             if bad:
                 raise APIError(400, f"prompt token id {bad[0]} is out of the vocabulary's range [0, {vocab})",

@@ -243,7 +243,10 @@ class Serving:
                             offset: int) -> Any:
         if lps is None:
             return None
-        tokens, token_lps, tops, offsets = [], [], [], []
+        tokens: list[str] = []
+        token_lps: list[float | None] = []
+        tops: list[dict[str, float] | None] = []
+        offsets: list[int] = []
         pos = offset
         for tid, step in zip(ids, lps, strict=False):
             token = self._token(tid)
@@ -377,7 +380,8 @@ class Serving:
         for i, prompt in enumerate(prompts):
             for out in final[i].outputs:
                 prefix = prompt if req.echo else ""
-                ids, lps, offset = out.token_ids, out.logprobs, len(prefix)
+                ids, offset = out.token_ids, len(prefix)
+                lps: Sequence[dict[int, float] | None] | None = out.logprobs
                 if req.echo:
                     ids, lps = echoed_tokens(requests[i].prompt_ids, final[i].prompt_logprobs, out.token_ids,
                                              out.logprobs, scoring_only)
@@ -428,7 +432,8 @@ class Serving:
                         tracker.started[j] = True
                         prefix = prompts[p] if req.echo else ""
                     offset = tracker.chars[j] + (len(prompts[p]) if req.echo else 0)
-                    text, ids, lps = tracker.delta(j, out)
+                    text, ids, new_lps = tracker.delta(j, out)
+                    lps: Sequence[dict[int, float] | None] | None = new_lps
                     if req.max_tokens == 0:  # scoring only: the one token generated is not shown
                         text, ids, lps = "", [], []
                     if prefix:  # the echoed prompt, with its tokens' logprobs, comes with the first chunk
