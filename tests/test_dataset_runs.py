@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -171,7 +172,7 @@ def test_cli_refuses_input_as_result_file_before_loading(tmp_path):
 
 @pytest.fixture
 def session_engine(monkeypatch, vllm_engine):
-    monkeypatch.setattr("swiftcli.cli.common.start_engine", lambda spec, config, backend: vllm_engine)
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
     return vllm_engine
 
 

@@ -361,6 +361,8 @@ def test_remote_run_with_key_concurrency_and_a_failing_row(openai_style_server, 
             str(echo),
             "--eval_concurrency",
             "2",
+            "--eval_mc_method",
+            "generate",
             "--eval_output_dir",
             str(out),
         ]
@@ -411,7 +413,8 @@ def test_remote_errors_are_clear(openai_style_server, datasets, tmp_path):
 # --- real runs on the embedded model ---------------------------------------------------------------------------
 
 
-ENGINE_ARGS = ["--max_new_tokens", "48"]
+# These runs check the generated-letter method for multiple choice (loglikelihood: test_eval_loglikelihood.py).
+ENGINE_ARGS = ["--max_new_tokens", "48", "--eval_mc_method", "generate"]
 
 
 @pytest.fixture(scope="module")

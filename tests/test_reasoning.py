@@ -14,6 +14,7 @@ import time
 
 import openai
 import pytest
+from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -24,7 +25,7 @@ QUESTION = "What is the capital of France?"
 
 @pytest.fixture
 def session_engine(monkeypatch, vllm_engine):
-    monkeypatch.setattr("swiftcli.cli.common.start_engine", lambda spec, config, backend: vllm_engine)
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
     return vllm_engine
 
 
@@ -50,7 +51,7 @@ def test_infer_bad_structured_output_fails_before_loading(monkeypatch, value, me
     def no_engine(*_):
         raise AssertionError("the engine must not start")
 
-    monkeypatch.setattr("swiftcli.cli.common.start_engine", no_engine)
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", no_engine)
     result = CliRunner().invoke(app, ["infer", "--query", "x", "--structured_output", value])
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 

@@ -23,6 +23,8 @@ EXAMPLES = """
 
   swiftcli eval --eval-url http://127.0.0.1:8000/v1 --eval-dataset gsm8k_test.jsonl --eval-few-shot 4
 
+  swiftcli eval --lm-eval-tasks arc_easy,my_task --lm-eval-include-path my_tasks/
+
   swiftcli eval compare eval_outputs/base eval_outputs/lora --html report.html
 """
 
@@ -135,6 +137,33 @@ def eval_command(
             show_default=True,
         ),
     ] = "char",
+    eval_mc_method: Annotated[
+        str,
+        typer.Option(
+            "--eval-mc-method",
+            help="Multiple choice: loglikelihood of each option (lm-eval's acc and acc_norm) or generate "
+            "(the option letter in the answer).",
+            metavar="loglikelihood|generate",
+            rich_help_panel=EVAL_PANEL,
+            show_default=True,
+        ),
+    ] = "loglikelihood",
+    lm_eval_tasks: Annotated[
+        str | None,
+        typer.Option(
+            "--lm-eval-tasks",
+            help="lm-evaluation-harness tasks (comma-separated), run against the model behind a local server.",
+            rich_help_panel=EVAL_PANEL,
+        ),
+    ] = None,
+    lm_eval_include_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--lm-eval-include-path",
+            help="A directory of lm-eval task YAMLs; their relative data files are read from it.",
+            rich_help_panel=EVAL_PANEL,
+        ),
+    ] = None,
     *,
     model: ModelOptions,
     engine: EngineConfig,
@@ -148,8 +177,12 @@ def eval_command(
     from swiftcli.eval.metrics import ZH_TOKENIZERS
     from swiftcli.eval.report import check_output_dir, default_output_dir
 
-    if not eval_dataset:
-        raise UsageError("give at least one --eval_dataset FILE", "see `swiftcli eval --help`")
+    if not eval_dataset and not lm_eval_tasks:
+        raise UsageError("give at least one --eval_dataset FILE or --lm_eval_tasks", "see `swiftcli eval --help`")
+    if eval_mc_method not in MC_METHODS:
+        raise UsageError(f"--eval_mc_method must be loglikelihood or generate, not {eval_mc_method!r}")
+    if lm_eval_include_path is not None and not lm_eval_tasks:
+        raise UsageError("--lm_eval_include_path needs --lm_eval_tasks")
     if eval_zh_tokenizer not in ZH_TOKENIZERS:
         raise UsageError(f"--eval_zh_tokenizer must be char or jieba, not {eval_zh_tokenizer!r}")
     if eval_url and (model.model_type or model.model_id_or_path or model.ckpt_dir):
@@ -160,7 +193,14 @@ def eval_command(
     output_dir = eval_output_dir or default_output_dir()
     check_output_dir(output_dir)
     seed = gen.seed if gen.seed is not None else 0
-    datasets = load_datasets(eval_dataset, eval_type, eval_few_shot, eval_limit, seed)
+    datasets = load_datasets(eval_dataset, eval_type, eval_few_shot, eval_limit, seed) if eval_dataset else []
+    harness: dict[str, Any] | None = None
+    if lm_eval_tasks:
+        from swiftcli.eval.harness import check_tasks, parse_tasks
+
+        tasks = parse_tasks(lm_eval_tasks)
+        check_tasks(tasks, lm_eval_include_path)
+        harness = {"tasks": tasks, "include_path": lm_eval_include_path}
     settings = {
         "eval_type": eval_type,
         "few_shot": eval_few_shot,
@@ -169,8 +209,10 @@ def eval_command(
         "zh_tokenizer": eval_zh_tokenizer,
         "eval_url": eval_url,
         "concurrency": eval_concurrency,
+        "mc_method": eval_mc_method,
+        "lm_eval_tasks": harness["tasks"] if harness else None,
     }
-    run_eval(datasets, output_dir, settings, model, engine, gen, eval_url, eval_token, eval_model)
+    run_eval(datasets, output_dir, settings, model, engine, gen, eval_url, eval_token, eval_model, harness)
 
 
 def run_eval(
@@ -183,31 +225,36 @@ def run_eval(
     url: str | None,
     token: str | None,
     model_name: str | None,
+    harness: dict[str, Any] | None = None,
 ) -> None:
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.engines.loader import merge_generation
     from swiftcli.eval.evaluate import build_summary, evaluate
+    from swiftcli.eval.loglikelihood import score_local, score_remote
     from swiftcli.eval.report import write_run
-    from swiftcli.eval.runner import RemoteTarget, generate_local, generate_remote
+    from swiftcli.eval.runner import RemoteTarget, generate_local, generate_remote, resolve_remote_model
 
     started = time.perf_counter()
-    total = sum(len(d.items) for d in datasets)
     zh = settings["zh_tokenizer"]
+    by_likelihood = settings.get("mc_method", "loglikelihood") == "loglikelihood"
     if url:
         config = merge_generation(GenerationConfig(), gen.given(), **EVAL_DEFAULTS)
         target = RemoteTarget(url.rstrip("/"), token, model_name)
-        served: dict[str, str] = {}
+        target.model = resolve_remote_model(target)
 
         def remote(items: list[Any]) -> Any:
-            with _progress(total) as advance:
-                served["model"], generated = generate_remote(
-                    target, items, config, settings["concurrency"], model.system, advance
-                )
-            return generated
+            with _progress(len(items)) as advance:
+                return generate_remote(target, items, config, settings["concurrency"], model.system, advance)[1]
+
+        def remote_score(items: list[Any]) -> Any:
+            with _progress(len(items)) as advance:
+                return score_remote(target, target.model or "", items, settings["concurrency"], advance)
 
         load_s = 0.0
-        outcome = evaluate(datasets, remote, zh)
-        about = {"name": served.get("model"), "url": target.url, "backend": "remote"}
+        outcome = evaluate(datasets, remote, zh, remote_score if by_likelihood else None)
+        if harness:
+            _fold(outcome, _harness(target.url, target.model or "", harness, settings, token))
+        about: dict[str, Any] = {"name": target.model, "url": target.url, "backend": "remote"}
     else:
         from swiftcli.cli.common import load
 
@@ -216,11 +263,17 @@ def run_eval(
         config = merge_generation(loaded.engine.generation_config, gen.given(), **EVAL_DEFAULTS)
 
         def local(items: list[Any]) -> Any:
-            with _progress(total) as advance:
+            with _progress(len(items)) as advance:
                 return generate_local(loaded.engine, loaded.template, items, config, advance)
 
+        def local_score(items: list[Any]) -> Any:
+            with _progress(len(items)) as advance:
+                return score_local(loaded.engine, items, advance)
+
         try:
-            outcome = evaluate(datasets, local, zh)
+            outcome = evaluate(datasets, local, zh, local_score if by_likelihood else None)
+            if harness:
+                _fold(outcome, _serve_harness(loaded, harness, settings))
         finally:
             loaded.engine.close()
         spec = loaded.spec
@@ -234,6 +287,40 @@ def run_eval(
     summary = build_summary(outcome, about, config.to_dict(), settings, load_s, time.perf_counter() - started)
     write_run(output_dir, outcome.rows, summary)
     _print_summary(summary, output_dir)
+
+
+MC_METHODS = ("loglikelihood", "generate")
+
+
+def _harness(url: str, model_name: str, harness: dict[str, Any], settings: dict[str, Any],
+             token: str | None = None) -> dict[str, Any]:
+    from swiftcli.eval.harness import run_harness
+
+    few_shot = settings["few_shot"] or None
+    return run_harness(url, model_name, harness["tasks"], harness["include_path"], settings["limit"], few_shot,
+                       settings["concurrency"], token)
+
+
+def _serve_harness(loaded: Any, harness: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The loaded engine behind a server on 127.0.0.1 for as long as lm-eval runs against it."""
+    from swiftcli.engines.threaded import ThreadedAsyncEngine
+    from swiftcli.server.app import ServerSettings
+    from swiftcli.server.local import local_server
+
+    name = loaded.spec.name
+    # The engine answers one request at a time here; it stays open for the caller to close.
+    with local_server(ThreadedAsyncEngine(loaded.engine), loaded.template, ServerSettings(served_model_name=name)
+                      ) as url:
+        return _harness(url, name, harness, settings)
+
+
+def _fold(outcome: Any, harness: dict[str, Any]) -> None:
+    from swiftcli.eval.harness import fold_results
+
+    rows, entries = fold_results(harness)
+    outcome.rows += rows
+    outcome.datasets += entries
+    outcome.generate_s += harness["seconds"]
 
 
 class _progress:

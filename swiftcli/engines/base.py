@@ -31,6 +31,8 @@ class EngineRequest:
     # A structured-output constraint in vLLM's StructuredOutputsParams names: {"json" | "regex" | "choice" |
     # "grammar" | "json_object": ...}.
     guided: dict[str, Any] | None = None
+    # Log-probabilities of the prompt's own tokens (scoring), with this many alternatives per position.
+    prompt_logprobs: int | None = None
 
 
 @dataclass
@@ -52,6 +54,9 @@ class RequestResult:
     prompt_tokens: int
     outputs: list[Completion]
     finished: bool = False
+    # One entry per prompt token when the request asked for prompt_logprobs; the first is None (nothing
+    # precedes it). Each maps the token itself and the top alternatives to their log-probabilities.
+    prompt_logprobs: list[dict[int, float] | None] | None = None
 
     @property
     def output_tokens(self) -> int:

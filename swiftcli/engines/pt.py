@@ -189,7 +189,25 @@ class PtEngine:
             if final:
                 reason = "stop" if done[row] or hit_stop or len(tokens[row]) < max_new else "length"
             outputs.append(Completion(j, text, list(tokens[row]), reason))
-        return RequestResult(request.request_id, len(request.prompt_ids), outputs, final)
+        result = RequestResult(request.request_id, len(request.prompt_ids), outputs, final)
+        if final:
+            self._attach_logprobs(request, result)
+        return result
+
+    def _attach_logprobs(self, request: EngineRequest, result: RequestResult) -> None:
+        """Prompt and output log-probabilities from one forward pass over prompt + answer (done after generating,
+        so generation itself stays as fast as without them)."""
+        top_out = request.config.logprobs
+        if request.prompt_logprobs is None and top_out is None:
+            return
+        top = max(request.prompt_logprobs or 0, top_out or 0)
+        size = len(request.prompt_ids)
+        for out in result.outputs:
+            steps = token_logprobs(self.model, [*request.prompt_ids, *out.token_ids], top)
+            if request.prompt_logprobs is not None and result.prompt_logprobs is None:
+                result.prompt_logprobs = steps[:size]
+            if top_out is not None:
+                out.logprobs = [s or {} for s in steps[size:]]
 
     def _abort_criteria(self, ids: list[str]) -> Any:
         """Ends `generate` early once every request of the batch was aborted (frees the model at once)."""
@@ -211,6 +229,23 @@ class PtEngine:
 
     def close(self) -> None:
         self.model = None
+
+
+def token_logprobs(model: Any, ids: list[int], top: int) -> list[dict[int, float] | None]:
+    """Each token's log-probability given the ones before it, with the `top` likeliest alternatives; the first
+    token has none (None), as in vLLM's prompt_logprobs."""
+    torch = _torch()
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids], device=model.device)).logits[0, :-1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        chosen = logprobs.gather(1, torch.tensor(ids[1:], device=logprobs.device).unsqueeze(1))[:, 0].tolist()
+        best = logprobs.topk(top, dim=-1) if top > 0 else None
+    steps: list[dict[int, float] | None] = [None]
+    for pos, tok in enumerate(ids[1:]):
+        step = {} if best is None else dict(zip(best.indices[pos].tolist(), best.values[pos].tolist(), strict=True))
+        step[tok] = chosen[pos]
+        steps.append(step)
+    return steps
 
 
 def _decode(tokenizer: Any, token_ids: list[int], stop_strings: list[str], final: bool) -> tuple[str, bool]:

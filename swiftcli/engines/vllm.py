@@ -167,6 +167,8 @@ def sampling_params(request: EngineRequest, max_tokens: int) -> Any:
         from vllm.sampling_params import StructuredOutputsParams
 
         kwargs["structured_outputs"] = StructuredOutputsParams(**request.guided)
+    if request.prompt_logprobs is not None:
+        kwargs["prompt_logprobs"] = request.prompt_logprobs
     return SamplingParams(**kwargs)
 
 

@@ -57,6 +57,9 @@ class EvalItem:
     letters: str = ""
     choices: list[str] = field(default_factory=list)
     error: str | None = None
+    # Multiple choice scored by loglikelihood: the bare question, and few-shot (question, right option) pairs.
+    question: str = ""
+    choice_shots: list[list[str]] = field(default_factory=list)
 
     def request(self) -> dict[str, Any]:
         return {"query": self.query, "history": self.history, "system": self.system}
@@ -94,6 +97,7 @@ class Parsed:
     history: list[list[str]] = field(default_factory=list)
     letters: str = ""
     choices: list[str] = field(default_factory=list)
+    question: str = ""
 
 
 def detect_kind(data: dict[str, Any]) -> str | None:
@@ -141,7 +145,8 @@ def _multiple_choice(data: dict[str, Any]) -> Parsed:
     letter = _answer_letter(data["answer"], choices, letters)
     options = "\n".join(f"{ch}. {text}" for ch, text in zip(letters, choices, strict=False))
     query = f"{question}\n\n{options}\n\n{MC_INSTRUCTION}"
-    return Parsed(query, letter, f"The answer is {letter}.", _system(data), letters=letters, choices=choices)
+    return Parsed(query, letter, f"The answer is {letter}.", _system(data), letters=letters, choices=choices,
+                  question=question)
 
 
 def _choices(data: dict[str, Any]) -> list[str]:
@@ -253,13 +258,15 @@ def load_dataset(
         )
     shots = sorted(random.Random(seed).sample(good, few_shot)) if few_shot > 0 else []
     shot_pairs = [[p.query, p.shot_answer] for i in shots if isinstance(p := parsed[i], Parsed)]
+    choice_shots = [[p.question, p.choices[p.letters.index(p.reference)]] for i in shots
+                    if isinstance(p := parsed[i], Parsed) and p.choices]
     items: list[EvalItem] = []
     for i, (record, row) in enumerate(zip(records, parsed, strict=True)):
         if i in shots:
             continue
         if limit is not None and len(items) >= limit:
             break
-        items.append(_item(name, len(items), record, kind, row, shot_pairs))
+        items.append(_item(name, len(items), record, kind, row, shot_pairs, choice_shots))
     return EvalDataset(
         name,
         path,
@@ -272,7 +279,8 @@ def load_dataset(
 
 
 def _item(
-    name: str, index: int, record: Record, kind: str, row: Parsed | InputError, shots: list[list[str]]
+    name: str, index: int, record: Record, kind: str, row: Parsed | InputError, shots: list[list[str]],
+    choice_shots: list[list[str]] | None = None,
 ) -> EvalItem:
     if isinstance(row, InputError):
         return EvalItem(name, index, record.line, kind, error=str(row))
@@ -287,4 +295,6 @@ def _item(
         row.reference,
         row.letters,
         row.choices,
+        question=row.question,
+        choice_shots=choice_shots or [],
     )

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from swiftcli.eval.datasets import EvalDataset, EvalItem, dataset_names, load_dataset
+from swiftcli.eval.datasets import MULTIPLE_CHOICE, EvalDataset, EvalItem, dataset_names, load_dataset
 from swiftcli.eval.runner import Generated
 from swiftcli.eval.scoring import score_dataset
 
@@ -43,27 +43,38 @@ class EvalOutcome:
     output_tokens: int
 
 
+Answer = Callable[[list[EvalItem]], Generated]
+
+
 def evaluate(
-    datasets: Sequence[EvalDataset], generate: Callable[[list[EvalItem]], Generated], zh_tokenizer: str = "char"
+    datasets: Sequence[EvalDataset], generate: Answer, zh_tokenizer: str = "char", score: Answer | None = None
 ) -> EvalOutcome:
-    """Answer the items of all datasets in one call of `generate`, then score each dataset."""
-    items = [item for d in datasets for item in d.items]
-    generated = generate(items)
+    """Answer the items of all datasets in one call of `generate` (multiple-choice items in one call of `score`,
+    by loglikelihood, when it is given), then score each dataset."""
+
+    def by_score(dataset: EvalDataset) -> bool:
+        return score is not None and dataset.kind == MULTIPLE_CHOICE
+
+    answered: list[Generated] = []
+    for use_score, answer in ((False, generate), (True, score)):
+        items = [item for d in datasets if by_score(d) == use_score for item in d.items]
+        answered.append(answer(items) if items and answer is not None else Generated([], 0.0))
+    queues = [iter(g.predictions) for g in answered]
     rows: list[dict[str, Any]] = []
     entries: list[dict[str, Any]] = []
-    start = 0
     for dataset in datasets:
-        predictions = generated.predictions[start : start + len(dataset.items)]
-        start += len(dataset.items)
+        queue = queues[by_score(dataset)]
+        predictions = [next(queue) for _ in dataset.items]
         dataset_rows, entry = score_dataset(dataset, predictions, zh_tokenizer)
         rows += dataset_rows
         entries.append(entry)
+    every = [p for g in answered for p in g.predictions]
     return EvalOutcome(
         rows,
         entries,
-        generated.seconds,
-        sum(p.prompt_tokens for p in generated.predictions),
-        sum(p.output_tokens for p in generated.predictions),
+        sum(g.seconds for g in answered),
+        sum(p.prompt_tokens for p in every),
+        sum(p.output_tokens for p in every),
     )
 
 

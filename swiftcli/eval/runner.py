@@ -25,6 +25,9 @@ class Prediction:
     output_tokens: int = 0
     finish_reason: str | None = None
     error: str | None = None
+    # Multiple choice scored by loglikelihood: each option's log-probability, and whether it is the greedy one.
+    loglikelihoods: list[float] | None = None
+    greedy: list[bool] | None = None
 
 
 @dataclass
@@ -149,6 +152,19 @@ async def _generate_remote(
         start = time.perf_counter()
         predictions = await asyncio.gather(*(answer(item) for item in items))
         return model, Generated(list(predictions), time.perf_counter() - start)
+
+
+def resolve_remote_model(target: RemoteTarget) -> str:
+    """The model to ask the server for (--eval_model, checked, else the first it lists)."""
+    import openai
+
+    async def pick() -> str:
+        client = openai.AsyncOpenAI(base_url=target.url, api_key=target.token or "EMPTY", max_retries=0,
+                                    timeout=target.timeout_s)
+        async with client:
+            return await _pick_model(client, target)
+
+    return asyncio.run(pick())
 
 
 async def _pick_model(client: Any, target: RemoteTarget) -> str:

@@ -40,7 +40,11 @@ def score_dataset(
         method = scorer.describe()
     else:
         unparsed = 0
+        by_likelihood = any(p.loglikelihoods is not None for _, p in answered)
         for item, p in answered:
+            if p.loglikelihoods is not None:
+                scored[item.index] = loglikelihood_scores(item, p.loglikelihoods)
+                continue
             if dataset.kind == MULTIPLE_CHOICE:
                 letter = extract_choice(p.text or "", item.letters, item.choices)
                 extracted: str | None = letter
@@ -61,7 +65,11 @@ def score_dataset(
             if dataset.kind == MULTIPLE_CHOICE
             else "final number extracted from the answer, compared exactly"
         }
-        metrics["no_answer_found"] = float(unparsed)
+        if by_likelihood:
+            metrics["accuracy_norm"] = mean([s["scores"]["accuracy_norm"] for s in scored.values()])
+            method = dict(LOGLIKELIHOOD_METHOD)
+        else:
+            metrics["no_answer_found"] = float(unparsed)
     for item, p in zip(dataset.items, predictions, strict=True):
         row: dict[str, Any] = {
             "dataset": dataset.name,
@@ -100,6 +108,30 @@ def score_dataset(
         "method": method,
     }
     return rows, entry
+
+
+LOGLIKELIHOOD_METHOD = {
+    "accuracy": "loglikelihood: the option whose text the model finds likeliest after the question (lm-eval acc)",
+    "accuracy_norm": "loglikelihood per character of the option (lm-eval acc_norm)",
+}
+
+
+def loglikelihood_scores(item: Any, loglikelihoods: list[float]) -> dict[str, Any]:
+    """A row's picks by raw and by length-normalised loglikelihood, as lm-evaluation-harness computes them."""
+    n = len(loglikelihoods)
+    best = max(range(n), key=lambda i: loglikelihoods[i])
+    best_norm = max(range(n), key=lambda i: loglikelihoods[i] / max(len(item.choices[i]), 1))
+    correct = item.letters[best] == item.reference
+    from swiftcli.eval.loglikelihood import contexts
+
+    return {
+        "prompt": contexts(item)[0],
+        "extracted": item.letters[best],
+        "correct": correct,
+        "loglikelihoods": [round(v, 6) for v in loglikelihoods],
+        "scores": {"accuracy": 100.0 if correct else 0.0,
+                   "accuracy_norm": 100.0 if item.letters[best_norm] == item.reference else 0.0},
+    }
 
 
 def _plain(number: Any) -> str:

@@ -36,6 +36,7 @@ from swiftcli.server.limits import (
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
 from swiftcli.server.serving import ClientGone, Serving, admit, guided_decoding, until_disconnected
+from swiftcli.server.tokenize import TOKENIZER_PATHS, add_tokenizer_routes
 from swiftcli.server.tools import plan_tools, server_parsers
 
 logger = logging.getLogger("swiftcli.server")
@@ -121,7 +122,8 @@ class GateMiddleware:
         self.state = state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope.get("path", "").startswith("/v1/"):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith("/v1/") or path in TOKENIZER_PATHS:
             problem = self._problem(scope)
             if problem is not None:
                 status, message = problem
@@ -172,6 +174,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     app.add_middleware(GateMiddleware, state=state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     serving = Serving(state)
+    add_tokenizer_routes(app, state)
 
     @app.get("/health")
     async def health() -> Response:

@@ -164,7 +164,17 @@ class ChatCompletionRequest(SamplingFields):
         return out
 
 
+# Token-id prompts are bounded by the context length; the number of prompts per request by this.
+MAX_PROMPTS = 256
+MAX_LOGPROBS = 20
+
+
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str]
+    # A string, strings, token ids or lists of token ids (lm-evaluation-harness sends ids).
+    prompt: str | list[str] | list[int] | list[list[int]]
+    # 0 with echo scores the prompt without generating (lm-evaluation-harness's loglikelihood requests).
+    max_tokens: int | None = Field(default=None, ge=0)
     echo: bool = False
-    logprobs: int | None = Field(default=None, ge=0, le=20)
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    # vLLM's extension: the prompt tokens' logprobs with this many alternatives, in vLLM's per-choice shape.
+    prompt_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)

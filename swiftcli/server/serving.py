@@ -14,6 +14,7 @@ from swiftcli.config.spec import GenerationConfig
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
 from swiftcli.server.errors import APIError, error_body
 from swiftcli.server.metrics import Metrics
+from swiftcli.server.prompts import check_scoring_fields, completion_prompts, echoed_tokens, vllm_prompt_logprobs
 from swiftcli.server.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
 from swiftcli.server.tools import ChoiceStream, ToolPlan, whole_message
 
@@ -255,11 +256,13 @@ class Serving:
             text = self._tokens[token_id] = str(self.engine.hf_tokenizer.decode([token_id]))
         return text
 
-    async def decode_off_loop(self, outputs: Sequence[Completion]) -> None:
+    async def decode_off_loop(self, outputs: Sequence[Completion], results: Sequence[RequestResult] = ()) -> None:
         """Decode every token that logprobs will name in the tokenizer thread (thousands of decodes would
-        otherwise hold the event loop); building the response then only looks them up."""
+        otherwise hold the event loop); building the response then only looks them up. `results` adds the
+        prompt tokens of echoed or scored prompts."""
         ids = {tid for out in outputs for tid in out.token_ids}
         ids.update(tid for out in outputs for step in out.logprobs or [] for tid in step)
+        ids.update(tid for result in results for step in result.prompt_logprobs or [] if step for tid in step)
         await self.state.off_loop(lambda: [self._token(tid) for tid in ids if tid not in self._tokens])
 
     def chat_logprobs(self, ids: list[int], lps: list[dict[int, float]] | None, top: int) -> Any:
@@ -277,20 +280,27 @@ class Serving:
             })
         return {"content": content}
 
-    def completion_logprobs(self, ids: list[int], lps: list[dict[int, float]] | None, top: int,
+    def completion_logprobs(self, ids: list[int], lps: Sequence[dict[int, float] | None] | None, top: int,
                             offset: int) -> Any:
         if lps is None:
             return None
-        tokens, token_lps, tops, offsets = [], [], [], []
+        tokens: list[str] = []
+        token_lps: list[float | None] = []
+        tops: list[dict[str, float] | None] = []
+        offsets: list[int] = []
         pos = offset
         for tid, step in zip(ids, lps, strict=False):
             token = self._token(tid)
             tokens.append(token)
+            offsets.append(pos)
+            pos += len(token)
+            if step is None:  # an echoed prompt's first token: nothing precedes it
+                token_lps.append(None)
+                tops.append(None)
+                continue
             token_lps.append(max(step.get(tid, -9999.0), -9999.0))
             ranked = sorted(step.items(), key=lambda kv: -kv[1])[:top]
             tops.append({self._token(k): max(v, -9999.0) for k, v in ranked} if top else None)
-            offsets.append(pos)
-            pos += len(token)
         return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
 
     # --- requests -> engine requests
@@ -323,20 +333,18 @@ class Serving:
 
     def completion_requests(self, req: CompletionRequest, adapter: str | None) -> tuple[list[EngineRequest],
                                                                                         list[str]]:
-        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
-        if not prompts:
-            raise APIError(400, "prompt must not be empty", param="prompt")
-        tokenizer = self.engine.hf_tokenizer
+        prompt_logprobs = check_scoring_fields(req)
+        prompts = completion_prompts(req, self.engine.hf_tokenizer)
         requests = []
         base_id = f"cmpl-{uuid.uuid4().hex}"
-        for i, prompt in enumerate(prompts):
-            ids = list(tokenizer.encode(prompt, add_special_tokens=True))
-            if not ids:
-                raise APIError(400, "prompt must not be empty", param="prompt")
-            max_tokens = self._check_room(ids, req.max_tokens)
+        for i, (_, ids) in enumerate(prompts):
+            # max_tokens 0 (scoring only) still runs one step: the engine computes prompt logprobs while it
+            # prefills, and the one generated token is not shown.
+            max_tokens = self._check_room(ids, req.max_tokens or (1 if req.max_tokens == 0 else None))
             config = sampling_config(self.engine.generation_config, req, max_tokens, req.logprobs)
-            requests.append(EngineRequest(ids, config, request_id=f"{base_id}-{i}", adapter=adapter))
-        return requests, prompts
+            requests.append(EngineRequest(ids, config, request_id=f"{base_id}-{i}", adapter=adapter,
+                                          prompt_logprobs=prompt_logprobs))
+        return requests, [text for text, _ in prompts]
 
     # --- chat
 
@@ -427,17 +435,29 @@ class Serving:
             final[i] = result
         choices = []
         top = req.logprobs or 0
-        if req.logprobs is not None:
-            await self.decode_off_loop([out for result in final.values() for out in result.outputs])
+        if req.logprobs is not None or req.prompt_logprobs is not None:
+            scored = list(final.values()) if req.echo or req.prompt_logprobs is not None else []
+            await self.decode_off_loop([out for result in final.values() for out in result.outputs], scored)
+        scoring_only = req.max_tokens == 0
         for i, prompt in enumerate(prompts):
             for out in final[i].outputs:
                 prefix = prompt if req.echo else ""
-                logprobs = (self.completion_logprobs(out.token_ids, out.logprobs, top, len(prefix))
+                ids, offset = out.token_ids, len(prefix)
+                lps: Sequence[dict[int, float] | None] | None = out.logprobs
+                if req.echo:
+                    ids, lps = echoed_tokens(requests[i].prompt_ids, final[i].prompt_logprobs, out.token_ids,
+                                             out.logprobs, scoring_only)
+                    offset = 0
+                logprobs = (self.completion_logprobs(ids, lps, top, offset)
                             if req.logprobs is not None else None)
-                choices.append({"index": i * req.n + out.index, "text": prefix + out.text, "logprobs": logprobs,
-                                "finish_reason": out.finish_reason})
+                choice = {"index": i * req.n + out.index, "text": prefix + ("" if scoring_only else out.text),
+                          "logprobs": logprobs, "finish_reason": out.finish_reason}
+                if req.prompt_logprobs is not None:
+                    choice["prompt_logprobs"] = vllm_prompt_logprobs(
+                        requests[i].prompt_ids, final[i].prompt_logprobs, req.prompt_logprobs, self._token)
+                choices.append(choice)
         prompt_tokens = sum(r.prompt_tokens for r in final.values())
-        output_tokens = sum(r.output_tokens for r in final.values())
+        output_tokens = 0 if scoring_only else sum(r.output_tokens for r in final.values())
         return {"id": requests[0].request_id.rsplit("-", 1)[0], "object": "text_completion",
                 "created": int(time.time()), "model": model, "choices": choices,
                 "usage": usage(prompt_tokens, output_tokens)}
@@ -470,7 +490,13 @@ class Serving:
                         tracker.started[j] = True
                         prefix = prompts[p] if req.echo else ""
                     offset = tracker.chars[j] + (len(prompts[p]) if req.echo else 0)
-                    text, ids, lps = tracker.delta(j, out)
+                    text, ids, new_lps = tracker.delta(j, out)
+                    lps: Sequence[dict[int, float] | None] | None = new_lps
+                    if req.max_tokens == 0:  # scoring only: the one token generated is not shown
+                        text, ids, lps = "", [], []
+                    if prefix:  # the echoed prompt, with its tokens' logprobs, comes with the first chunk
+                        ids, lps = echoed_tokens(requests[p].prompt_ids, result.prompt_logprobs, ids, lps, False)
+                        offset = 0
                     if prefix or text or out.finish_reason:
                         logprobs = (self.completion_logprobs(ids, lps, top, offset)
                                     if req.logprobs is not None else None)
