@@ -22,6 +22,8 @@ EXAMPLES = """
   swiftcli eval --eval_url http://127.0.0.1:8000/v1 --eval_dataset gsm8k_test.jsonl --eval_few_shot 4
 
   swiftcli eval compare eval_outputs/base eval_outputs/lora --html report.html
+
+  swiftcli eval --ckpt_dir 'output/v0-xxx/checkpoint-*' --eval_dataset qa.jsonl --eval_output_dir sweep1
 """
 
 COMPARE_EXAMPLES = """
@@ -163,8 +165,16 @@ def eval_command(
             "--eval_url evaluates a running server; it takes no --model_type, --model or --ckpt_dir",
             "use --eval_model to pick a model the server serves",
         )
+    from swiftcli.eval.checkpoints import is_sweep
+
+    sweep = is_sweep(model.ckpt_dir)  # a glob, a list or a run folder: every checkpoint, resumable
+    if sweep:
+        from swiftcli.cli.eval_sweep import check_sweep_options
+
+        check_sweep_options(model)
     output_dir = eval_output_dir or default_output_dir()
-    check_output_dir(output_dir)
+    if not sweep:
+        check_output_dir(output_dir)
     seed = gen.seed if gen.seed is not None else 0
     datasets = load_datasets(eval_dataset, eval_type, eval_few_shot, eval_limit, seed)
     settings = {
@@ -176,6 +186,10 @@ def eval_command(
         "eval_url": eval_url,
         "concurrency": eval_concurrency,
     }
+    if sweep:
+        from swiftcli.cli.eval_sweep import run_sweep_command
+
+        return run_sweep_command(datasets, output_dir, settings, model, gen, EVAL_DEFAULTS)
     run_eval(datasets, output_dir, settings, model, gen, eval_url, eval_token, eval_model)
 
 
