@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from swiftcli.cli.errors import handled
-from swiftcli.cli.options import GenerationOptions, ModelOptions, parse_bool, with_options
+from swiftcli.cli.options import BoolValue, GenerationOptions, ModelOptions, parse_bool, with_options
 
 SERVER_PANEL = "Server"
+# Adapters in one engine batch with --enable_runtime_lora (more can be loaded; vLLM swaps them in as needed).
+RUNTIME_MAX_LORAS = 4
 
 EXAMPLES = """
 
@@ -57,6 +59,16 @@ def deploy_command(
             "--lora_modules", "--lora-modules", metavar="NAME=PATH", help="Serve a LoRA adapter by name (repeatable)."
         ),
     ] = None,
+    enable_runtime_lora: Annotated[
+        BoolValue,
+        _opt(
+            "--enable_runtime_lora",
+            "--enable-runtime-lora",
+            parser=parse_bool,
+            metavar="BOOL",
+            help="Allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter (vllm backend; LoRA on).",
+        ),
+    ] = False,  # type: ignore[assignment]
     ssl_keyfile: Annotated[str | None, _opt("--ssl_keyfile", "--ssl-keyfile", help="TLS key file.")] = None,
     ssl_certfile: Annotated[str | None, _opt("--ssl_certfile", "--ssl-certfile", help="TLS certificate file.")] = None,
     max_concurrent_requests: Annotated[
@@ -108,6 +120,11 @@ def deploy_command(
             raise _usage("--lora_modules needs the vllm backend", "drop --infer_backend pt")
         config.enable_lora = True
         config.max_loras = max(config.max_loras, len(loras))
+    if enable_runtime_lora:
+        if backend != "vllm":
+            raise _usage("--enable_runtime_lora needs the vllm backend", "drop --infer_backend pt")
+        config.enable_lora = True
+        config.max_loras = max(config.max_loras, len(loras), RUNTIME_MAX_LORAS)
 
     def load() -> tuple[object, object]:
         from swiftcli.engines import create_async_engine
@@ -124,6 +141,7 @@ def deploy_command(
         max_concurrent_requests=max_concurrent_requests,
         log_requests=log_requests,
         default_max_tokens=gen.max_new_tokens,
+        runtime_lora=bool(enable_runtime_lora),
     )
     listen = ListenOptions(
         host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"

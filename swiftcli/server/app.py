@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from swiftcli import __version__
 from swiftcli.errors import SwiftError
 from swiftcli.server.errors import APIError, error_body, install_handlers
+from swiftcli.server.lora_admin import install_lora_admin
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
 from swiftcli.server.serving import ClientGone, Serving, admit, guided_decoding, until_disconnected
@@ -41,6 +42,7 @@ class ServerSettings:
     max_concurrent_requests: int | None = None
     log_requests: bool = False
     default_max_tokens: int | None = None
+    runtime_lora: bool = False
 
 
 class ServerState:
@@ -133,6 +135,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     app.add_middleware(GateMiddleware, state=state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     serving = Serving(state)
+    install_lora_admin(app, state)
 
     @app.get("/health")
     async def health() -> Response:
