@@ -33,3 +33,18 @@ def make_lora_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, scale: fl
             "template_type": "smollm2", "sft_type": "lora", "dtype": "bf16"}
     (out_dir / args_file).write_text(json.dumps(args, indent=2))
     return out_dir
+
+
+def make_training_run(base_dir: Path, run_dir: Path, steps: tuple[int, ...] = (10, 20, 30), *,
+                      seed: int = 0, scale_per_step: float = 0.005) -> list[Path]:
+    """checkpoint-STEP folders of one adapter "training": the same random direction, growing with the step, and a
+    trainer_state.json in each (global_step, a log_history), as transformers' Trainer writes them."""
+    checkpoints = []
+    for step in steps:
+        ckpt = make_lora_adapter(base_dir, run_dir / f"checkpoint-{step}", seed=seed, scale=scale_per_step * step)
+        history = [{"step": s, "loss": round(2.0 / (1 + s / 10), 4)} for s in steps if s <= step]
+        state = {"global_step": step, "epoch": step / max(steps), "log_history": history,
+                 "best_model_checkpoint": None}
+        (ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        checkpoints.append(ckpt)
+    return checkpoints

@@ -79,3 +79,14 @@ def deploy_server():
     server = start_server(["--max_new_tokens", "128"])
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def lora_run(embedded_spec, tmp_path_factory):
+    """A training run folder with checkpoint-10/-20/-30 of one LoRA adapter (growing), each with trainer_state.json;
+    the run folder's name is its path's last part, as ms-swift's output/v0-... folders."""
+    from checkpoints import make_training_run
+
+    root = tmp_path_factory.mktemp("train") / "v0-20260101-000000"
+    make_training_run(embedded_spec.model_dir, root)
+    return root

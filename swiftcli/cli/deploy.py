@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from swiftcli.cli.errors import handled
-from swiftcli.cli.options import parse_bool, with_options
+from swiftcli.cli.options import BoolValue, parse_bool, with_options
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
 from swiftcli.server.limits import ServerLimits
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 SERVER_PANEL = "Server"
 _LIMITS = ServerLimits()
+# Adapters in one engine batch with --enable_runtime_lora (more can be loaded; vLLM swaps them in as needed).
+RUNTIME_MAX_LORAS = 4
 
 EXAMPLES = """
 
@@ -63,6 +65,15 @@ def deploy_command(
             "--lora-modules", metavar="NAME=PATH", help="Serve a LoRA adapter by name (repeatable)."
         ),
     ] = None,
+    enable_runtime_lora: Annotated[
+        BoolValue,
+        _opt(
+            "--enable-runtime-lora",
+            parser=parse_bool,
+            metavar="BOOL",
+            help="Allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter (vllm backend; LoRA on).",
+        ),
+    ] = False,  # type: ignore[assignment]
     ssl_keyfile: Annotated[str | None, _opt("--ssl-keyfile", help="TLS key file.")] = None,
     ssl_certfile: Annotated[str | None, _opt("--ssl-certfile", help="TLS certificate file.")] = None,
     max_concurrent_requests: Annotated[
@@ -137,6 +148,11 @@ def deploy_command(
             raise _usage("--lora_modules needs the vllm backend", "drop --infer_backend pt")
         engine.enable_lora = True
         engine.max_loras = max(engine.max_loras, len(loras))
+    if enable_runtime_lora:
+        if (model.infer_backend or default_backend()) != "vllm":
+            raise _usage("--enable_runtime_lora needs the vllm backend", "drop --infer_backend pt")
+        engine.enable_lora = True
+        engine.max_loras = max(engine.max_loras, len(loras), RUNTIME_MAX_LORAS)
     output.engine_logs("deploy")
     _configure_logging(verbose() or log_requests)
     spec = resolve_spec(model)  # a wrong model fails here, before the server starts
@@ -157,6 +173,7 @@ def deploy_command(
         limits=limits,
         tool_call_parser=tool_call_parser,
         reasoning_parser=reasoning_parser,
+        runtime_lora=bool(enable_runtime_lora),
     )
     listen = ListenOptions(
         host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"

@@ -26,6 +26,8 @@ EXAMPLES = """
   swiftcli eval --lm-eval-tasks arc_easy,my_task --lm-eval-include-path my_tasks/
 
   swiftcli eval compare eval_outputs/base eval_outputs/lora --html report.html
+
+  swiftcli eval --ckpt-dir 'output/v0-xxx/checkpoint-*' --eval-dataset qa.jsonl --eval-output-dir sweep1
 """
 
 COMPARE_EXAMPLES = """
@@ -190,8 +192,16 @@ def eval_command(
             "--eval_url evaluates a running server; it takes no --model_type, --model or --ckpt_dir",
             "use --eval_model to pick a model the server serves",
         )
+    from swiftcli.eval.checkpoints import is_sweep
+
+    sweep = is_sweep(model.ckpt_dir)  # a glob, a list or a run folder: every checkpoint, resumable
+    if sweep:
+        from swiftcli.cli.eval_sweep import check_sweep_options
+
+        check_sweep_options(model)
     output_dir = eval_output_dir or default_output_dir()
-    check_output_dir(output_dir)
+    if not sweep:
+        check_output_dir(output_dir)
     seed = gen.seed if gen.seed is not None else 0
     datasets = load_datasets(eval_dataset, eval_type, eval_few_shot, eval_limit, seed) if eval_dataset else []
     harness: dict[str, Any] | None = None
@@ -212,6 +222,10 @@ def eval_command(
         "mc_method": eval_mc_method,
         "lm_eval_tasks": harness["tasks"] if harness else None,
     }
+    if sweep:
+        from swiftcli.cli.eval_sweep import run_sweep_command
+
+        return run_sweep_command(datasets, output_dir, settings, model, engine, gen, EVAL_DEFAULTS)
     run_eval(datasets, output_dir, settings, model, engine, gen, eval_url, eval_token, eval_model, harness)
 
 

@@ -16,6 +16,7 @@ from swiftcli import __version__
 from swiftcli.cli import output, state
 from swiftcli.cli.app_ui import app_ui_command
 from swiftcli.cli.chat import chat_command
+from swiftcli.cli.check import check_command
 from swiftcli.cli.deploy import deploy_command
 from swiftcli.cli.eval import eval_app
 from swiftcli.cli.export import export_command
@@ -66,6 +67,7 @@ app.add_typer(eval_app, name="eval", rich_help_panel="Run")
 app.command("deploy", rich_help_panel="Run")(deploy_command)
 app.command("app-ui", rich_help_panel="Run")(app_ui_command)
 app.command("export", rich_help_panel="Models")(export_command)
+app.command("check", rich_help_panel="Models")(check_command)
 
 
 def _option_table(command: Any) -> tuple[set[str], set[str]]:

@@ -200,7 +200,8 @@ class VllmEngine:
     def add_lora(self, name: str, path: str) -> None:
         from vllm.lora.request import LoRARequest
 
-        self._lora[name] = LoRARequest(name, len(self._lora) + 1, path)
+        # A fresh id each time: vLLM caches adapters by id, so re-adding a name must not reuse another's id.
+        self._lora[name] = LoRARequest(name, max((r.lora_int_id for r in self._lora.values()), default=0) + 1, path)
 
     @property
     def lora_names(self) -> list[str]:

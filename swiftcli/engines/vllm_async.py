@@ -3,6 +3,7 @@ arrive on the server's event loop."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -50,6 +51,7 @@ class AsyncVllmEngine:
         self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
         self.lora_enabled = bool(args.get("enable_lora"))
         self._lora: dict[str, Any] = {}
+        self._lora_ids = itertools.count(1)  # never reused: vLLM caches adapters by id, even after unloading
         for path in spec.adapters:
             self.add_lora(path.name, str(path))
         self.default_adapter = spec.adapters[0].name if spec.adapters else None
@@ -64,7 +66,21 @@ class AsyncVllmEngine:
         if not self.lora_enabled:
             raise EngineError("LoRA adapters need an engine started with LoRA enabled",
                               "pass --vllm_enable_lora true (or --lora_modules)")
-        self._lora[name] = LoRARequest(name, len(self._lora) + 1, path)
+        self._lora[name] = LoRARequest(name, next(self._lora_ids), path)
+
+    async def load_lora(self, name: str, path: str) -> None:
+        """Add an adapter at runtime and load it into the engine now, so a bad one fails here, not in a request."""
+        self.add_lora(name, path)
+        try:
+            await self.llm.add_lora(self._lora[name])
+        except BaseException:
+            del self._lora[name]
+            raise
+
+    async def unload_lora(self, name: str) -> None:
+        """Forget an adapter: requests that name it afterwards are refused."""
+        request = self._lora.pop(name)
+        await self.llm.remove_lora(request.lora_int_id)
 
     async def generate(self, request: EngineRequest, *, guided: dict[str, Any] | None = None
                        ) -> AsyncIterator[RequestResult]:

@@ -50,10 +50,16 @@ def tokenizer_source(ckpt_dir: Path | None, base_dir: Path) -> Path:
     return base_dir
 
 
-def save_tokenizer(source: Path, out_dir: Path, trust_remote_code: bool = False) -> None:
+def save_tokenizer(source: Path, out_dir: Path, trust_remote_code: bool = False,
+                   chat_template: str | None = None) -> None:
+    """Save the tokenizer; with `chat_template`, that one (the prompt format swiftcli used) replaces its own."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+        tokenizer.save_pretrained(out_dir)
+        return
     tokenizer.save_pretrained(out_dir)
     for name in CHAT_TEMPLATE_FILES:
         if (source / name).is_file() and not (out_dir / name).exists():

@@ -165,7 +165,10 @@ def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, veri
     merged.save_pretrained(temp)
     del merged, model, base
     gc.collect()
-    files.save_tokenizer(tokenizer_dir, temp, trust_remote_code)
+    # The prompt format swiftcli used goes with the weights, so other servers prompt the merge the same way.
+    from swiftcli.export.chat_template import chat_template_for
+
+    files.save_tokenizer(tokenizer_dir, temp, trust_remote_code, chat_template_for(spec, trust_remote_code))
     files.write_generation_config([adapter, spec.model_dir], temp, lambda m: say(f"Warning: {m}"))
     files.write_args(adapter, temp, target, {
         "model_type": spec.model_type, "template_type": spec.template_type, "dtype": save_dtype,

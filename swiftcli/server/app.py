@@ -33,6 +33,7 @@ from swiftcli.server.limits import (
     count_prompts,
     default_concurrency,
 )
+from swiftcli.server.lora_admin import install_lora_admin
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
 from swiftcli.server.serving import ClientGone, Serving, admit, guided_decoding, until_disconnected
@@ -59,6 +60,7 @@ class ServerSettings:
     # Parser names; None: the template family's default (see registry.tool_prompts).
     tool_call_parser: str | None = None
     reasoning_parser: str | None = None
+    runtime_lora: bool = False
 
 
 class ServerState:
@@ -175,6 +177,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     serving = Serving(state)
     add_tokenizer_routes(app, state)
+    install_lora_admin(app, state)
 
     @app.get("/health")
     async def health() -> Response:

@@ -1,0 +1,164 @@
+"""`swiftcli check`: does vLLM answer as transformers does, for a model or a checkpoint (adapter and merge)?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from swiftcli.cli.errors import handled
+from swiftcli.cli.options import BoolValue, parse_bool, with_options
+from swiftcli.config.options import ModelOptions
+from swiftcli.config.spec import EngineConfig
+
+CHECK_PANEL = "Check"
+
+EXAMPLES = """
+
+[b]Examples[/b]
+
+  swiftcli check
+
+  swiftcli check --ckpt-dir output/v0-xxx/checkpoint-100
+
+  swiftcli check --model-type qwen2_5-7b-instruct --dtype bf16 --near-tie 0.3 --prompts-file prompts.txt
+"""
+
+
+def _opt(*names: str, help: str, **kwargs: Any) -> Any:
+    kwargs.setdefault("show_default", True)
+    return typer.Option(*names, help=help, rich_help_panel=CHECK_PANEL, **kwargs)
+
+
+@with_options(model=ModelOptions, engine=EngineConfig)
+@handled
+def check_command(
+    prompt: Annotated[list[str] | None, _opt("--prompt", help="A prompt to compare on (repeatable); default "
+                                                                "four built-in ones.", show_default=False)] = None,
+    prompts_file: Annotated[Path | None, _opt("--prompts-file",
+                                              help="A file of prompts: one per line (.txt) or .jsonl/.json/.csv "
+                                                   "rows with a query.", show_default=False)] = None,
+    max_new_tokens: Annotated[int, _opt("--max-new-tokens",
+                                        help="Tokens to compare per prompt.")] = 32,
+    near_tie: Annotated[float, _opt("--near-tie",
+                                    help="A divergence where both sides' logprob margin is below this is a near-tie "
+                                         "(dtype/kernel noise), not a failure.")] = 0.1,
+    max_logprob_gap: Annotated[float, _opt("--max-logprob-gap",
+                                           help="Fail when a shared token's logprobs differ by more.")] = 0.05,
+    check_merged: Annotated[BoolValue, _opt("--check-merged", parser=parse_bool, metavar="BOOL",
+                                            help="For a LoRA checkpoint, also merge it and run the merge on vLLM.")
+                            ] = True,  # type: ignore[assignment]
+    output_json: Annotated[Path | None, _opt("--output-json", help="Also write the report here.",
+                                             show_default=False)] = None,
+    *,
+    model: ModelOptions,
+    engine: EngineConfig,
+) -> None:
+    """Run the same prompts greedily on vLLM and on transformers and compare them token by token.
+
+    With a LoRA --ckpt_dir: transformers + adapter (the reference) vs vLLM + adapter vs the merged model on vLLM.
+    Float32 by default (on CPU, what vLLM serves); --dtype bf16 checks the serving dtype, where near-ties flip.
+    Exit code 1 when a side diverges where both were sure, a logprob gap is too large, or a side cannot run.
+    """
+    from swiftcli.errors import UsageError
+
+    if model.merge_lora:
+        raise UsageError("check compares the merged model by itself: drop --merge_lora",
+                         "use --check_merged false to skip the merge")
+    if model.infer_backend is not None:
+        raise UsageError("check runs both backends: drop --infer_backend")
+    if max_new_tokens < 1:
+        raise UsageError("--max_new_tokens must be at least 1")
+    if near_tie < 0 or max_logprob_gap < 0:
+        raise UsageError("--near_tie and --max_logprob_gap must be >= 0")
+    prompts = _prompts(prompt or [], prompts_file)
+    report = _run(model, engine, prompts, max_new_tokens, near_tie, max_logprob_gap, bool(check_merged))
+    print_report(report)
+    if output_json is not None:
+        import json
+
+        output_json.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _prompts(given: list[str], path: Path | None) -> list[str]:
+    from swiftcli.errors import InputError, UsageError
+    from swiftcli.eval.parity import DEFAULT_PROMPTS
+
+    prompts = list(given)
+    if path is not None:
+        if not path.is_file():
+            raise UsageError(f"--prompts_file {path} does not exist")
+        if path.suffix in (".jsonl", ".json", ".csv"):
+            from swiftcli.data.records import read_samples
+
+            prompts += [sample.query for _, sample in read_samples([path])]
+        else:
+            prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(prompts) == len(given):
+            raise InputError(f"--prompts_file {path} has no prompts")
+    return prompts or list(DEFAULT_PROMPTS)
+
+
+def _run(model: ModelOptions, engine: EngineConfig, prompts: list[str], max_new_tokens: int, near_tie: float,
+         max_gap: float, check_merged: bool) -> Any:
+    from swiftcli.cli import output
+    from swiftcli.engines import loader
+    from swiftcli.eval.parity import run_parity
+
+    output.engine_logs("check")
+    spec = loader.resolve_spec(model)
+    dtype = engine.dtype or "float32"
+    dtype = {"half": "float16", "float": "float32"}.get(dtype, dtype)
+
+    def say(message: str) -> None:
+        output.message(f"running {message}", style="dim")
+
+    return run_parity(spec, lambda s, c: loader.start_engine(s, c, "vllm", False), prompts, dtype=dtype,
+                      max_new_tokens=max_new_tokens, near_tie=near_tie, max_logprob_gap=max_gap,
+                      check_merged=check_merged, engine_config=engine, on_message=say)
+
+
+def print_report(report: Any) -> None:
+    from rich.table import Table
+
+    from swiftcli.cli.output import stdout as console
+
+    for comparison in report.comparisons:
+        table = Table(title=f"{comparison.candidate} vs {comparison.reference} ({report.dtype}, greedy)",
+                      title_justify="left")
+        for column in ("#", "prompt", "agree", "first diff", "max |Δlogprob|", "verdict"):
+            table.add_column(column, justify="left" if column in ("prompt", "verdict") else "right")
+        for i, p in enumerate(comparison.prompts, 1):
+            table.add_row(str(i), _short(p.prompt), f"{p.agreed}/{p.reference_tokens}",
+                          "-" if p.first_divergence is None else str(p.first_divergence),
+                          f"{p.max_logprob_gap:.2e}", _verdict(p, report))
+        console.print(table)
+    for error in report.errors:
+        console.print(f"[red]cannot run[/] {error}", highlight=False)
+    status = "[green]PASS[/]" if report.ok else "[red]FAIL[/]"
+    console.print(f"{status}: near-tie below a margin of {report.near_tie} nats; largest allowed logprob gap "
+                  f"{report.max_logprob_gap}", highlight=False)
+
+
+def _verdict(p: Any, report: Any) -> str:
+    margin = "" if p.margin is None else f" (margin {p.margin:.3f})"
+    if p.verdict == "near-tie":
+        return f"near-tie at token {p.first_divergence}{margin}: dtype/kernel noise, not a bug"
+    if p.verdict == "diverges":
+        return f"[red]DIVERGES[/] at token {p.first_divergence}{margin}"
+    if p.verdict == "logprob-gap":
+        return f"[red]LOGPROB GAP[/] {p.max_logprob_gap:.3f} > {report.max_logprob_gap}"
+    if p.verdict == "non-finite":
+        return "[red]NON-FINITE logprobs[/] (NaN/inf: a broken model or adapter)"
+    return "match"
+
+
+def _short(text: str, width: int = 36) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+check_command.__doc__ = (check_command.__doc__ or "") + EXAMPLES

@@ -1,0 +1,85 @@
+"""`swiftcli eval --ckpt_dir 'output/v0-*/checkpoint-*'`: every checkpoint of a run, a table, a chart, the best."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from swiftcli.config.options import ModelOptions
+from swiftcli.config.spec import EngineConfig, GenerationOverrides
+
+
+def check_sweep_options(model: ModelOptions) -> None:
+    """Refuse, before anything loads, what a sweep cannot honour."""
+    from swiftcli.errors import UsageError
+
+    if model.merge_lora:
+        raise UsageError("--merge_lora true merges one checkpoint; a sweep serves its LoRA checkpoints as adapters",
+                         "drop --merge_lora, or give --ckpt_dir a single checkpoint")
+
+
+def run_sweep_command(datasets: list[Any], output_dir: Path, settings: dict[str, Any], model: ModelOptions,
+                      engine: EngineConfig, gen: GenerationOverrides, eval_defaults: dict[str, Any]) -> None:
+    from swiftcli.cli import output
+    from swiftcli.cli.eval import _progress
+    from swiftcli.config.spec import GenerationConfig
+    from swiftcli.engines import default_backend, loader
+    from swiftcli.eval.checkpoints import resolve_checkpoints
+    from swiftcli.eval.sweep import run_sweep
+
+    check_sweep_options(model)
+    output.engine_logs("eval")
+    checkpoints = resolve_checkpoints(model.ckpt_dir or "", model.model_type, model.model_id_or_path,
+                                      model.template_type, model.system)
+    backend = model.infer_backend or default_backend()
+
+    def say(message: str) -> None:
+        output.message(message, style="dim")
+
+    base = GenerationConfig.from_model_dir(checkpoints[0].spec.model_dir)
+    config = loader.merge_generation(base, gen.given(), **eval_defaults)
+    if gen.seed is not None:
+        engine.seed = gen.seed
+    total = sum(len(d.items) for d in datasets) * len(checkpoints)
+    say(f"{len(checkpoints)} checkpoint(s): {', '.join(c.name for c in checkpoints)}")
+    with _progress(total) as advance:
+        sweep = run_sweep(
+            datasets, checkpoints, output_dir, config, engine,
+            lambda spec, cfg: loader.start_engine(spec, cfg, backend, False),
+            backend=backend, settings=settings, zh_tokenizer=settings["zh_tokenizer"], on_progress=advance,
+            on_message=say,
+        )
+    print_sweep(sweep)
+    say(f"{sweep.engines_started} engine(s) started; {sweep.seconds:.1f} s; wrote {output_dir} "
+        f"(report: {sweep.files.get('html')})")
+
+
+def print_sweep(sweep: Any) -> None:
+    """The table on stdout: one row per checkpoint, one column per dataset metric; the best one named."""
+    from rich.table import Table
+
+    from swiftcli.cli.output import stdout
+
+    columns: list[tuple[str, str]] = []
+    for point in sweep.points:
+        for d in point.summary["datasets"]:
+            for metric in d["metrics"]:
+                if (d["name"], metric) not in columns:
+                    columns.append((d["name"], metric))
+    table = Table(title="swiftcli eval sweep", title_justify="left")
+    for column in ("checkpoint", "step", "score"):
+        table.add_column(column, justify="left" if column == "checkpoint" else "right")
+    for name, metric in columns:
+        table.add_column(f"{name} {metric}", justify="right")
+    for point in sweep.points:
+        by_name = {d["name"]: d["metrics"] for d in point.summary["datasets"]}
+        cells = [_num(by_name.get(n, {}).get(m)) for n, m in columns]
+        mark = " *" if point.name == sweep.best else ""
+        table.add_row(point.name + mark, "-" if point.step is None else str(point.step), _num(point.score()), *cells)
+    console = stdout
+    console.print(table)
+    console.print(f"best: {sweep.best or '-'}", highlight=False)
+
+
+def _num(value: Any) -> str:
+    return "-" if not isinstance(value, (int, float)) else f"{value:.2f}"
