@@ -20,6 +20,7 @@ import typer
 
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import GenerationOptions, ModelOptions, with_options
+from swiftcli.cli.remote import ApiKeyOption, ApiUrlOption
 
 EXAMPLES = """
 
@@ -30,6 +31,8 @@ EXAMPLES = """
   swiftcli chat --model_type qwen2_5-7b-instruct --system "Answer in French." --temperature 0.7
 
   swiftcli chat --ckpt_dir output/checkpoint-100 --no-markdown
+
+  swiftcli chat --api_url http://127.0.0.1:8000/v1    [dim]# a running swiftcli deploy[/dim]
 """
 
 CTRL_C = b"\x03"
@@ -44,17 +47,29 @@ def chat_command(
     history_file: Annotated[Path | None, typer.Option(
         "--history_file", "--history-file", help="Input history file; default $SWIFTCLI_HOME/chat_history.",
         dir_okay=False)] = None,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
     *,
     model: ModelOptions,
     gen: GenerationOptions,
 ) -> None:
     """Chat with the model in the terminal: streaming answers, history, /help for commands."""
-    run_chat(model, gen, markdown=not no_markdown, history_file=history_file)
+    from swiftcli.cli.remote import ApiOptions
+
+    run_chat(model, gen, markdown=not no_markdown, history_file=history_file,
+             api=ApiOptions(api_url, api_key) if api_url else None)
 
 
 def run_chat(model: ModelOptions, gen: GenerationOptions, markdown: bool = True,
-             history_file: Path | None = None) -> None:
+             history_file: Path | None = None, api: Any = None) -> None:
     from rich.console import Console
+
+    if api is not None:
+        from swiftcli.cli import remote
+
+        remote.check_options(model)
+        remote.run_chat(api, model, gen, markdown, history_file)
+        return
 
     from swiftcli.cli.common import generation_config, load
     from swiftcli.cli.errors import stderr
@@ -120,6 +135,9 @@ class Repl:
         spec, template = self.loaded.spec, self.loaded.template
         self.note(f"{spec.name} ({self.loaded.backend}, template {template.template_type}). "
                   "/help for commands, Ctrl-C stops an answer, Ctrl-D or /exit quits.")
+        from swiftcli.config.sampling import describe_sampling
+
+        self.note(f"Sampling: {describe_sampling(self.config)} (/set to change).")
         if self.session.single_round:
             self.console.print(f"[yellow]Template {template.template_type!r} is single-round: each message is "
                                "answered on its own and no history is kept.[/]")

@@ -13,6 +13,7 @@ import typer
 
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import BoolValue, GenerationOptions, ModelOptions, parse_bool, with_options
+from swiftcli.cli.remote import SERVER_PANEL, ApiKeyOption, ApiUrlOption
 
 EXAMPLES = """
 
@@ -23,6 +24,8 @@ EXAMPLES = """
   cat question.txt | swiftcli infer --model_type qwen2_5-7b-instruct --output json
 
   swiftcli infer --val_dataset rows.jsonl --result_file out.jsonl    [dim]# run it again to resume[/dim]
+
+  swiftcli infer --api_url http://127.0.0.1:8000/v1 --query "Hi"    [dim]# a running deploy: no start-up[/dim]
 """
 
 DATASET_PANEL = "Dataset"
@@ -63,6 +66,11 @@ def infer_command(
     more_datasets: Annotated[list[str] | None, typer.Argument(
         hidden=True, metavar="FILE", help="More dataset files after --val_dataset, as ms-swift takes them.")]
     = None,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    max_concurrency: Annotated[int | None, typer.Option(
+        "--max_concurrency", "--max-concurrency", help="Requests in flight at once with --api_url; default 8.",
+        rich_help_panel=SERVER_PANEL)] = None,
     *,
     model: ModelOptions,
     gen: GenerationOptions,
@@ -72,6 +80,14 @@ def infer_command(
 
     if output not in ("text", "json"):
         raise UsageError(f"--output must be text or json, not {output!r}")
+    api = None
+    if api_url:
+        from swiftcli.cli import remote
+
+        remote.check_options(model, ("load_dataset_config", bool(load_dataset_config)))
+        api = remote.ApiOptions(api_url, api_key, max_concurrency or remote.DEFAULT_CONCURRENCY)
+    elif max_concurrency is not None:
+        raise UsageError("--max_concurrency applies to --api_url requests", "add --api_url URL, or leave it out")
     if more_datasets:
         # ms-swift writes `--val_dataset a.jsonl b.jsonl`; the files after the first arrive here.
         if not val_dataset:
@@ -83,22 +99,28 @@ def infer_command(
             raise UsageError("give either --query or a dataset, not both")
         if result_file and result_dir:
             raise UsageError("give --result_file or --result_dir, not both")
-        run_dataset(DatasetOptions(list(val_dataset or []), val_dataset_sample, result_file, result_dir,
-                                   bool(load_dataset_config), dataset_seed, bool(skip_bad_rows)),
-                    output, model, gen)
+        opts = DatasetOptions(list(val_dataset or []), val_dataset_sample, result_file, result_dir,
+                              bool(load_dataset_config), dataset_seed, bool(skip_bad_rows))
+        if api:
+            remote.run_dataset(api, opts, output, model, gen, INFER_DEFAULTS)
+        else:
+            run_dataset(opts, output, model, gen)
         return
     queries = list(query or [])
     if not queries:
         if sys.stdin.isatty():
             from swiftcli.cli.chat import run_chat
 
-            run_chat(model, gen)
+            run_chat(model, gen, api=api)
             return
         text = sys.stdin.read().strip()
         if not text:
             raise UsageError("stdin was empty: nothing to answer", "pipe a question, or pass --query TEXT")
         queries = [text]
-    run_queries(queries, output, model, gen)
+    if api:
+        remote.run_queries(api, queries, output, model, gen, INFER_DEFAULTS)
+    else:
+        run_queries(queries, output, model, gen)
 
 
 def run_queries(queries: list[str], output: str, model: ModelOptions, gen: GenerationOptions) -> None:

@@ -38,7 +38,7 @@ class AsyncVllmEngine:
         self.engine_args = args
         self.hf_tokenizer = load_tokenizer(spec, self.config.trust_remote_code)
         self.max_model_len = int(self.llm.model_config.max_model_len)
-        self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
+        self.generation_config = GenerationConfig.for_model(spec)
         self.lora_enabled = bool(args.get("enable_lora"))
         self._lora: dict[str, Any] = {}
         for path in spec.adapters:
