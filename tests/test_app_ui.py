@@ -170,7 +170,8 @@ class TestOnTheEngine:
     def page_url(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
         port = free_port()
         log = tmp_path_factory.mktemp("app-ui") / "app-ui.log"
-        command = [*SWIFTCLI, "app-ui", "--port", str(port), "--temperature", "0", "--max_model_len", "2048"]
+        # No sampling options: the page runs on the model's defaults, as a new user's does.
+        command = [*SWIFTCLI, "app-ui", "--port", str(port), "--max_model_len", "2048"]
         url = f"http://127.0.0.1:{port}/"
         with running(command, url, log):
             yield url, log
@@ -216,6 +217,29 @@ class TestOnTheEngine:
         send(page, FRANCE)
         assert "Paris" in wait_answer(page, 1)
         assert questions(page) == [FRANCE]
+
+    def test_first_answers_are_right_and_the_settings_show_the_sampling(self, page_url: tuple[str, Path],
+                                                                       context: Any) -> None:
+        """Fresh conversations (a new tab each) on the defaults: the question shows above a right answer."""
+        url, _ = page_url
+        for _ in range(3):
+            page = context.new_page()
+            page.goto(url)
+            send(page, FRANCE)
+            answer = wait_answer(page, 1)
+            assert "Paris" in answer, answer
+            assert questions(page) == [FRANCE]
+            question_box = page.locator(USER).first.bounding_box()
+            answer_box = page.locator(BOT).first.bounding_box()
+            assert question_box and answer_box and page.locator(USER).first.is_visible()
+            assert question_box["y"] + question_box["height"] <= answer_box["y"] + 1, (question_box, answer_box)
+            page.close()
+        page = context.new_page()
+        page.goto(url)
+        page.locator("#settings").get_by_text("Settings").first.click()
+        shown = {name: page.locator(f"#{name} input[type=number]").input_value()
+                 for name in ("temperature", "top_k", "repetition_penalty")}
+        assert float(shown["temperature"]) == 0.0 and float(shown["repetition_penalty"]) == 1.1, shown
 
     def test_two_tabs_chat_at_once_with_their_own_histories(self, page_url: tuple[str, Path],
                                                             context: Any) -> None:

@@ -182,9 +182,9 @@ def test_repl_in_a_terminal(tmp_path):
     pexpect = pytest.importorskip("pexpect")
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="ERROR", PROMPT_TOOLKIT_NO_CPR="1",
                TERM="xterm", SWIFTCLI_HOME=str(tmp_path / "home"))
-    # `swiftcli infer` with no query on a terminal is the chat, as in ms-swift.
-    child = pexpect.spawn(sys.executable, ["-m", "swiftcli.cli", "infer", "--temperature", "0",
-                                           "--max_new_tokens", "300"],
+    # `swiftcli infer` with no query on a terminal is the chat, as in ms-swift; no sampling options: a new user's
+    # first chat runs on the model's defaults and must answer right.
+    child = pexpect.spawn(sys.executable, ["-m", "swiftcli.cli", "infer", "--max_new_tokens", "300"],
                           env=env, encoding="utf-8", timeout=300, dimensions=(40, 100))
     log = []
     child.logfile_read = type("Log", (), {"write": lambda self, s: log.append(s), "flush": lambda self: None})()
@@ -208,6 +208,12 @@ def test_repl_in_a_terminal(tmp_path):
     try:
         child.expect_exact(ready)
         child.timeout = 120
+        banner = plain(child.before)
+        assert "Sampling: greedy, repetition_penalty 1.1, max_new_tokens 300" in banner, banner
+        # Fresh conversations, one after another: each first answer is right.
+        for _ in range(3):
+            assert "Paris" in ask(FRANCE)
+            assert "History cleared" in ask("/clear")
         assert "Paris" in ask(FRANCE)
         # Ctrl-C mid-answer stops it; the engine lives on and the next question is answered.
         child.sendline("Write a very long story about a dragon who learns to read.")
@@ -221,7 +227,7 @@ def test_repl_in_a_terminal(tmp_path):
         assert "Ctrl-D or /exit" in reply()
         assert "/help lists commands" in ask("/nope")
         stats = ask("/stats")
-        assert "answers: 1 (1 stopped)" in stats and "history: 1 turns" in stats
+        assert "answers: 4 (1 stopped)" in stats and "history: 1 turns" in stats
         saved = tmp_path / "chat.json"
         assert "Saved 1 turns" in ask(f"/save {saved}")
         assert "History cleared" in ask("/clear")

@@ -107,8 +107,10 @@ def engine_backend(model: ModelOptions, engine_config: EngineConfig, gen: Genera
         asyncio.run(engine.aclose())
         raise
     limit = int(engine.max_model_len)
+    # The page's controls start at the sampling in force: the model's defaults and the options given.
     defaults = PageDefaults(temperature=base.temperature if not base.greedy else 0.0, top_p=base.top_p,
-                            max_new_tokens=min(base.max_new_tokens or 2048, limit))
+                            max_new_tokens=min(base.max_new_tokens or 2048, limit), top_k=base.top_k,
+                            repetition_penalty=base.repetition_penalty)
     return backend, defaults
 
 
@@ -128,7 +130,7 @@ def api_backend(api_url: str, api_key: str | None, model: ModelOptions, engine: 
     # The server counts the prompt and refuses prompt + max_tokens beyond the context: leave room for the prompt.
     defaults = PageDefaults(temperature=base.temperature if not base.greedy else 0.0, top_p=base.top_p,
                             max_new_tokens=min(base.max_new_tokens or 1024, max(1, limit // 2)),
-                            system=model.system)
+                            system=model.system, top_k=base.top_k, repetition_penalty=base.repetition_penalty)
     return backend, defaults
 
 

@@ -18,6 +18,7 @@ from rich.text import Text
 from swiftcli.cli import output
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import with_options
+from swiftcli.cli.remote import ApiKeyOption, ApiUrlOption
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
 
@@ -30,6 +31,8 @@ EXAMPLES = """
   swiftcli chat --model-type qwen2_5-7b-instruct --system "Answer in French." --temperature 0.7
 
   swiftcli chat --ckpt-dir output/checkpoint-100 --no-markdown
+
+  swiftcli chat --api-url http://127.0.0.1:8000/v1    [dim]# a running swiftcli deploy[/dim]
 """
 
 
@@ -42,17 +45,28 @@ def chat_command(
     history_file: Annotated[Path | None, typer.Option(
         "--history-file", help="Input history file; default $SWIFTCLI_HOME/chat_history.",
         dir_okay=False)] = None,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
     *,
     model: ModelOptions,
     engine: EngineConfig,
     gen: GenerationOverrides,
 ) -> None:
     """Chat with the model in the terminal: streaming answers, history, /help for commands."""
-    run_chat(model, engine, gen, markdown=not no_markdown, history_file=history_file)
+    from swiftcli.cli.remote import ApiOptions
+
+    run_chat(model, engine, gen, markdown=not no_markdown, history_file=history_file,
+             api=ApiOptions(api_url, api_key) if api_url else None)
 
 
 def run_chat(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides, markdown: bool = True,
-             history_file: Path | None = None) -> None:
+             history_file: Path | None = None, api: Any = None) -> None:
+    if api is not None:
+        from swiftcli.cli import remote
+
+        remote.check_options(model, engine)
+        remote.run_chat(api, model, gen, markdown, history_file)
+        return
     from swiftcli.cli.common import load
     from swiftcli.inference.chat import ChatSession
 
@@ -128,6 +142,9 @@ class Repl:
         spec, template = self.loaded.spec, self.loaded.template
         self.note(f"{spec.name} ({self.loaded.backend}, template {template.template_type}). "
                   "/help for commands, Ctrl-C stops an answer, Ctrl-D or /exit quits.")
+        from swiftcli.config.sampling import describe_sampling
+
+        self.note(f"Sampling: {describe_sampling(self.config)} (/set to change).")
         if self.session.single_round:
             self.console.print(Text(f"Template {template.template_type!r} is single-round: each message is "
                                     "answered on its own and no history is kept.", style="yellow"))

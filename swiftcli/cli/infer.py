@@ -3,9 +3,11 @@ or, with neither on a terminal, the chat. Logs, progress and the summary go to s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +15,7 @@ import typer
 
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import BoolValue, parse_bool, with_options
+from swiftcli.cli.remote import SERVER_PANEL, ApiKeyOption, ApiUrlOption
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
 
@@ -25,6 +28,8 @@ EXAMPLES = """
   cat question.txt | swiftcli infer --model-type qwen2_5-7b-instruct --output json
 
   swiftcli infer --val-dataset rows.jsonl --result-file out.jsonl    [dim]# run it again to resume[/dim]
+
+  swiftcli infer --api-url http://127.0.0.1:8000/v1 --query "Hi"    [dim]# a running deploy: no start-up[/dim]
 """
 
 DATASET_PANEL = "Dataset"
@@ -70,6 +75,11 @@ def infer_command(
         "--structured-output", metavar="JSON", rich_help_panel="Generation",
         help='Constrain answers: {"choice": [...]}, {"regex": "..."}, {"json": schema}, {"grammar": "..."}.')]
     = None,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    max_concurrency: Annotated[int | None, typer.Option(
+        "--max-concurrency", help="Requests in flight at once with --api-url; default 8.",
+        rich_help_panel=SERVER_PANEL)] = None,
     *,
     model: ModelOptions,
     engine: EngineConfig,
@@ -86,6 +96,15 @@ def infer_command(
         from swiftcli.inference.structured import check_structured_output
 
         constraint = check_structured_output(structured_output, "--structured_output")
+    api = None
+    if api_url:
+        from swiftcli.cli import remote
+
+        remote.check_options(model, engine, ("load_dataset_config", bool(load_dataset_config)),
+                             ("structured_output", constraint is not None))
+        api = remote.ApiOptions(api_url, api_key, max_concurrency or remote.DEFAULT_CONCURRENCY)
+    elif max_concurrency is not None:
+        raise UsageError("--max_concurrency applies to --api_url requests", "add --api_url URL, or leave it out")
     if val_dataset or load_dataset_config:
         if query:
             raise UsageError("give either --query or a dataset, not both")
@@ -93,8 +112,11 @@ def infer_command(
             raise UsageError("give --result_file or --result_dir, not both")
         selection = DatasetSelection(list(val_dataset or []), val_dataset_sample, bool(load_dataset_config),
                                      dataset_seed, bool(skip_bad_rows))
-        run_dataset(selection, result_target(result_file, result_dir), bool(overwrite), output, model, engine, gen,
-                    constraint)
+        target = result_target(result_file, result_dir)
+        if api:
+            remote.run_dataset(api, selection, target, bool(overwrite), output, model, gen, INFER_DEFAULTS)
+        else:
+            run_dataset(selection, target, bool(overwrite), output, model, engine, gen, constraint)
         return
     queries = list(query or [])
     if not queries:
@@ -103,19 +125,35 @@ def infer_command(
 
             if constraint is not None:
                 raise UsageError("--structured_output applies to --query and datasets, not the chat")
-            run_chat(model, engine, gen)
+            run_chat(model, engine, gen, api=api)
             return
         text = sys.stdin.read().strip()
         if not text:
             raise UsageError("stdin was empty: nothing to answer", "pipe a question, or pass --query TEXT")
         queries = [text]
-    run_queries(queries, output, model, engine, gen, constraint)
+    if api:
+        remote.run_queries(api, queries, output, model, gen, INFER_DEFAULTS)
+    else:
+        run_queries(queries, output, model, engine, gen, constraint)
+
+
+def print_answers(answers: Any, output: str) -> None:
+    """Each answer on stdout as it comes: the text, or a JSON line with usage."""
+    from swiftcli.cli.output import result
+
+    for answer in answers:
+        if output == "json":
+            row = {"query": answer.query, "response": answer.response, "finish_reason": answer.finish_reason,
+                   "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.output_tokens,
+                             "total_tokens": answer.prompt_tokens + answer.output_tokens}}
+            result(json.dumps(row, ensure_ascii=False))
+        else:
+            result(answer.response)
 
 
 def run_queries(queries: list[str], output: str, model: ModelOptions, engine: EngineConfig,
                 gen: GenerationOverrides, constraint: dict[str, Any] | None = None) -> None:
     from swiftcli.cli.common import load
-    from swiftcli.cli.output import result
     from swiftcli.engines.loader import merge_generation
     from swiftcli.inference.core import infer
 
@@ -124,14 +162,7 @@ def run_queries(queries: list[str], output: str, model: ModelOptions, engine: En
     requests = [{"query": q, "system": model.system, **({"structured_outputs": constraint} if constraint else {})}
                 for q in queries]
     try:
-        for answer in infer(session.engine, session.template, requests, config):
-            if output == "json":
-                row = {"query": answer.query, "response": answer.response, "finish_reason": answer.finish_reason,
-                       "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.output_tokens,
-                                 "total_tokens": answer.prompt_tokens + answer.output_tokens}}
-                result(json.dumps(row, ensure_ascii=False))
-            else:
-                result(answer.response)
+        print_answers(infer(session.engine, session.template, requests, config), output)
     finally:
         session.close()
 
@@ -144,50 +175,83 @@ def result_target(result_file: Path | None, result_dir: Path | None) -> Path | N
     return None
 
 
+# Answers rows[done:] into the writer: (rows, writer, done, stats, on_row) -> None
+RowAnswerer = Callable[[list[Any], Any, int, Any, Callable[[Any], None]], None]
+
+
 def run_dataset(selection: Any, target: Path | None, overwrite: bool, output: str, model: ModelOptions,
                 engine: EngineConfig, gen: GenerationOverrides, constraint: dict[str, Any] | None = None) -> None:
-    from swiftcli.cli.common import load
+    """The dataset mode on a local engine (loaded only when rows remain to be answered)."""
+
+    @contextlib.contextmanager
+    def local() -> Iterator[RowAnswerer]:
+        from swiftcli.cli.common import load
+        from swiftcli.data.runs import run_rows
+        from swiftcli.engines.loader import merge_generation
+
+        session = load("infer", model, engine, gen)
+        config = merge_generation(session.engine.generation_config, gen.given(), **INFER_DEFAULTS)
+        try:
+            yield lambda rows, writer, done, stats, on_row: run_rows(
+                session.engine, session.template, rows, config, writer, done, stats, on_row,
+                selection.skip_bad_rows, constraint)
+        finally:
+            session.close()
+
+    answer_dataset(selection, target, overwrite, output, model.ckpt_dir,
+                   lambda rows: run_fingerprint_of(model, engine, gen, rows), local)
+
+
+def answer_dataset(selection: Any, target: Path | None, overwrite: bool, output: str, ckpt_dir: str | None,
+                   fingerprint: Callable[[list[Any]], dict[str, Any]],
+                   answerer: Callable[[], contextlib.AbstractContextManager[RowAnswerer]]) -> None:
+    """Select and check the rows, resume the result file (same run settings only), then answer what remains
+    with `answerer` (a local engine or a server), with a progress bar and a summary on stderr."""
     from swiftcli.cli.output import message, warn
     from swiftcli.cli.state import quiet
-    from swiftcli.data.runs import ResultFile, RunStats, StreamWriter, run_rows
+    from swiftcli.data.runs import ResultFile, RunStats, StreamWriter
     from swiftcli.data.selection import select_rows
-    from swiftcli.engines.loader import merge_generation
     from swiftcli.errors import InputError
 
-    rows = select_rows(selection, model.ckpt_dir, lambda record, error: warn(f"skipped {error.message}"))
+    rows = select_rows(selection, ckpt_dir, lambda record, error: warn(f"skipped {error.message}"))
     if not rows:
         raise InputError("the dataset has no rows to answer")
     writer: ResultFile | StreamWriter
     if target is not None:
-        writer = ResultFile(target, run_fingerprint_of(model, engine, gen, rows), overwrite, selection.files)
+        writer = ResultFile(target, fingerprint(rows), overwrite, selection.files)
         done = writer.resume(rows)
     else:
         writer, done = StreamWriter(sys.stdout), 0
     stats = RunStats(resumed=done, result_path=str(target) if target else None)
-    if done == len(rows):
+    try:
+        if done == len(rows):
+            return
+        if done:
+            message(f"Resuming {target}: {done} of {len(rows)} rows already done.")
+        t0 = time.perf_counter()
+        with answerer() as answer:
+            stats.startup_seconds = time.perf_counter() - t0
+            if isinstance(writer, ResultFile):
+                writer.open()
+            _answer_with_progress(answer, rows, writer, done, stats, target)
+    finally:
         if isinstance(writer, ResultFile):
             writer.close()
-        _summary(stats, len(rows), output, quiet())
-        return
-    if done:
-        message(f"Resuming {target}: {done} of {len(rows)} rows already done.")
+    _summary(stats, len(rows), output, quiet())
 
-    t0 = time.perf_counter()
-    session = load("infer", model, engine, gen)
-    stats.startup_seconds = time.perf_counter() - t0
-    config = merge_generation(session.engine.generation_config, gen.given(), **INFER_DEFAULTS)
-    if isinstance(writer, ResultFile):
-        writer.open()
+
+def _answer_with_progress(answer: RowAnswerer, rows: list[Any], writer: Any, done: int, stats: Any,
+                          target: Path | None) -> None:
+    from swiftcli.cli.output import message
+    from swiftcli.cli.state import quiet
+    from swiftcli.data.runs import ResultFile
+
     progress = _progress(len(rows) - done, quiet())
     try:
         with progress:
             task = progress.add_task("rows", total=len(rows) - done, tok_s=0.0)
-
-            def advance(s: RunStats) -> None:
-                progress.update(task, completed=s.rows, tok_s=s.output_tokens_per_second)
-
-            run_rows(session.engine, session.template, rows, config, writer, done, stats, advance,
-                     selection.skip_bad_rows, constraint)
+            answer(rows, writer, done, stats,
+                   lambda s: progress.update(task, completed=s.rows, tok_s=s.output_tokens_per_second))
     except KeyboardInterrupt:
         if not isinstance(writer, ResultFile):
             raise
@@ -195,11 +259,6 @@ def run_dataset(selection: Any, target: Path | None, overwrite: bool, output: st
         message(f"Interrupted: {writer.written} of {len(rows)} rows are in {target}; "
                 "run the same command again to resume.", style="yellow")
         raise typer.Exit(130) from None
-    finally:
-        if isinstance(writer, ResultFile):
-            writer.close()
-        session.close()
-    _summary(stats, len(rows), output, quiet())
 
 
 def run_fingerprint_of(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides, rows: list[Any]

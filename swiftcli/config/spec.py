@@ -103,6 +103,8 @@ def parse_json_object(text: str, option: str) -> dict[str, Any]:
 
 
 INT64_MAX = 2**63 - 1
+# The generation_config.json keys that say how a model wants to be sampled.
+SAMPLING_KEYS = frozenset({"do_sample", "temperature", "top_p", "top_k", "repetition_penalty"})
 
 
 @dataclass
@@ -152,8 +154,21 @@ class GenerationConfig:
         return asdict(self)
 
     @classmethod
-    def from_model_dir(cls, model_dir: Path, **overrides: Any) -> GenerationConfig:
-        """Defaults from the model's generation_config.json, then explicit overrides (None = keep)."""
+    def for_model(cls, spec: ModelSpec, **overrides: Any) -> GenerationConfig:
+        """An engine's defaults: the checkpoint's generation_config.json; where it sets no sampling, the
+        registry's defaults for the model type; then ms-swift's fallback (this class's defaults)."""
+        from swiftcli.registry.models import generation_defaults
+
+        return cls.from_model_dir(spec.model_dir, defaults=generation_defaults(spec.model_type), **overrides)
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path, defaults: dict[str, Any] | None = None,
+                       **overrides: Any) -> GenerationConfig:
+        """Defaults from the model's generation_config.json, then explicit overrides (None = keep).
+
+        `defaults` (sampling fields) apply only when the file sets none of SAMPLING_KEYS: a checkpoint that
+        states its sampling keeps it whole, rather than a mix of its own and ours.
+        """
         values: dict[str, Any] = {}
         path = Path(model_dir) / "generation_config.json"
         if path.is_file():
@@ -166,6 +181,8 @@ class GenerationConfig:
             values.pop("stop", None)
             if "max_new_tokens" in values and not isinstance(values["max_new_tokens"], int):
                 values.pop("max_new_tokens")
+        if defaults and not SAMPLING_KEYS & values.keys():
+            values = {**defaults, **values}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from swiftcli.errors import ModelNotFoundError
 from swiftcli.registry.templates import TemplateType
@@ -21,6 +23,8 @@ class ModelInfo:
     remote_code: bool = False
     quantization: str | None = None
     embedded: bool = False
+    # Sampling used when the checkpoint's generation_config.json sets none (GenerationConfig field names).
+    generation_defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 _MODELS: dict[str, ModelInfo] = {}
@@ -62,9 +66,19 @@ def find_by_hub_id(model_id: str) -> ModelInfo | None:
 
 T = TemplateType
 _GPTQ = ("optimum", "gptqmodel")
+# The embedded 135M model's first token for "What is the capital of France?" is a near-tie ("The" 0.155, "L" 0.14):
+# any sampling picks the wrong branch in a share of fresh chats, and that branch loops. Greedy with a light
+# repetition penalty answered every question right with no loop (benchmarks/first_answers.py, RESULTS.md).
+# Temperature 0 rather than do_sample false, so that `--temperature 0.7` (or /set) alone turns sampling on.
+_SMOLLM2_DEFAULTS = {"temperature": 0.0, "repetition_penalty": 1.1}
+# As the model cards (and their generation_config.json) publish them; top_k 0 where the card sets none.
+_QWEN2_5_DEFAULTS = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
+_QWEN3_DEFAULTS = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 20}  # thinking mode
+_LLAMA3_DEFAULTS = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 0}
 for _info in [
     ModelInfo("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct",
-              "HuggingFaceTB/SmolLM2-135M-Instruct", T.smollm2, embedded=True),
+              "HuggingFaceTB/SmolLM2-135M-Instruct", T.smollm2, embedded=True,
+              generation_defaults=_SMOLLM2_DEFAULTS),
     ModelInfo("qwen-7b-chat", "qwen/Qwen-7B-Chat", "Qwen/Qwen-7B-Chat", T.qwen,
               requires=("tiktoken",), remote_code=True),
     ModelInfo("qwen-7b", "qwen/Qwen-7B", "Qwen/Qwen-7B", T.default_generation,
@@ -77,22 +91,34 @@ for _info in [
               T.qwen, torch_dtype="float16", requires=_GPTQ, quantization="gptq"),
     ModelInfo("llama2-7b-chat", "modelscope/Llama-2-7b-chat-ms", "meta-llama/Llama-2-7b-chat-hf", T.llama,
               torch_dtype="float16"),
-    ModelInfo("qwen2_5-0_5b-instruct", "qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", T.qwen2_5),
-    ModelInfo("qwen2_5-1_5b-instruct", "qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct", T.qwen2_5),
-    ModelInfo("qwen2_5-7b-instruct", "qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct", T.qwen2_5),
-    ModelInfo("qwen2_5-72b-instruct", "qwen/Qwen2.5-72B-Instruct", "Qwen/Qwen2.5-72B-Instruct", T.qwen2_5),
-    ModelInfo("qwen3-0_6b", "Qwen/Qwen3-0.6B", "Qwen/Qwen3-0.6B", T.qwen3),
-    ModelInfo("qwen3-4b", "Qwen/Qwen3-4B", "Qwen/Qwen3-4B", T.qwen3),
-    ModelInfo("qwen3-8b", "Qwen/Qwen3-8B", "Qwen/Qwen3-8B", T.qwen3),
-    ModelInfo("qwen3-32b", "Qwen/Qwen3-32B", "Qwen/Qwen3-32B", T.qwen3),
+    ModelInfo("qwen2_5-0_5b-instruct", "qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", T.qwen2_5,
+              generation_defaults=_QWEN2_5_DEFAULTS),
+    ModelInfo("qwen2_5-1_5b-instruct", "qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct", T.qwen2_5,
+              generation_defaults=_QWEN2_5_DEFAULTS),
+    ModelInfo("qwen2_5-7b-instruct", "qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct", T.qwen2_5,
+              generation_defaults=_QWEN2_5_DEFAULTS),
+    ModelInfo("qwen2_5-72b-instruct", "qwen/Qwen2.5-72B-Instruct", "Qwen/Qwen2.5-72B-Instruct", T.qwen2_5,
+              generation_defaults=_QWEN2_5_DEFAULTS),
+    ModelInfo("qwen3-0_6b", "Qwen/Qwen3-0.6B", "Qwen/Qwen3-0.6B", T.qwen3,
+              generation_defaults=_QWEN3_DEFAULTS),
+    ModelInfo("qwen3-4b", "Qwen/Qwen3-4B", "Qwen/Qwen3-4B", T.qwen3,
+              generation_defaults=_QWEN3_DEFAULTS),
+    ModelInfo("qwen3-8b", "Qwen/Qwen3-8B", "Qwen/Qwen3-8B", T.qwen3,
+              generation_defaults=_QWEN3_DEFAULTS),
+    ModelInfo("qwen3-32b", "Qwen/Qwen3-32B", "Qwen/Qwen3-32B", T.qwen3,
+              generation_defaults=_QWEN3_DEFAULTS),
     ModelInfo("llama3-8b-instruct", "LLM-Research/Meta-Llama-3-8B-Instruct",
-              "meta-llama/Meta-Llama-3-8B-Instruct", T.llama3),
+              "meta-llama/Meta-Llama-3-8B-Instruct", T.llama3,
+              generation_defaults=_LLAMA3_DEFAULTS),
     ModelInfo("llama3_1-8b-instruct", "LLM-Research/Meta-Llama-3.1-8B-Instruct",
-              "meta-llama/Llama-3.1-8B-Instruct", T.llama3),
+              "meta-llama/Llama-3.1-8B-Instruct", T.llama3,
+              generation_defaults=_LLAMA3_DEFAULTS),
     ModelInfo("llama3_2-1b-instruct", "LLM-Research/Llama-3.2-1B-Instruct",
-              "meta-llama/Llama-3.2-1B-Instruct", T.llama3),
+              "meta-llama/Llama-3.2-1B-Instruct", T.llama3,
+              generation_defaults=_LLAMA3_DEFAULTS),
     ModelInfo("llama3_2-3b-instruct", "LLM-Research/Llama-3.2-3B-Instruct",
-              "meta-llama/Llama-3.2-3B-Instruct", T.llama3),
+              "meta-llama/Llama-3.2-3B-Instruct", T.llama3,
+              generation_defaults=_LLAMA3_DEFAULTS),
 ]:
     register(_info)
 
@@ -124,6 +150,12 @@ class ModelType:
     @classmethod
     def get_model_name_list(cls) -> list[str]:
         return names()
+
+
+def generation_defaults(model_type: str | None) -> dict[str, Any]:
+    """The registered sampling defaults of a model type; empty for an unknown or unregistered one."""
+    info = _MODELS.get(model_type) if model_type else None
+    return dict(info.generation_defaults) if info else {}
 
 
 def get_default_template_type(model_type: str) -> str:

@@ -34,6 +34,8 @@ class PageDefaults:
     top_p: float = 0.7
     max_new_tokens: int = 1024
     system: str | None = None
+    top_k: int = 20
+    repetition_penalty: float = 1.0
 
 
 def new_turn(query: str) -> Turn:
@@ -101,27 +103,27 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
             turn.update(status="error", error=page_error(exc))
         yield render(turns, model_name), turns
 
-    def settings_of(system: str, temperature: float, top_p: float, max_new_tokens: float) -> ChatSettings:
+    def settings_of(system: str, temperature: float, top_p: float, max_new_tokens: float, top_k: float,
+                    repetition_penalty: float) -> ChatSettings:
         return ChatSettings(system=system.strip() if backend.supports_system else None,
                             temperature=float(temperature), top_p=max(float(top_p), 0.01),
-                            max_new_tokens=int(max_new_tokens))
+                            max_new_tokens=int(max_new_tokens), top_k=int(top_k),
+                            repetition_penalty=max(float(repetition_penalty), 0.01))
 
-    async def send(message: str, turns: list[Turn], system: str, temperature: float, top_p: float,
-                   max_new_tokens: float) -> AsyncIterator[tuple[Any, Any, Any]]:
+    async def send(message: str, turns: list[Turn], *controls: Any) -> AsyncIterator[tuple[Any, Any, Any]]:
         query = (message or "").strip()
         # An empty message is ignored, and so is one sent while this tab's answer is still streaming.
         if not query or (turns and turns[-1]["status"] == "running"):
             yield gr.skip(), gr.skip(), gr.skip()
             return
-        async for chat, state in answer(query, turns, settings_of(system, temperature, top_p, max_new_tokens)):
+        async for chat, state in answer(query, turns, settings_of(*controls)):
             yield "", chat, state
 
-    async def regenerate(turns: list[Turn], system: str, temperature: float, top_p: float,
-                         max_new_tokens: float) -> AsyncIterator[tuple[Any, Any]]:
+    async def regenerate(turns: list[Turn], *controls: Any) -> AsyncIterator[tuple[Any, Any]]:
         if not turns or turns[-1]["status"] == "running":
             yield gr.skip(), gr.skip()
             return
-        settings = settings_of(system, temperature, top_p, max_new_tokens)
+        settings = settings_of(*controls)
         async for chat, state in answer(turns[-1]["query"], turns[:-1], settings):
             yield chat, state
 
@@ -156,7 +158,13 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
                 top_p = gr.Slider(0.01, 1.0, value=defaults.top_p, step=0.01, label="top_p", elem_id="top_p")
                 max_new_tokens = gr.Slider(1, limit, value=min(defaults.max_new_tokens, limit), step=1,
                                            label="max_new_tokens", elem_id="max_new_tokens")
-        controls = [system, temperature, top_p, max_new_tokens]
+            with gr.Row():
+                top_k = gr.Slider(0, 100, value=defaults.top_k, step=1, label="top_k", info="0 disables",
+                                  elem_id="top_k")
+                repetition_penalty = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.01,
+                                               label="repetition_penalty", info="1 is none",
+                                               elem_id="repetition_penalty")
+        controls = [system, temperature, top_p, max_new_tokens, top_k, repetition_penalty]
 
         # The engine batches what many tabs send, so chat events run concurrently, up to one shared limit.
         limit_chat = {"concurrency_limit": concurrency, "concurrency_id": "chat", "api_visibility": "private"}

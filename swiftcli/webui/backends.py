@@ -29,6 +29,8 @@ class ChatSettings:
     temperature: float
     top_p: float
     max_new_tokens: int
+    top_k: int | None = None  # None: the base config's (engine) or the CLI's (server)
+    repetition_penalty: float | None = None
 
 
 @dataclass
@@ -82,6 +84,7 @@ class EngineChatBackend:
             top_p=settings.top_p,
             do_sample=settings.temperature > 0,
             max_new_tokens=max(1, min(settings.max_new_tokens, room)),
+            **_penalties(settings),
         )
         return EngineRequest(ids, config, request_id=new_request_id("chat"), stop=self.template.stop_words,
                              stop_token_ids=self.template.stop_token_ids)
@@ -151,8 +154,9 @@ class OpenAIChatBackend:
             kwargs["seed"] = self.base_config.seed
         if self.base_config.stop:
             kwargs["stop"] = list(self.base_config.stop)
-        if self.extra_body:
-            kwargs["extra_body"] = self.extra_body
+        extra = {**self.extra_body, **_penalties(settings)}
+        if extra:
+            kwargs["extra_body"] = extra
         text, chunks, finish_reason, usage_tokens = "", 0, None, None
         try:
             stream = await self.client.chat.completions.create(**kwargs)
@@ -181,6 +185,12 @@ class OpenAIChatBackend:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _penalties(settings: ChatSettings) -> dict[str, Any]:
+    """The page's top_k and repetition_penalty controls, where it has them."""
+    values = {"top_k": settings.top_k, "repetition_penalty": settings.repetition_penalty}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _server_message(exc: Any) -> str:

@@ -1,0 +1,131 @@
+"""`--api_url`: `swiftcli infer` and `swiftcli chat` against a running server instead of a local engine.
+
+The answers come from `swiftcli.inference.remote.RemoteModel`; this module holds the options, refuses the ones
+that only make sense with a local model, and prints what the local paths print.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from swiftcli.config.options import ModelOptions
+from swiftcli.config.spec import EngineConfig, GenerationOverrides
+
+SERVER_PANEL = "Server"
+DEFAULT_CONCURRENCY = 8
+
+ApiUrlOption = Annotated[str | None, typer.Option(
+    "--api-url", envvar="SWIFTCLI_API_URL", show_envvar=True, rich_help_panel=SERVER_PANEL,
+    help="Ask a running OpenAI-compatible server (e.g. swiftcli deploy) instead of loading the model.")]
+ApiKeyOption = Annotated[str | None, typer.Option(
+    "--api-key", envvar="SWIFTCLI_API_KEY", show_envvar=True, rich_help_panel=SERVER_PANEL,
+    help="API key for --api-url.")]
+
+# The model options that still mean something with a server: which model it serves, and the system prompt.
+_SERVER_MODEL_OPTIONS = {"model_type", "model_id_or_path", "system"}
+
+
+@dataclass(frozen=True)
+class ApiOptions:
+    url: str
+    key: str | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+
+    def __post_init__(self) -> None:
+        from swiftcli.cli.options import check_positive
+
+        check_positive(self.concurrency, "max_concurrency")
+
+
+def check_options(model: ModelOptions, engine: EngineConfig, *also_local: tuple[str, bool]) -> None:
+    """Refuse, by name, options that load or configure a local model: a server has its own."""
+    from swiftcli.errors import UsageError
+
+    given = [f.name for f in fields(ModelOptions)
+             if f.name not in _SERVER_MODEL_OPTIONS and getattr(model, f.name) != f.default]
+    plain = EngineConfig()
+    given += [f.metadata.get("name") or f.name for f in fields(EngineConfig)
+              if f.metadata.get("cli") is not False and getattr(engine, f.name) != getattr(plain, f.name)]
+    given += [name for name, is_set in also_local if is_set]
+    if given:
+        names = ", ".join(f"--{name}" for name in given)
+        raise UsageError(f"--api_url asks a running server; {names} configure a local model",
+                         "leave them out, or drop --api_url to load the model here")
+
+
+def sampling(gen: GenerationOverrides, **command_defaults: Any) -> dict[str, Any]:
+    """What to send: the command's defaults and what the user typed; the rest stays the server's default."""
+    from swiftcli.config.spec import GenerationConfig
+
+    values = {**command_defaults, **gen.given()}
+    if values.get("do_sample") is False:
+        values["temperature"] = 0.0
+    if values.get("temperature") == 0:
+        values["do_sample"] = False
+    GenerationConfig().copy(**values)  # the same checks as a local run, before any request
+    return values
+
+
+def connect(api: ApiOptions, model: ModelOptions) -> Any:
+    from swiftcli.inference.remote import RemoteModel
+
+    return RemoteModel.connect(api.url, api.key, model.model_type or model.model_id_or_path)
+
+
+def run_queries(api: ApiOptions, queries: list[str], output: str, model: ModelOptions, gen: GenerationOverrides,
+                command_defaults: dict[str, Any]) -> None:
+    from swiftcli.cli.infer import print_answers
+
+    values = sampling(gen, **command_defaults)
+    remote = connect(api, model)
+    try:
+        requests = [{"query": q, "system": model.system} for q in queries]
+        print_answers(remote.answer_all(requests, values, api.concurrency), output)
+    finally:
+        remote.close()
+
+
+def run_dataset(api: ApiOptions, selection: Any, target: Path | None, overwrite: bool, output: str,
+                model: ModelOptions, gen: GenerationOverrides, command_defaults: dict[str, Any]) -> None:
+    """The dataset mode of `swiftcli infer` through a server: the same rows, result file, resume and summary."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from swiftcli.cli.infer import answer_dataset
+    from swiftcli.data.fingerprint import dataset_hash
+    from swiftcli.inference.remote import run_rows_remote
+
+    values = sampling(gen, **command_defaults)
+
+    def fingerprint(rows: list[Any]) -> dict[str, Any]:
+        return {"model": {"url": api.url, "name": model.model_type or model.model_id_or_path}, "adapters": [],
+                "template": "the server's", "system": model.system, "backend": "api", "dtype": None,
+                "generation": values, "dataset": dataset_hash([row.sample for row in rows])}
+
+    @contextlib.contextmanager
+    def server() -> Iterator[Any]:
+        remote = connect(api, model)
+        try:
+            yield lambda rows, writer, done, stats, on_row: run_rows_remote(
+                remote, rows, values, writer, done, stats, on_row, api.concurrency)
+        finally:
+            remote.close()
+
+    answer_dataset(selection, target, overwrite, output, None, fingerprint, server)
+
+
+def run_chat(api: ApiOptions, model: ModelOptions, gen: GenerationOverrides, markdown: bool = True,
+             history_file: Path | None = None) -> None:
+    from swiftcli.cli.output import stdout
+    from swiftcli.cli.remote_chat import RemoteRepl
+
+    values = sampling(gen)
+    remote = connect(api, model)
+    try:
+        RemoteRepl.start(remote, values, model.system, stdout, markdown, history_file).run()
+    finally:
+        remote.close()

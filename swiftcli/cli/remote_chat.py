@@ -1,0 +1,106 @@
+"""`swiftcli chat --api_url`: the same REPL (commands, history, Ctrl-C stops an answer) with answers streamed from
+a running server. Stopping an answer closes its connection, which aborts the request on the server."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+
+from swiftcli.cli import output
+from swiftcli.cli.chat import Repl
+from swiftcli.cli.terminal import AnswerView, ctrl_c_as_byte
+from swiftcli.engines.loader import Session
+
+
+@dataclass(frozen=True)
+class ServerTemplate:
+    """What the REPL asks of a chat template; the server applies its own."""
+
+    template_type: str = "the server's"
+    support_system: bool = True
+    support_multi_round: bool = True
+    default_system: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerModel:
+    name: str
+
+
+class RemoteRepl(Repl):
+    @classmethod
+    def start(cls, remote: Any, sampling: dict[str, Any], system: str | None, console: Any, markdown: bool,
+              history_file: Path | None) -> RemoteRepl:
+        from swiftcli.config.spec import GenerationConfig
+        from swiftcli.inference.chat import ChatSession
+
+        # Validates the options the user gave (and later /set) the way a local chat does.
+        config = GenerationConfig(**sampling)
+        loaded = Session(ServerModel(remote.model), remote, ServerTemplate(), "api", config)  # type: ignore[arg-type]
+        repl = cls(loaded, config, ChatSession(system=system), markdown, history_file, console=console)
+        repl.remote, repl.sampling = remote, sampling
+        return repl
+
+    remote: Any
+    sampling: dict[str, Any]
+
+    def banner(self) -> None:
+        from swiftcli.config.sampling import describe_sent
+
+        self.note(f"{self.remote.model} at {self.remote.base_url}. /help for commands, Ctrl-C stops an answer, "
+                  "Ctrl-D or /exit quits.")
+        self.note(f"Sampling: {describe_sent(self.sent())}.")
+
+    def sent(self) -> dict[str, Any]:
+        return {**self.sampling, **self.session.generation_overrides()}
+
+    def handle(self, command: Any) -> bool:
+        if command.name == "set" and not command.arg:
+            from swiftcli.config.sampling import describe_sent
+
+            self.note(f"usage: /set NAME VALUE; now sending: {describe_sent(self.sent())}")
+            return False
+        return super().handle(command)
+
+    def answer(self, query: str) -> None:
+        from swiftcli.errors import SwiftError
+        from swiftcli.inference.chat import TurnStats, stable_text
+
+        view = AnswerView(self.console, self.markdown)
+        progress = None
+        interrupted = False
+        t0 = time.perf_counter()
+        stream = self.remote.stream(self.session.request(query), self.sent())
+        try:
+            with ctrl_c_as_byte() as pressed, view:
+                for progress in stream:
+                    view.update(stable_text(progress.text))
+                    if pressed():
+                        interrupted = True
+                        break
+                if progress is not None and progress.finished:
+                    view.update(progress.text, final=True)
+        except KeyboardInterrupt:
+            interrupted = True
+        except SwiftError as exc:
+            output.render_error(exc)
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                stream.close()  # closes the connection: the server aborts the request
+        seconds = time.perf_counter() - t0
+        tokens = progress.output_tokens if progress is not None else 0
+        stats = TurnStats(progress.prompt_tokens if progress is not None else 0, tokens, seconds, interrupted)
+        self.session.record(stats)
+        if interrupted:
+            self.console.print(Text.assemble(("Stopped", "yellow"),
+                                             (f" after {tokens} tokens; not kept in the history.", "dim")))
+            return
+        self.session.add_turn(query, progress.text if progress is not None else "")
+        cut = ", cut at max_new_tokens" if progress is not None and progress.finish_reason == "length" else ""
+        self.note(f"{tokens} tokens, {stats.tokens_per_second:.1f} tok/s, {seconds:.1f} s{cut}")
