@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -76,7 +77,7 @@ def test_max_concurrency_needs_api_url_and_the_url_comes_from_the_environment():
 
 @pytest.fixture
 def session_engine(monkeypatch, vllm_engine):
-    monkeypatch.setattr("swiftcli.cli.common.start_engine", lambda spec, config, backend: vllm_engine)
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
     return vllm_engine
 
 
