@@ -176,7 +176,7 @@ def result_target(result_file: Path | None, result_dir: Path | None) -> Path | N
 
 
 # Answers rows[done:] into the writer: (rows, writer, done, stats, on_row) -> None
-RowAnswerer = Callable[[list[Any], Any, int, Any, Callable[[Any], None]], None]
+RowAnswerer = Callable[[list[Any], Any, int, Any, Callable[[Any], None]], Any]
 
 
 def run_dataset(selection: Any, target: Path | None, overwrite: bool, output: str, model: ModelOptions,

@@ -6,7 +6,7 @@ import json
 import typing
 from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swiftcli.errors import UsageError
 
@@ -219,4 +219,16 @@ def _overrides_class() -> type:
     return cls
 
 
-GenerationOverrides = _overrides_class()
+if TYPE_CHECKING:
+
+    class GenerationOverrides:
+        """Sampling settings a user gave; None keeps the model's default (built from GenerationConfig's fields)."""
+
+        def __init__(self, **values: Any) -> None: ...
+
+        def given(self) -> dict[str, Any]: ...
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    GenerationOverrides = _overrides_class()
