@@ -310,3 +310,20 @@ def _wait_ready(proc: subprocess.Popen, root: str, timeout: float = 600) -> None
             pass
         time.sleep(0.5)
     raise TimeoutError("the server did not become ready")
+
+
+def test_engine_core_stops_when_the_server_is_killed():
+    """The engine core runs in a session of its own (see engines.detach): after a kill -9 of the server it must
+    notice and stop, not hold its memory as an orphan."""
+    from server_utils import start_server
+
+    server = start_server(["--max_new_tokens", "16", "--max_model_len", "512"])
+    try:
+        core = _engine_core(server.pid)
+        workers = core.children(recursive=True)
+        os.kill(server.pid, signal.SIGKILL)
+        server.process.wait(30)
+        gone, alive = psutil.wait_procs([core, *workers], timeout=60)
+        assert not alive, f"still running after the server died: {[p.pid for p in alive]}"
+    finally:
+        server.stop()
