@@ -22,8 +22,6 @@ EXAMPLES = """
   swiftcli eval --eval_url http://127.0.0.1:8000/v1 --eval_dataset gsm8k_test.jsonl --eval_few_shot 4
 
   swiftcli eval --lm_eval_tasks arc_easy,my_task --lm_eval_include_path my_tasks/
-
-  swiftcli eval compare eval_outputs/base eval_outputs/lora --html report.html
 """
 
 COMPARE_EXAMPLES = """
