@@ -162,3 +162,23 @@ def test_chat_think_command(session_engine):
     assert result.exit_code == 0, result.output
     assert "no thinking switch" in result.output and "hidden" in result.output
     assert "usage: /think on|off|show|hide" in result.output and "Paris" in result.output
+
+
+def test_pt_backend_honours_min_tokens_and_refuses_vllm_only_fields(pt_engine, embedded_spec):
+    from swiftcli.config.spec import GenerationConfig
+    from swiftcli.engines.base import generate_all
+    from swiftcli.errors import InputError
+    from swiftcli.inference.core import encode_request
+    from swiftcli.registry.templates import get_template
+
+    template = get_template(embedded_spec.template_type, pt_engine.hf_tokenizer, embedded_spec.default_system)
+    base = GenerationConfig(temperature=0, do_sample=False, max_new_tokens=6)
+    short = generate_all(pt_engine, [encode_request(template, {"query": "Say hi."}, base.copy(max_new_tokens=30))])
+    assert short[0].output_tokens < 30  # it stops by itself...
+    forced = base.copy(max_new_tokens=short[0].output_tokens + 3, min_tokens=short[0].output_tokens + 3)
+    (result,) = generate_all(pt_engine, [encode_request(template, {"query": "Say hi."}, forced)])
+    assert result.output_tokens == short[0].output_tokens + 3  # ...and min_tokens keeps it going
+    for config, request in ((base.copy(logit_bias={5: 3.0}), {"query": "x"}),
+                            (base, {"query": "x", "structured_outputs": {"choice": ["a"]}})):
+        with pytest.raises(InputError, match="vllm backend"):
+            generate_all(pt_engine, [encode_request(template, request, config)])

@@ -107,3 +107,10 @@ def test_bad_conversations_and_kwargs_are_refused():
     with pytest.raises(TemplateError, match="thinking"):
         render_messages(get_template("qwen2_5"), [{"role": "user", "content": "a"}],
                         template_kwargs={"enable_thinking": False})
+
+
+def test_qwen3_chat_history_drops_thinking():
+    t = get_template("qwen3")
+    assert t.render("Q2", [["Q1", "<think>\nR1\n</think>\n\nA1"]]) == (
+        "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
+        "<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n")

@@ -122,8 +122,11 @@ def api_backend(api_url: str, api_key: str | None, model: ModelOptions, engine: 
 
     target = connect_api(api_url, api_key, model.model_type or model.model_id_or_path)
     base = merge_generation(GenerationConfig(), gen.given())
-    extra = {key: value for key, value in (("top_k", gen.top_k), ("repetition_penalty", gen.repetition_penalty))
-             if value is not None}
+    extra: dict[str, Any] = {key: value for key, value in (("top_k", gen.top_k),
+                                                           ("repetition_penalty", gen.repetition_penalty))
+                             if value is not None}
+    if gen.enable_thinking is not None:
+        extra["chat_template_kwargs"] = {"enable_thinking": bool(gen.enable_thinking)}
     limit = engine.max_model_len or target.max_model_len or 8192
     backend = OpenAIChatBackend(target.base_url, api_key or "EMPTY", target.model, base, extra_body=extra,
                                 max_new_tokens_limit=limit)

@@ -119,6 +119,10 @@ class PtEngine:
             kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k if cfg.top_k > 0 else None)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if cfg.min_p > 0 and not cfg.greedy:
+            kwargs["min_p"] = cfg.min_p
+        if cfg.min_tokens > 0:
+            kwargs["min_new_tokens"] = cfg.min_tokens
         if stop_strings:
             kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
         streamer = _BatchStreamer()
@@ -264,8 +268,8 @@ def _refuse_vllm_only(request: EngineRequest) -> None:
     """Settings only the vLLM backend honours are refused by name rather than ignored."""
     cfg = request.config
     defaults = GenerationConfig()
-    names = [name for name in ("min_p", "min_tokens", "logit_bias", "skip_special_tokens",
-                               "include_stop_str_in_output") if getattr(cfg, name) != getattr(defaults, name)]
+    names = [name for name in ("logit_bias", "skip_special_tokens", "include_stop_str_in_output")
+             if getattr(cfg, name) != getattr(defaults, name)]
     if request.guided:
         names.append("structured outputs")
     if names:

@@ -41,8 +41,9 @@ def render_messages(template: Template, messages: Sequence[Message], tools: Sequ
         return _hf_text(template, messages, tools, template_kwargs)
     if _llama3_tools(template, messages, tools):
         return _llama3_text(messages, tools or ())
-    system, history, query = to_turns(template, messages, tools)
-    return template.render(query, history or None, system, enable_thinking=_thinking(template_kwargs))
+    system, history, query, kept = to_turns(template, messages, tools)
+    return template.render(query, history or None, system, enable_thinking=_thinking(template_kwargs),
+                           keep_thinking_from=kept)
 
 
 def encode_messages(template: Template, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None = None,
@@ -53,8 +54,9 @@ def encode_messages(template: Template, messages: Sequence[Message], tools: Sequ
     if template.is_hf or _llama3_tools(template, messages, tools):
         text = render_messages(template, messages, tools, template_kwargs)
         return list(tokenizer.encode(text, add_special_tokens=False))
-    system, history, query = to_turns(template, messages, tools)
-    return template.encode(query, history or None, system, enable_thinking=_thinking(template_kwargs))
+    system, history, query, kept = to_turns(template, messages, tools)
+    return template.encode(query, history or None, system, enable_thinking=_thinking(template_kwargs),
+                           keep_thinking_from=kept)
 
 
 def _thinking(kwargs: dict[str, Any] | None) -> bool | None:
@@ -92,8 +94,9 @@ def _hf_text(template: Template, messages: Sequence[Message], tools: Sequence[di
 
 
 def to_turns(template: Template, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None
-             ) -> tuple[str | None, list[tuple[str, str]], str]:
-    """Messages -> (system, [(query, response)], query): the shape every registry template renders."""
+             ) -> tuple[str | None, list[tuple[str, str]], str, int | None]:
+    """Messages -> (system, [(query, response)], query, first round whose thinking is kept): the shape every
+    registry template renders."""
     fmt = tool_format(template.template_type)
     msgs = list(messages)
     system = None
@@ -107,6 +110,7 @@ def to_turns(template: Template, messages: Sequence[Message], tools: Sequence[di
     thinking = template.template_type in THINKING_TEMPLATES
     last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=-1)
     turns: list[tuple[str, str]] = []  # ("q" | "r", text)
+    kept: int | None = None
     i = 0
     while i < len(msgs):
         role = msgs[i]["role"]
@@ -122,11 +126,14 @@ def to_turns(template: Template, messages: Sequence[Message], tools: Sequence[di
             first = not any(kind == "q" for kind, _ in turns)
             turns.append(("q", fmt.first_user(content, tools) if first and tools else content))
         elif role == "assistant":
-            turns.append(("r", _assistant(fmt, msgs[i], thinking and i > last_user)))
+            keep = thinking and i > last_user
+            if keep and kept is None:
+                kept = sum(kind == "r" for kind, _ in turns)
+            turns.append(("r", _assistant(fmt, msgs[i], keep)))
         else:
             raise InputError(f"messages[{i + offset}] has role {role!r}: a system message comes first only")
         i += 1
-    return system, _pairs(turns, offset), turns[-1][1] if turns else ""
+    return system, _pairs(turns, offset), turns[-1][1] if turns else "", kept
 
 
 def _assistant(fmt: ToolFormat, message: Message, keep_reasoning: bool) -> str:

@@ -224,8 +224,13 @@ class Template:
             )
         return pairs
 
-    def _context(self, query: str, history: History | None, system: str | None) -> list[Part]:
-        """The prompt as a list of parts with placeholders filled, adjacent strings merged."""
+    def _context(self, query: str, history: History | None, system: str | None,
+                 keep_thinking_from: int | None = None) -> list[Part]:
+        """The prompt as a list of parts with placeholders filled, adjacent strings merged.
+
+        Qwen3-style templates drop the thinking of earlier answers, except from round `keep_thinking_from` on
+        (the answers after the last user question, in a tool loop).
+        """
         pairs = self._check_history(history)
         system = self._resolve_system(system)
         spec = self.spec
@@ -242,8 +247,9 @@ class Template:
                 continue
             parts += [p.replace("{{QUERY}}", q) if isinstance(p, str) else p for p in spec.prompt]
             if r is not None:
-                if spec.name in THINKING_TEMPLATES and "</think>" in r:
-                    r = r.rpartition("</think>")[2].lstrip("\n")  # earlier turns' thinking is dropped (Qwen3)
+                kept = keep_thinking_from is not None and i >= keep_thinking_from
+                if spec.name in THINKING_TEMPLATES and "</think>" in r and not kept:
+                    r = r.rpartition("</think>")[2].lstrip("\n")
                 parts.append(r)
                 if i < len(rounds) - 1:
                     parts += list(spec.chat_sep or ())
@@ -295,7 +301,7 @@ class Template:
         return NO_THINKING if not self.is_hf and self.thinking(enable_thinking) is False else ""
 
     def render(self, query: str, history: History | None = None, system: str | None = None, *,
-               enable_thinking: bool | None = None) -> str:
+               enable_thinking: bool | None = None, keep_thinking_from: int | None = None) -> str:
         """The exact prompt text for one request."""
         if self.is_hf:
             switch = self.thinking(enable_thinking)
@@ -306,7 +312,7 @@ class Template:
                 )
             )
         text = []
-        for part in self._context(query, history, system):
+        for part in self._context(query, history, system, keep_thinking_from):
             if isinstance(part, str):
                 text.append(part)
             else:
@@ -314,14 +320,15 @@ class Template:
         return "".join(text) + self.generation_suffix(enable_thinking)
 
     def encode(self, query: str, history: History | None = None, system: str | None = None, *,
-               enable_thinking: bool | None = None) -> list[int]:
+               enable_thinking: bool | None = None, keep_thinking_from: int | None = None) -> list[int]:
         """Token ids of the prompt; string parts are tokenized separately, as ms-swift does."""
         tokenizer = self._require_tokenizer()
         if self.is_hf:
             text = self.render(query, history, system, enable_thinking=enable_thinking)
             return list(tokenizer.encode(text, add_special_tokens=False))
         ids: list[int] = []
-        for part in [*self._context(query, history, system), self.generation_suffix(enable_thinking)]:
+        for part in [*self._context(query, history, system, keep_thinking_from),
+                     self.generation_suffix(enable_thinking)]:
             if isinstance(part, str):
                 if part:
                     ids += tokenizer(part, add_special_tokens=False, return_attention_mask=False)["input_ids"]

@@ -10,7 +10,7 @@ from typing import Any
 # Fields that legitimately change nothing in the answer: bookkeeping, caching and routing hints.
 ACCEPTED_WITHOUT_EFFECT = frozenset({
     "user", "metadata", "store", "service_tier", "request_id", "priority", "cache_salt", "prompt_cache_key",
-    "safety_identifier", "prompt_cache_retention", "kv_transfer_params", "vllm_xargs",
+    "safety_identifier", "prompt_cache_retention",
 })
 
 

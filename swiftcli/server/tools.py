@@ -146,5 +146,5 @@ class ChoiceStream:
         return delta
 
     def finish_reason(self, finish_reason: str) -> str:
-        return "tool_calls" if finish_reason == "stop" and self.tools is not None and self.tools.called else \
-            finish_reason
+        called = self.tools is not None and self.tools.called
+        return "tool_calls" if finish_reason == "stop" and called else finish_reason
