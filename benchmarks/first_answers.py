@@ -102,9 +102,19 @@ def main() -> None:
     spec = resolve_model()
     engine = create_engine(spec, EngineConfig(dtype=args.dtype), "vllm")
     template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system)
+    # A run on a busy machine may die (out of memory); rerun the same command to measure the settings left.
     rows: list[dict[str, Any]] = []
+    if args.json and args.json.is_file():
+        rows = [r for r in json.loads(args.json.read_text())["rows"] if r["setting"] in SETTINGS]
+    done = {r["setting"] for r in rows}
+    meta = {"machine": platform.platform(), "processor": platform.processor(), "model": spec.name,
+            "dtype": getattr(engine, "engine_args", {}).get("dtype", args.dtype), "conversations": args.conversations,
+            "max_new_tokens": args.max_new_tokens,
+            "questions": [{"query": q, "expected": list(e)} for q, e in QUESTIONS]}
     try:
         for name, fields in SETTINGS.items():
+            if name in done:
+                continue
             t0 = time.perf_counter()
             tallies, samples = run_setting(engine, template, fields, args.conversations, args.max_new_tokens)
             total = sum(t.total for t in tallies.values())
@@ -118,6 +128,9 @@ def main() -> None:
             })
             last = rows[-1]
             print(f"{name}: {last['right']} right, {last['loops']} loops, {last['seconds']} s", flush=True)
+            if args.json:  # after each setting: a long run that dies keeps what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, ensure_ascii=False) + "\n")
     finally:
         engine.close()
 
@@ -130,12 +143,6 @@ def main() -> None:
         print(f"| {row['setting']} | {row['right']} | {row['loops']} | {row['cut_at_max_new_tokens']} | "
               f"{row['france_right']} | {row['france_loops']} |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"machine": platform.platform(), "processor": platform.processor(), "model": spec.name,
-                "dtype": engine.engine_args.get("dtype") if hasattr(engine, "engine_args") else args.dtype,
-                "conversations": n, "max_new_tokens": args.max_new_tokens,
-                "questions": [{"query": q, "expected": list(e)} for q, e in QUESTIONS]}
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.json}")
 
 

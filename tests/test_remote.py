@@ -86,16 +86,17 @@ def test_infer_through_the_server_answers_as_the_local_engine(deploy_server, ses
     args = [arg for q in QUESTIONS for arg in ("--query", q)] + ["--max_new_tokens", "64"]
     local = invoke("infer", *args, "--output", "json")
     assert local.exit_code == 0, local.output
-    local_answers = [json.loads(line)["response"] for line in local.stdout.splitlines()]
+    local_rows = [json.loads(line) for line in local.stdout.splitlines()]
     env = dict(os.environ, SWIFTCLI_API_URL=deploy_server.base_url)
     done = subprocess.run([sys.executable, "-m", "swiftcli.cli", "infer", *args, "--output", "json"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["query"] for r in rows] == QUESTIONS, "answers come back in question order"
-    assert [r["response"] for r in rows] == local_answers
-    assert "Paris" in rows[0]["response"]
-    assert all(r["usage"]["completion_tokens"] > 0 and r["finish_reason"] == "stop" for r in rows)
+    assert [r["response"] for r in rows] == [r["response"] for r in local_rows]
+    assert [r["finish_reason"] for r in rows] == [r["finish_reason"] for r in local_rows]
+    assert "Paris" in rows[0]["response"] and rows[0]["finish_reason"] == "stop"
+    assert all(r["usage"]["completion_tokens"] > 0 for r in rows)
     # Piped stdin goes the same way, and a stop string is sent to the server.
     piped = subprocess.run([sys.executable, "-m", "swiftcli.cli", "infer", "--stop", "Paris"], input=FRANCE,
                            capture_output=True, text=True, env=env, timeout=120)

@@ -33,6 +33,9 @@ class ServerModel:
 
 
 class RemoteRepl(Repl):
+    remote: Any
+    sampling: dict[str, Any]
+
     @classmethod
     def start(cls, remote: Any, sampling: dict[str, Any], system: str | None, console: Any, markdown: bool,
               history_file: Path | None) -> RemoteRepl:
@@ -45,9 +48,6 @@ class RemoteRepl(Repl):
         repl = cls(loaded, config, ChatSession(system=system), markdown, history_file, console=console)
         repl.remote, repl.sampling = remote, sampling
         return repl
-
-    remote: Any
-    sampling: dict[str, Any]
 
     def banner(self) -> None:
         from swiftcli.config.sampling import describe_sent

@@ -9,6 +9,7 @@ the sampling fields the caller sets go as request fields, and those it leaves un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -154,9 +155,9 @@ class RemoteModel:
                     with _api_errors(self.base_url):
                         response = await client.chat.completions.create(
                             model=self.model, messages=_messages(requests[i]), **config)
-                results[i] = _answer_of(requests[i], response)
+                answer = results[i] = _answer_of(requests[i], response)
                 if on_answer is not None:
-                    on_answer(i, results[i])
+                    on_answer(i, answer)
 
             tasks = [asyncio.create_task(one(i)) for i in range(len(requests))]
             try:
@@ -193,7 +194,7 @@ def run_rows_remote(model: RemoteModel, rows: Sequence[Any], sampling: Mapping[s
     return stats
 
 
-def _messages(request: Mapping[str, Any]) -> list[dict[str, str]]:
+def _messages(request: Mapping[str, Any]) -> list[Any]:
     from swiftcli.client import messages_of
 
     query = request.get("query")
@@ -209,24 +210,18 @@ def _answer_of(request: Mapping[str, Any], response: Any) -> RemoteAnswer:
                         usage.completion_tokens if usage else 0, choice.finish_reason)
 
 
-class _api_errors:
+@contextlib.contextmanager
+def _api_errors(base_url: str) -> Iterator[None]:
     """openai's exceptions as SwiftErrors: the server's own message for a refused request, a hint when it is gone."""
+    import openai
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
+    from swiftcli.webui.backends import _server_message
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        import openai
-
-        from swiftcli.webui.backends import _server_message
-
-        if isinstance(exc, openai.AuthenticationError):
-            raise EngineError(f"{self.base_url} refused the API key", "pass the server's key with --api_key") from None
-        if isinstance(exc, openai.APIStatusError):
-            raise InputError(f"the server refused the request: {_server_message(exc)}") from None
-        if isinstance(exc, openai.APIConnectionError):
-            raise EngineError(f"lost the connection to {self.base_url}", "check that the server is still up") from None
-        return False
+    try:
+        yield
+    except openai.AuthenticationError:
+        raise EngineError(f"{base_url} refused the API key", "pass the server's key with --api_key") from None
+    except openai.APIStatusError as exc:
+        raise InputError(f"the server refused the request: {_server_message(exc)}") from None
+    except openai.APIConnectionError:
+        raise EngineError(f"lost the connection to {base_url}", "check that the server is still up") from None
