@@ -143,7 +143,7 @@ def eval_command(
             "--eval-mc-method",
             help="Multiple choice: loglikelihood of each option (lm-eval's acc and acc_norm) or generate "
             "(the option letter in the answer).",
-            metavar="loglikelihood|generate",
+            metavar="METHOD",
             rich_help_panel=EVAL_PANEL,
             show_default=True,
         ),

@@ -224,16 +224,15 @@ def answer_dataset(selection: Any, target: Path | None, overwrite: bool, output:
         writer, done = StreamWriter(sys.stdout), 0
     stats = RunStats(resumed=done, result_path=str(target) if target else None)
     try:
-        if done == len(rows):
-            return
-        if done:
-            message(f"Resuming {target}: {done} of {len(rows)} rows already done.")
-        t0 = time.perf_counter()
-        with answerer() as answer:
-            stats.startup_seconds = time.perf_counter() - t0
-            if isinstance(writer, ResultFile):
-                writer.open()
-            _answer_with_progress(answer, rows, writer, done, stats, target)
+        if done < len(rows):
+            if done:
+                message(f"Resuming {target}: {done} of {len(rows)} rows already done.")
+            t0 = time.perf_counter()
+            with answerer() as answer:
+                stats.startup_seconds = time.perf_counter() - t0
+                if isinstance(writer, ResultFile):
+                    writer.open()
+                _answer_with_progress(answer, rows, writer, done, stats, target)
     finally:
         if isinstance(writer, ResultFile):
             writer.close()

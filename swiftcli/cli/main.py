@@ -7,10 +7,10 @@ kebab-case name, see cli.options), and options that take several values take the
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from swiftcli import __version__
 from swiftcli.cli import output, state
@@ -31,8 +31,17 @@ HELP = (
     "space-separated (--val_dataset a.jsonl b.jsonl)."
 )
 
+class SwiftcliGroup(TyperGroup):
+    """The root command: argv is expanded (`--opt a b` -> `--opt a --opt b`) before Click parses it, for
+    `swiftcli`, `python -m swiftcli` and CliRunner alike."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_multi_values(list(args), self))
+
+
 app = typer.Typer(
     name="swiftcli",
+    cls=SwiftcliGroup,
     help=HELP,
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -120,5 +129,4 @@ def expand_multi_values(args: list[str], command: Any) -> list[str]:
 
 
 def main() -> None:
-    command = typer.main.get_command(app)
-    command.main(args=expand_multi_values(sys.argv[1:], command), prog_name="swiftcli")
+    app(prog_name="swiftcli")
