@@ -310,3 +310,19 @@ def _wait_ready(proc: subprocess.Popen, root: str, timeout: float = 600) -> None
             pass
         time.sleep(0.5)
     raise TimeoutError("the server did not become ready")
+
+
+def test_engine_core_exits_when_the_server_is_killed():
+    """In its own session the engine core gets no group signal, so it watches its parent instead."""
+    from server_utils import start_server
+
+    server = start_server(["--max_new_tokens", "8"], timeout=600)
+    core = _engine_core(server.pid)
+    server.process.kill()
+    server.process.wait(30)
+    server.stop()
+    try:
+        core.wait(30)
+    except psutil.TimeoutExpired:
+        core.kill()
+        raise AssertionError("the engine core outlived its killed server") from None

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,9 +31,22 @@ def run_engine_core_detached(*args: Any, **kwargs: Any) -> None:
         os.setsid()
     except OSError:  # already a session leader: nothing to leave
         pass
+    _stop_with_parent(os.getppid())
     # Under fork the class still holds this function; under spawn it holds vLLM's own.
     original = getattr(EngineCoreProc, _ORIGINAL, None) or EngineCoreProc.run_engine_core
     original(*args, **kwargs)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Out of the server's session, nothing else would stop the engine core if the server were killed -9:
+    once the parent is gone, send ourselves the SIGTERM that vLLM's handler turns into a clean exit."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="swiftcli-parent-watch", daemon=True).start()
 
 
 @contextmanager
