@@ -191,7 +191,7 @@ def test_cli_rerun_with_other_settings_is_refused_and_overwrite_starts_over(sess
     assert [r["query"] for r in first][2] == f"Repeat: {SEPARATORS}" and len(first) == 3
     assert first[0]["response"] == first[1]["response"] and "Paris" in first[0]["response"]
     for extra, what in ((["--system", "Answer in French."], "the system prompt"),
-                        (["--temperature", "0.7"], "the generation settings")):
+                        (["--max_new_tokens", "16"], "the generation settings")):
         result = CliRunner().invoke(app, [*base, "--skip_bad_rows", "true", *extra])
         assert result.exit_code == 1, result.output
         assert f"holds the results of another run: {what} changed" in result.stderr

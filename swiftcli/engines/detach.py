@@ -5,9 +5,6 @@ foreground process group, and `kill -TERM -PGID` (or a supervisor that signals t
 without this, the engine dies while the server drains, and every request in flight fails. In its own
 session the core receives only what is sent to it, which is what the server does when it shuts the engine
 down after draining.
-
-A process of its own session no longer dies with its terminal, so the core watches its parent: if the server
-dies without shutting it down (kill -9, a crash), the core stops itself instead of holding its memory forever.
 """
 
 from __future__ import annotations
@@ -34,21 +31,19 @@ def run_engine_core_detached(*args: Any, **kwargs: Any) -> None:
         os.setsid()
     except OSError:  # already a session leader: nothing to leave
         pass
-    _stop_when_orphaned(os.getppid())
+    _stop_with_parent(os.getppid())
     # Under fork the class still holds this function; under spawn it holds vLLM's own.
     original = getattr(EngineCoreProc, _ORIGINAL, None) or EngineCoreProc.run_engine_core
     original(*args, **kwargs)
 
 
-def _stop_when_orphaned(parent: int, interval: float = 1.0) -> None:
-    """SIGTERM this process (vLLM's handler then shuts the core and its workers down) once its parent is gone.
-    Polling, not PR_SET_PDEATHSIG: that fires when the *thread* that started the process ends, and servers
-    start their engine from a loader thread."""
+def _stop_with_parent(parent: int) -> None:
+    """Out of the server's session, nothing else would stop the engine core if the server were killed -9:
+    once the parent is gone, send ourselves the SIGTERM that vLLM's handler turns into a clean exit."""
 
     def watch() -> None:
         while os.getppid() == parent:
-            time.sleep(interval)
-        logger.warning("the server process %d is gone: stopping the engine core", parent)
+            time.sleep(1.0)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="swiftcli-parent-watch", daemon=True).start()

@@ -14,6 +14,7 @@ from typing import Any
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 TGI_MAX_CONCURRENT = 128
+DRAIN_FACTOR = 32  # an oversize body up to this many times the limit is read (and dropped) before the 413
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class BodyLimitMiddleware:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, int(declared))
             return
         chunks: list[bytes] = []
         size = 0
@@ -138,7 +139,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, size if message.get("more_body") else None)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -146,11 +147,18 @@ class BodyLimitMiddleware:
         body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         await self.app(scope, _replay([body], receive), send)
 
-    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+    async def _refuse(self, scope: Any, receive: Any, send: Any, unread: int | None) -> None:
         from fastapi.responses import JSONResponse
 
         from swiftcli.server.errors import error_body
 
+        if unread is not None and unread <= DRAIN_FACTOR * self.max_bytes:
+            # Read the rest and drop it: a client still sending when the answer comes and the connection
+            # closes sees a reset instead of the 413. Beyond this, closing is cheaper than reading.
+            while True:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    break
         message = f"the request body is larger than the server's limit of {self.max_bytes} bytes"
         # Connection: close, because the rest of an unread body would otherwise be parsed as the next request.
         response = JSONResponse(error_body(413, message, code="request_too_large"), status_code=413,
