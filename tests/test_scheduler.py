@@ -130,3 +130,28 @@ def test_more_ranks_than_gpus_refused_with_sizes_that_fit(tmp_path):
 def test_cpu_engine_args_do_not_count_gpus(embedded_spec, restore_binding):
     # On CPU each rank is a process: three ranks on a machine without GPUs are fine.
     assert engine_args(embedded_spec, EngineConfig(tensor_parallel_size=3))["tensor_parallel_size"] == 3
+
+
+def test_loaded_engine_freezes_startup_heap(vllm_engine):
+    """The loaded engine's start-up objects are out of the collector's sight, so a full collection no longer
+    walks them (vLLM's server does the same)."""
+    import gc
+
+    assert gc.get_freeze_count() > 100_000
+
+
+def test_heap_thawed_when_the_last_engine_closes(monkeypatch):
+    import gc
+
+    from swiftcli.engines import heap
+
+    monkeypatch.setattr(heap, "_frozen", {"engines": 0})
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
+    heap.freeze_startup_heap()
+    heap.freeze_startup_heap()
+    heap.thaw_heap()
+    assert calls == ["freeze", "freeze"]
+    heap.thaw_heap()
+    assert calls == ["freeze", "freeze", "unfreeze"]

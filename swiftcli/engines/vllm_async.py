@@ -8,6 +8,7 @@ from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
 from swiftcli.engines.outputs import to_result
 from swiftcli.engines.scheduler import SERVER, log_limits, usage_context
 from swiftcli.engines.tokenizer import load_tokenizer
@@ -48,6 +49,7 @@ class AsyncVllmEngine:
         for path in spec.adapters:
             self.add_lora(path.name, str(path))
         self.default_adapter = spec.adapters[0].name if spec.adapters else None
+        freeze_startup_heap()
 
     @property
     def lora_names(self) -> list[str]:
@@ -107,6 +109,7 @@ class AsyncVllmEngine:
         if llm is not None:
             llm.shutdown()
             del self.llm
+            thaw_heap()
 
 
 def _client_errors() -> tuple[type[BaseException], ...]:
