@@ -166,14 +166,39 @@ def fresh_process_path(path: str, queries: list[str], max_tokens: int, setup: Se
     startup = time.perf_counter() - t0
     prompts, params = raw_inputs(template, queries, max_tokens, setup.ignore_eos)
     llm.generate(prompts[:8], params, use_tqdm=False)  # warm-up, the same for both paths
+    pauses = _GcPauses()
     runs = [time_raw(llm, prompts, params) if path == "raw" else
             time_ours(engine, template, queries, max_tokens, setup.ignore_eos) for _ in range(repeats)]
+    pauses.stop()
     seconds, tokens = min(runs)
     if close:
         close()
     name = "raw vLLM LLM.generate" if path == "raw" else "swiftcli inference_vllm"
     return _row(name, seconds, tokens, len(queries), startup_s=round(startup, 1), dtype=str(args.get("dtype")),
-                mode="fresh process", runs_s=[round(r[0], 3) for r in runs])
+                mode="fresh process", runs_s=[round(r[0], 3) for r in runs], gc_pause_s=round(pauses.total, 3),
+                full_collections=pauses.full)
+
+
+class _GcPauses:
+    """Time spent in the garbage collector while the timed runs go (all runs together)."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.total, self.full, self._start = 0.0, 0, 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+            return
+        self.total += time.perf_counter() - self._start
+        self.full += info.get("generation") == 2
+
+    def stop(self) -> None:
+        import gc
+
+        gc.callbacks.remove(self._callback)
 
 
 def run_fresh(args: argparse.Namespace) -> list[dict[str, object]]:
@@ -186,7 +211,8 @@ def run_fresh(args: argparse.Namespace) -> list[dict[str, object]]:
             if proc.returncode != 0:
                 raise SystemExit(f"the {path} process failed:\n{proc.stderr[-3000:]}")
             row = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"  {row['path']:<26} {row['output_tok_s']:>9.1f} tok/s (runs {row['runs_s']} s)", flush=True)
+            print(f"  {row['path']:<26} {row['output_tok_s']:>9.1f} tok/s (runs {row['runs_s']} s; "
+                  f"{row['gc_pause_s']} s collecting garbage, {row['full_collections']} full collections)", flush=True)
             if row["path"] not in best or row["seconds"] < best[row["path"]]["seconds"]:
                 best[row["path"]] = row
     return list(best.values())
