@@ -1,11 +1,10 @@
 """The garbage collector and a loaded engine.
 
 Once vLLM, torch and transformers are imported and an engine is up, a process tracks ~700,000 long-lived objects,
-and each full (oldest-generation) collection walks all of them: 1.3 s on a 2-core machine, a few hundred ms on a
-fast host. CPython runs one whenever enough objects have survived since the last, which a server streaming to
-many clients or a long offline run reaches every few seconds: every request in flight then stalls at once, and
-the slowest time-to-first-token (p99) carries the pause. vLLM's own server freezes its start-up heap for this
-reason; swiftcli's engines do it once loaded. Objects created later are collected as before.
+and each full (oldest-generation) collection walks all of them: 1.3 s on a busy 2-core machine. CPython starts one
+once the objects that survived younger collections exceed a quarter of the old ones; whatever is running then
+stalls for its length, a server's streams all at once. vLLM's own server freezes its start-up heap for this reason;
+swiftcli's engines do the same once loaded, so a full collection walks only what was made afterwards.
 """
 
 from __future__ import annotations
