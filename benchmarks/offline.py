@@ -6,6 +6,12 @@ The CLI path runs in a subprocess and reports start-up apart from generation. Pr
 
     python benchmarks/offline.py                       # 256 prompts x 64 tokens, all paths
     python benchmarks/offline.py --num-prompts 2048 --max-tokens 128 --skip hf,pt   # GPU sizes
+    python benchmarks/offline.py --fresh --rounds 2 --num-prompts 128 --skip cli,pt,hf   # two fresh processes
+    python benchmarks/offline.py --model /tmp/llama-8b-shape --engine_kwargs '{"load_format": "dummy"}' \
+        --tensor_parallel_size 2 --num-prompts 1024 --max-tokens 256
+
+`--fresh` runs raw `LLM.generate` and `inference_vllm` each in its own new process (same settings, same warm-up,
+generation timed only), which also counts what one path leaves behind for the next on a shared engine.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,43 +65,168 @@ class _CountingEngine:
             yield result
 
 
-def run_vllm(queries: list[str], max_tokens: int, dtype: str | None, repeats: int) -> list[dict[str, object]]:
-    """Raw `LLM.generate` and `inference_vllm` alternate on one engine; the best run of each counts."""
+@dataclass(frozen=True)
+class Setup:
+    """The engine both vLLM paths run: a model directory (None: the embedded model) and engine settings."""
+
+    model: str | None = None
+    dtype: str | None = None
+    tensor_parallel_size: int = 1
+    engine_kwargs: dict = field(default_factory=dict)
+    ignore_eos: bool = True
+
+    def engine(self) -> object:
+        from swiftcli import get_vllm_engine
+
+        return get_vllm_engine(None if self.model else "smollm2-135m-instruct", self.dtype,
+                               model_id_or_path=self.model, tensor_parallel_size=self.tensor_parallel_size,
+                               engine_kwargs=dict(self.engine_kwargs))
+
+    def spec_and_args(self) -> tuple[object, dict]:
+        from swiftcli.config import EngineConfig, resolve_model
+        from swiftcli.engines.vllm import engine_args
+
+        spec = resolve_model(model_id_or_path=self.model) if self.model else resolve_model()
+        config = EngineConfig(dtype=self.dtype, tensor_parallel_size=self.tensor_parallel_size,
+                              engine_kwargs=dict(self.engine_kwargs))
+        return spec, engine_args(spec, config)
+
+
+def raw_inputs(template: object, queries: list[str], max_tokens: int, ignore_eos: bool) -> tuple[list, object]:
+    """The token prompts and sampling settings swiftcli's inference_vllm sends for the same requests."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from swiftcli import get_template, get_vllm_engine, inference_vllm
+    prompts = [TokensPrompt(prompt_token_ids=template.encode(q)) for q in queries]
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=ignore_eos,
+                            stop=template.stop_words or None, stop_token_ids=template.stop_token_ids or None)
+    return prompts, params
+
+
+def time_raw(llm: object, prompts: list, params: object) -> tuple[float, int]:
+    t = time.perf_counter()
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    return time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outputs)
+
+
+def time_ours(engine: object, template: object, queries: list[str], max_tokens: int, ignore_eos: bool
+              ) -> tuple[float, int]:
+    from swiftcli import inference_vllm
     from swiftcli.config import GenerationConfig
 
+    config = GenerationConfig(max_new_tokens=max_tokens, temperature=0.0, do_sample=False, ignore_eos=ignore_eos)
+    counted = _CountingEngine(engine)
+    t = time.perf_counter()
+    inference_vllm(counted, template, [{"query": q} for q in queries], generation_config=config)
+    return time.perf_counter() - t, counted.output_tokens
+
+
+def run_vllm(queries: list[str], max_tokens: int, setup: Setup, repeats: int) -> list[dict[str, object]]:
+    """Raw `LLM.generate` and `inference_vllm` alternate on one engine; the best run of each counts."""
+    from swiftcli import get_template
+
     t0 = time.perf_counter()
-    engine = get_vllm_engine("smollm2-135m-instruct", dtype)
+    engine = setup.engine()
     startup = time.perf_counter() - t0
     template = get_template(engine.spec.template_type, engine.hf_tokenizer)
-    token_prompts = [TokensPrompt(prompt_token_ids=template.encode(q)) for q in queries]
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True,
-                            stop=template.stop_words or None, stop_token_ids=template.stop_token_ids or None)
-    config = GenerationConfig(max_new_tokens=max_tokens, temperature=0.0, do_sample=False, ignore_eos=True)
-    requests = [{"query": q} for q in queries]
-
-    engine.llm.generate(token_prompts[:8], params, use_tqdm=False)  # warm-up
+    prompts, params = raw_inputs(template, queries, max_tokens, setup.ignore_eos)
+    engine.llm.generate(prompts[:8], params, use_tqdm=False)  # warm-up
     best: dict[str, tuple[float, int]] = {}
     for _ in range(repeats):
-        t = time.perf_counter()
-        outputs = engine.llm.generate(token_prompts, params, use_tqdm=False)
-        raw = (time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outputs))
-        counted = _CountingEngine(engine)
-        t = time.perf_counter()
-        inference_vllm(counted, template, requests, generation_config=config)
-        ours_seconds, ours_tokens = time.perf_counter() - t, counted.output_tokens
-        ours = (ours_seconds, ours_tokens)
+        raw = time_raw(engine.llm, prompts, params)
+        ours = time_ours(engine, template, queries, max_tokens, setup.ignore_eos)
         for name, value in (("raw vLLM LLM.generate", raw), ("swiftcli inference_vllm", ours)):
             if name not in best or value[0] < best[name][0]:
                 best[name] = value
     resolved_dtype = str(engine.engine_args.get("dtype", "auto"))
     engine.close()
-    rows = [_row(name, s, tokens, len(queries), startup_s=round(startup, 1), dtype=resolved_dtype)
+    return [_row(name, s, tokens, len(queries), startup_s=round(startup, 1), dtype=resolved_dtype, mode="same engine")
             for name, (s, tokens) in best.items()]
-    return rows
+
+
+def fresh_process_path(path: str, queries: list[str], max_tokens: int, setup: Setup, repeats: int
+                       ) -> dict[str, object]:
+    """One path alone in this process: `raw` builds vllm.LLM itself from swiftcli's engine arguments, `ours`
+    starts swiftcli's engine; a warm-up, then the best of `repeats` timed runs (generation only)."""
+    from swiftcli import get_template
+
+    spec, args = setup.spec_and_args()
+    t0 = time.perf_counter()
+    if path == "raw":
+        import vllm
+
+        from swiftcli.engines.tokenizer import load_tokenizer
+
+        llm = vllm.LLM(**args)
+        template = get_template(spec.template_type, load_tokenizer(spec, False))
+        close = None
+    else:
+        engine = setup.engine()
+        llm, template, close = engine.llm, get_template(engine.spec.template_type, engine.hf_tokenizer), engine.close
+    startup = time.perf_counter() - t0
+    prompts, params = raw_inputs(template, queries, max_tokens, setup.ignore_eos)
+    llm.generate(prompts[:8], params, use_tqdm=False)  # warm-up, the same for both paths
+    pauses = _GcPauses()
+    runs = [time_raw(llm, prompts, params) if path == "raw" else
+            time_ours(engine, template, queries, max_tokens, setup.ignore_eos) for _ in range(repeats)]
+    pauses.stop()
+    seconds, tokens = min(runs)
+    if close:
+        close()
+    name = "raw vLLM LLM.generate" if path == "raw" else "swiftcli inference_vllm"
+    return _row(name, seconds, tokens, len(queries), startup_s=round(startup, 1), dtype=str(args.get("dtype")),
+                mode="fresh process", runs_s=[round(r[0], 3) for r in runs], gc_pause_s=round(pauses.total, 3),
+                full_collections=pauses.full)
+
+
+class _GcPauses:
+    """Time spent in the garbage collector while the timed runs go (all runs together)."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.total, self.full, self._start = 0.0, 0, 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+            return
+        self.total += time.perf_counter() - self._start
+        self.full += info.get("generation") == 2
+
+    def stop(self) -> None:
+        import gc
+
+        gc.callbacks.remove(self._callback)
+
+
+def run_fresh(args: argparse.Namespace) -> list[dict[str, object]]:
+    """Each path in its own fresh process (raw first, then ours, `--rounds` times); the best of each counts."""
+    best: dict[str, dict[str, object]] = {}
+    for _ in range(args.rounds):
+        for path in ("raw", "ours"):
+            cmd = [sys.executable, __file__, "--path", path, *_setup_flags(args)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"the {path} process failed:\n{proc.stderr[-3000:]}")
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"  {row['path']:<26} {row['output_tok_s']:>9.1f} tok/s (runs {row['runs_s']} s; "
+                  f"{row['gc_pause_s']} s collecting garbage, {row['full_collections']} full collections)", flush=True)
+            if row["path"] not in best or row["seconds"] < best[row["path"]]["seconds"]:
+                best[row["path"]] = row
+    return list(best.values())
+
+
+def _setup_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--num-prompts", str(args.num_prompts), "--max-tokens", str(args.max_tokens),
+             "--repeats", str(args.repeats), "--tensor_parallel_size", str(args.tensor_parallel_size),
+             "--engine_kwargs", args.engine_kwargs, "--ignore_eos", str(args.ignore_eos).lower()]
+    if args.model:
+        flags += ["--model", args.model]
+    if args.dtype:
+        flags += ["--dtype", args.dtype]
+    return flags
 
 
 def run_cli(queries: list[str], max_tokens: int, dtype: str | None) -> dict[str, object]:
@@ -169,15 +301,31 @@ def main() -> None:
     parser.add_argument("--dtype", default=None, help="engine dtype (default: swiftcli's platform default)")
     parser.add_argument("--repeats", type=int, default=2, help="raw/inference_vllm alternations (best counts)")
     parser.add_argument("--skip", default="", help="comma list of: vllm, cli, pt, hf")
+    parser.add_argument("--model", default=None, help="model directory for the vLLM paths (default: embedded; "
+                        "the cli, pt and hf paths run only on the embedded model)")
+    parser.add_argument("--tensor_parallel_size", type=int, default=1)
+    parser.add_argument("--engine_kwargs", default="{}", help='extra engine arguments as JSON, e.g. '
+                        '\'{"load_format": "dummy"}\'')
+    parser.add_argument("--ignore_eos", type=lambda v: v.lower() in ("1", "true", "yes"), default=True)
+    parser.add_argument("--fresh", action="store_true",
+                        help="raw and inference_vllm each in a fresh process instead of alternating on one engine")
+    parser.add_argument("--rounds", type=int, default=1, help="with --fresh: raw/ours process pairs")
+    parser.add_argument("--path", choices=["raw", "ours"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", default="benchmarks/results/offline.json")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.model or args.tensor_parallel_size > 1:
+        skip |= {"cli", "pt", "hf"}
+    setup = Setup(args.model, args.dtype, args.tensor_parallel_size, json.loads(args.engine_kwargs), args.ignore_eos)
 
     queries = chat_prompts(args.num_prompts)
+    if args.path:  # one path of --fresh, in its own process: its row on the last line of stdout
+        print(json.dumps(fresh_process_path(args.path, queries, args.max_tokens, setup, args.repeats)))
+        return
     rows: list[dict[str, object]] = []
     if "vllm" not in skip:  # first, before this process touches CUDA (vLLM forks its engine process)
-        rows += run_vllm(queries, args.max_tokens, args.dtype, args.repeats)
+        rows += run_fresh(args) if args.fresh else run_vllm(queries, args.max_tokens, setup, args.repeats)
     import torch
 
     hf_dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
@@ -191,7 +339,9 @@ def main() -> None:
     raw = next((r for r in rows if r["path"] == "raw vLLM LLM.generate"), None)
     for row in rows:
         row["vs_raw_vllm"] = round(row["output_tok_s"] / raw["output_tok_s"], 3) if raw else None
-    print(f"\n{args.num_prompts} chat prompts x {args.max_tokens} new tokens (greedy, EOS ignored)\n")
+    mode = "fresh processes" if args.fresh else "one engine, alternating"
+    print(f"\n{args.num_prompts} chat prompts x {args.max_tokens} new tokens (greedy, ignore_eos={args.ignore_eos}; "
+          f"raw vs inference_vllm: {mode})\n")
     print(f"{'path':<38} {'out tok/s':>10} {'seconds':>9} {'vs raw':>7} {'start-up s':>11}")
     for row in rows:
         ratio = f"{row['vs_raw_vllm']:.3f}" if row["vs_raw_vllm"] is not None else "-"
@@ -210,6 +360,7 @@ def main() -> None:
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "versions": {"vllm": getattr(vllm, "__version__", "?"), "torch": torch.__version__},
         "num_prompts": args.num_prompts, "max_tokens": args.max_tokens, "rows": rows,
+        "settings": {k: v for k, v in vars(args).items() if k != "path"},
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

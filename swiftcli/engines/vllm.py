@@ -18,6 +18,7 @@ from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
 from swiftcli.engines.outputs import to_result
 from swiftcli.engines.scheduler import OFFLINE, log_limits
 from swiftcli.engines.tokenizer import load_tokenizer
@@ -197,6 +198,7 @@ class VllmEngine:
             self.add_lora(path.name, str(path))
         self.default_adapter = spec.adapters[0].name if spec.adapters else None
         self.serial_prompt_logprobs = lora_breaks_batched_prompt_logprobs(self.engine_args)
+        freeze_startup_heap()
 
     def add_lora(self, name: str, path: str) -> None:
         from vllm.lora.request import LoRARequest
@@ -262,6 +264,7 @@ class VllmEngine:
         finalizer = getattr(self, "_finalizer", None)
         if finalizer is not None and finalizer.alive:
             finalizer()  # shuts the engine core down now rather than at interpreter exit
+            thaw_heap()
             del self.llm
             import gc
 

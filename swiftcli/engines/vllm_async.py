@@ -10,6 +10,7 @@ from typing import Any
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
 from swiftcli.engines.detach import engine_core_detached
+from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
 from swiftcli.engines.outputs import to_result
 from swiftcli.engines.scheduler import SERVER, log_limits, usage_context
 from swiftcli.engines.tokenizer import load_tokenizer
@@ -58,6 +59,7 @@ class AsyncVllmEngine:
         from swiftcli.engines.vllm import lora_breaks_batched_prompt_logprobs
 
         self.prompt_logprobs_ok = not lora_breaks_batched_prompt_logprobs(args)
+        freeze_startup_heap()
 
     @property
     def lora_names(self) -> list[str]:
@@ -157,6 +159,7 @@ class AsyncVllmEngine:
             except TypeError:  # releases whose shutdown takes no timeout
                 llm.shutdown()
             del self.llm
+            thaw_heap()
 
 
 def _request_error(exc: Exception) -> Exception:
