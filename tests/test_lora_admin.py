@@ -22,7 +22,7 @@ def lora_server(lora_run):
     from server_utils import start_server
 
     server = start_server(["--enable_runtime_lora", "true", "--max_lora_rank", "8", "--max_new_tokens", "32",
-                           "--served_model_name", "base"], env={"SWIFTCLI_API_KEY": KEY})
+                           "--served_model_name", "base"], env={"SWIFTCLI_API_KEY": KEY}, timeout=900)
     yield server
     server.stop()
 
