@@ -84,3 +84,13 @@ def test_one_place_builds_engines():
             if not text[text.rfind("\n", 0, match.start()) + 1:match.start()].lstrip().startswith("def "):
                 callers.append(f"{path.relative_to(root)}:{line}")
     assert sorted({c.split(":")[0] for c in callers}) == ["engines/__init__.py", "engines/loader.py"], callers
+
+
+def test_a_typed_temperature_turns_sampling_on_over_a_greedy_default():
+    from swiftcli.engines.loader import merge_generation
+
+    greedy = {"temperature": 0.0, "do_sample": False}
+    config = merge_generation(GenerationConfig(), {"temperature": 0.7}, **greedy)
+    assert config.do_sample and config.temperature == 0.7
+    assert merge_generation(GenerationConfig(), {}, **greedy).greedy
+    assert merge_generation(GenerationConfig(), {"temperature": 0.7, "do_sample": False}, **greedy).greedy

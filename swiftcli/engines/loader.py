@@ -107,7 +107,10 @@ def merge_generation(base: GenerationConfig, given: dict[str, Any], **command_de
 
     `do_sample false` means temperature 0, and temperature 0 means greedy.
     """
-    values = {**command_defaults, **{k: v for k, v in given.items() if v is not None}}
+    given = {k: v for k, v in given.items() if v is not None}
+    values = {**command_defaults, **given}
+    if given.get("temperature", 0) > 0 and "do_sample" not in given:
+        values["do_sample"] = True  # a temperature the user typed turns sampling on over a greedy default
     if values.get("do_sample") is False:
         values["temperature"] = 0.0
     if values.get("temperature") == 0:
