@@ -230,17 +230,17 @@ def check_adapters(loras: dict[str, str], spec: ModelSpec, config: EngineConfig)
     from pathlib import Path
 
     from swiftcli.cli.output import message
-    from swiftcli.config.adapters import check_adapter, engine_rank
+    from swiftcli.export.adapters import check_adapter, engine_rank
 
     paths = {**{p.name: p for p in spec.adapters}, **{n: Path(p) for n, p in loras.items()}}
     if not paths:
         return
-    infos = [check_adapter(name, path, spec.model_dir) for name, path in paths.items()]
-    top = max(infos, key=lambda info: info.rank)
-    needed = engine_rank(top.rank)
+    ranks = {name: check_adapter(path, spec).rank for name, path in paths.items()}
+    top = max(ranks, key=lambda name: ranks[name])
+    needed = engine_rank(ranks[top])
     if needed > config.max_lora_rank:
-        message(f"Raising --max_lora_rank from {config.max_lora_rank} to {needed}: adapter {top.name} has "
-                f"rank {top.rank}.")
+        message(f"Raising --max_lora_rank from {config.max_lora_rank} to {needed}: adapter {top} has "
+                f"rank {ranks[top]}.")
         config.max_lora_rank = needed
 
 

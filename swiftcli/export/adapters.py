@@ -23,6 +23,8 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors",)
 PEFT_PREFIX = "base_model.model."
 # The largest safetensors header we read; real ones are kilobytes to a few MiB.
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+# The ranks vLLM's LoRA kernels are built for (vllm.config.lora.MaxLoRARanks).
+ENGINE_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 @dataclass(frozen=True)
@@ -81,23 +83,24 @@ def check_adapter(path: str | Path, base_spec: ModelSpec | None = None, max_lora
         raise CheckpointError(f"{path}: {ADAPTER_CONFIG} has no valid rank 'r'")
     if max_lora_rank is not None and rank > max_lora_rank:
         raise CheckpointError(f"{path} has LoRA rank {rank}, more than the engine's max_lora_rank {max_lora_rank}",
-                              f"start the engine with --max_lora_rank {_next_power_of_two(rank)}")
+                              f"start the engine with --max_lora_rank {engine_rank(rank)}")
     weights = _adapter_weights(path)
     modules = 0
+    base = config.get("base_model_name_or_path")
     if base_spec is not None:
-        modules = _check_shapes(path, weights, base_spec.model_dir)
+        modules = _check_shapes(path, weights, base_spec.model_dir, base if isinstance(base, str) else None)
     targets = config.get("target_modules")
     target_list = (targets,) if isinstance(targets, str) else tuple(str(t) for t in targets or ())
-    base = config.get("base_model_name_or_path")
     return AdapterInfo(path.resolve(), rank, float(config.get("lora_alpha") or rank), target_list,
                        base if isinstance(base, str) else None, modules)
 
 
-def _next_power_of_two(value: int) -> int:
-    power = 1
-    while power < value:
-        power *= 2
-    return power
+def engine_rank(rank: int) -> int:
+    """The smallest rank limit the engine accepts that holds `rank`."""
+    for allowed in ENGINE_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise CheckpointError(f"LoRA rank {rank} is above the largest the engine supports ({ENGINE_RANKS[-1]})")
 
 
 def _adapter_weights(path: Path) -> Path | None:
@@ -138,8 +141,10 @@ def _base_shapes(model_dir: Path) -> dict[str, list[int]] | None:
     return shapes
 
 
-def _check_shapes(path: Path, weights: Path | None, model_dir: Path) -> int:
+def _check_shapes(path: Path, weights: Path | None, model_dir: Path, trained_on: str | None = None) -> int:
     """Every LoRA pair must fit a base weight: A is [r, in], B is [out, r], the base weight [out, in]."""
+    hint = f"it was trained on {trained_on}: serve it with that model" if trained_on else \
+        "serve it with the model it was trained on"
     base = _base_shapes(model_dir)
     if weights is None or base is None:
         return 0
@@ -153,14 +158,14 @@ def _check_shapes(path: Path, weights: Path | None, model_dir: Path) -> int:
         b_shape = adapter.get(key.replace(".lora_A.", ".lora_B."))
         if base_shape is None:
             raise CheckpointError(f"{path} is not an adapter of this base model: it adapts {module}, "
-                                  "which the base model does not have", "check the adapter's base model")
+                                  "which the base model does not have", hint)
         if len(base_shape) != 2 or b_shape is None or len(shape) != 2 or len(b_shape) != 2:
             continue
         if shape[1] != base_shape[1] or b_shape[0] != base_shape[0]:
             raise CheckpointError(
                 f"{path} is not an adapter of this base model: {module} is {b_shape[0]}x{shape[1]} in the "
                 f"adapter but {base_shape[0]}x{base_shape[1]} in the base",
-                "serve it with the model it was trained on",
+                hint,
             )
         checked += 1
     return checked
