@@ -101,14 +101,14 @@ def deploy_command(
         _opt("--shutdown-timeout", help="Seconds to let requests in flight finish on SIGTERM."),
     ] = 30.0,
     log_requests: Annotated[
-        bool,
+        BoolValue,
         _opt(
             "--log-requests",
             parser=parse_bool,
             metavar="BOOL",
             help="Log each request (and uvicorn's access log).",
         ),
-    ] = False,
+    ] = False,  # type: ignore[assignment]
     tool_call_parser: Annotated[
         str | None,
         _opt("--tool-call-parser", show_default=False,
@@ -168,7 +168,7 @@ def deploy_command(
         api_key=api_key or None,
         lora_modules=loras,
         max_concurrent_requests=max_concurrent_requests,
-        log_requests=log_requests,
+        log_requests=bool(log_requests),
         default_max_tokens=gen.max_new_tokens,
         limits=limits,
         tool_call_parser=tool_call_parser,
