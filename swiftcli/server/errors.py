@@ -63,7 +63,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "the request body is not valid JSON", None
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
-    message = first.get("msg", "invalid value")
+    # A validator's own message comes as "Value error, <message>": the prefix is pydantic's, not ours.
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     return (f"{param}: {message}" if param else message), param
 
 
