@@ -154,7 +154,7 @@ def deploy_command(
         engine.enable_lora = True
         engine.max_loras = max(engine.max_loras, len(loras), RUNTIME_MAX_LORAS)
     output.engine_logs("deploy")
-    _configure_logging(verbose() or log_requests)
+    _configure_logging(verbose() or bool(log_requests))
     spec = resolve_spec(model)  # a wrong model fails here, before the server starts
     check_adapters(loras, spec, engine)
 

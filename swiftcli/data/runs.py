@@ -129,8 +129,8 @@ class ResultFile:
                 done += 1
             self._keep += len(raw) + 1
         if tail.strip():
-            row = _complete_row(tail)
-            if row is not None and done < len(rows) and _same_row(row, rows[done]):
+            last = _complete_row(tail)
+            if last is not None and done < len(rows) and _same_row(last, rows[done]):
                 done += 1  # complete, only its newline is missing: kept
                 self._keep += len(tail)
         self.written = done
@@ -320,10 +320,10 @@ def run_rows(
                 continue
             i = index[state.request_id]
             reasoning, answer = split_thinking(template, state.outputs[0].text if state.outputs else "")
-            row = result_row(rows[i].sample, answer)
+            line = result_row(rows[i].sample, answer)
             if reasoning is not None:
-                row["reasoning"] = reasoning  # thinking apart from the answer
-            writer.add(i, row)
+                line["reasoning"] = reasoning  # thinking apart from the answer
+            writer.add(i, line)
             stats.rows += 1
             stats.prompt_tokens += state.prompt_tokens
             stats.output_tokens += state.output_tokens

@@ -103,7 +103,7 @@ def _redirect_fd2(path: Path) -> TextIO | None:
     if sys.stderr is not sys.__stderr__:
         return None
     try:
-        sys.stderr.flush()
+        sys.stderr.flush()  # type: ignore[union-attr]
         terminal_fd = os.dup(2)
     except (OSError, ValueError, io.UnsupportedOperation):
         return None

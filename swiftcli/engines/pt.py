@@ -35,7 +35,7 @@ def get_model_tokenizer(
     name = _DTYPES.get(dtype or spec.torch_dtype or "bfloat16", "bfloat16")
     model = AutoModelForCausalLM.from_pretrained(
         spec.model_dir, dtype=getattr(torch, name), trust_remote_code=trust_remote_code
-    ).to(device)
+    ).to(device)  # type: ignore[arg-type]
     if spec.adapters:
         try:
             from peft import PeftModel

@@ -17,7 +17,7 @@ def token_input(engine: Any, prompt_ids: list[int]) -> Any:
     prompt = TokensPrompt(prompt_token_ids=prompt_ids)
     renderer = getattr(engine, "renderer", None)
     render = getattr(renderer, "render_cmpl", None)
-    if render is None:
+    if renderer is None or render is None:
         return prompt
     # Token prompts need no tokenizer work: rendering only checks them and tags them as engine input.
     (engine_input,) = render([prompt], renderer.default_cmpl_tok_params)

@@ -96,11 +96,11 @@ def convert_gguf_checkpoint(gguf_file: Path, out_dir: Path) -> None:
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.torch_dtype = torch.bfloat16
+    config.torch_dtype = torch.bfloat16  # type: ignore[misc]
     plain = LlamaForCausalLM(config)
     plain.load_state_dict(quantized.state_dict(), strict=False)
     plain.tie_weights()
-    plain = plain.to(torch.bfloat16)
+    plain = plain.to(torch.bfloat16)  # type: ignore[arg-type]
     plain.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

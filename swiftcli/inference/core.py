@@ -116,7 +116,9 @@ def infer_stream(
             states[index[state.request_id]] = state
             yield _results(requests, encoded, states)
     finally:
-        stream.close()
+        close = getattr(stream, "close", None)  # a generator: closing it aborts what still runs
+        if close is not None:
+            close()
 
 
 def inference_vllm(

@@ -167,7 +167,8 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
         controls = [system, temperature, top_p, max_new_tokens, top_k, repetition_penalty]
 
         # The engine batches what many tabs send, so chat events run concurrently, up to one shared limit.
-        limit_chat = {"concurrency_limit": concurrency, "concurrency_id": "chat", "api_visibility": "private"}
+        limit_chat: dict[str, Any] = {"concurrency_limit": concurrency, "concurrency_id": "chat",
+                                      "api_visibility": "private"}
         running: list[Any] = [
             message.submit(send, [message, turns, *controls], [message, chatbot, turns], **limit_chat),
             send_button.click(send, [message, turns, *controls], [message, chatbot, turns], **limit_chat),
