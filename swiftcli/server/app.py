@@ -175,9 +175,15 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     app.add_middleware(BodyLimitMiddleware, max_bytes=state.settings.limits.max_request_bytes)
     app.add_middleware(GateMiddleware, state=state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    serving = Serving(state)
+    add_info_routes(app, state)
+    add_generation_routes(app, state, Serving(state))
     add_tokenizer_routes(app, state)
     install_lora_admin(app, state)
+    return app
+
+
+def add_info_routes(app: FastAPI, state: ServerState) -> None:
+    """/health, /version, /metrics and /v1/models."""
 
     @app.get("/health")
     async def health() -> Response:
@@ -226,6 +232,10 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
                  for name in state.engine.lora_names]
         return {"object": "list", "data": data}
 
+
+def add_generation_routes(app: FastAPI, state: ServerState, serving: Serving) -> None:
+    """/v1/chat/completions and /v1/completions: checks, then `_respond` with the full or streamed answer."""
+
     @app.post("/v1/chat/completions")
     @_internal_errors
     async def chat(req: ChatCompletionRequest, http: Request) -> Response:
@@ -259,8 +269,6 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
                                                                         guided),
                               streamer=lambda slot, stream, first: serving.completion_stream(
                                   req, requests, prompts, model, slot, stream, first))
-
-    return app
 
 
 async def _respond(http: Request, state: ServerState, stream: bool, requests: list[Any],
