@@ -1,0 +1,102 @@
+"""`swiftcli eval compare RUN_A RUN_B`: two runs side by side, metric deltas and the samples that flipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from swiftcli.cli.errors import handled
+
+COMPARE_EXAMPLES = """
+
+[b]Examples[/b]
+
+  swiftcli eval compare eval_outputs/base eval_outputs/lora
+
+  swiftcli eval compare runs/a runs/b --html compare.html
+"""
+
+
+@handled
+def compare_command(
+    run_a: Annotated[Path, typer.Argument(help="A run directory (or its summary.json).")],
+    run_b: Annotated[Path, typer.Argument(help="The run to compare it with.")],
+    html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
+) -> None:
+    """Compare two runs: every metric side by side with its delta, and samples that flipped right/wrong."""
+    from rich.table import Table
+
+    from swiftcli.cli.output import stderr, stdout
+    from swiftcli.eval.compare import compare_runs, render_html
+    from swiftcli.eval.report import load_run
+
+    comparison = compare_runs(load_run(run_a), load_run(run_b))
+    label_a, label_b = comparison.a.label, comparison.b.label
+    metrics = Table(title="metrics", title_justify="left")
+    for column in ("dataset", "metric", f"A: {label_a}", f"B: {label_b}", "B - A"):
+        metrics.add_column(column, justify="left" if column in ("dataset", "metric") else "right")
+    for row in comparison.metrics:
+        delta = row.delta
+        shown = round(delta or 0.0, 2)
+        style = "green" if shown > 0 else "red" if shown < 0 else ""
+        metrics.add_row(
+            row.dataset,
+            row.metric,
+            _num(row.a),
+            _num(row.b),
+            "-" if delta is None else f"[{style}]{_signed(delta)}[/]" if style else _signed(delta),
+        )
+    flips = Table(title="samples", title_justify="left")
+    for column in ("dataset", "matched", "wrong->right", "right->wrong", "both right", "both wrong"):
+        flips.add_column(column, justify="left" if column == "dataset" else "right")
+    for f in comparison.flips:
+        flips.add_row(
+            f.dataset,
+            str(f.matched),
+            str(f.wrong_to_right),
+            str(f.right_to_wrong),
+            str(f.both_right),
+            str(f.both_wrong),
+        )
+    console = stdout
+    console.print(metrics)
+    console.print(flips)
+    err = stderr
+    for warning in comparison.warnings:
+        err.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+    if html is not None:
+        _write_text(html, render_html(comparison))
+        err.print(f"[dim]wrote {html}[/]", highlight=False)
+
+
+def _signed(delta: float) -> str:
+    # round() then + 0.0 turns -0.0 into 0.0, so an unchanged metric never shows as "-0.00".
+    return f"{round(delta, 2) + 0.0:+.2f}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _write_text(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    from swiftcli.errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"--html {path} is a directory", "give a file name, e.g. report.html")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+compare_command.__doc__ = (compare_command.__doc__ or "") + COMPARE_EXAMPLES
