@@ -170,8 +170,12 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
         limit_chat: dict[str, Any] = {"concurrency_limit": concurrency, "concurrency_id": "chat",
                                       "api_visibility": "private"}
         running: list[Any] = [
-            message.submit(send, [message, turns, *controls], [message, chatbot, turns], **limit_chat),
-            send_button.click(send, [message, turns, *controls], [message, chatbot, turns], **limit_chat),
+            # always_last: a message sent while the tab's previous event is still settling runs after it,
+            # instead of being dropped (Gradio's default, "once").
+            message.submit(send, [message, turns, *controls], [message, chatbot, turns], trigger_mode="always_last",
+                           **limit_chat),
+            send_button.click(send, [message, turns, *controls], [message, chatbot, turns],
+                              trigger_mode="always_last", **limit_chat),
             regenerate_button.click(regenerate, [turns, *controls], [chatbot, turns], **limit_chat),
         ]
         # Cancelling the running event cancels its task, which closes the backend's stream: the engine aborts
