@@ -356,7 +356,7 @@ def test_help_has_examples_and_stays_light() -> None:
         "from swiftcli.cli.main import app\n"
         "r = CliRunner().invoke(app, ['app-ui', '--help'], env={'COLUMNS': '200'})\n"
         "assert r.exit_code == 0, r.output\n"
-        "assert 'swiftcli app-ui --api_url http://127.0.0.1:8000/v1' in r.output, r.output\n"
+        "assert 'swiftcli app-ui --api-url http://127.0.0.1:8000/v1' in r.output, r.output\n"
         "heavy = [m for m in ('gradio', 'torch', 'vllm', 'transformers', 'openai') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -48,9 +48,9 @@ def complete_bash(words: list[str]) -> list[str]:
                     reason="needs bash and the installed swiftcli script")
 def test_bash_completes_commands_and_options():
     commands = complete_bash(["swiftcli", "ch"])
-    assert commands == ["chat"]
-    options = complete_bash(["swiftcli", "infer", "--val_data"])
-    assert "--val_dataset" in options and "--val_dataset_sample" in options
+    assert commands == ["chat", "check"]
+    options = complete_bash(["swiftcli", "infer", "--val-data"])
+    assert "--val-dataset" in options and "--val-dataset-sample" in options
 
 
 def test_completion_imports_no_heavy_modules():
@@ -59,7 +59,7 @@ def test_completion_imports_no_heavy_modules():
             "except SystemExit:\n    pass\n"
             "print([m for m in ('torch', 'vllm', 'transformers') if m in sys.modules], file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "--max_new_tokens" in proc.stdout
+    assert "--max-new-tokens" in proc.stdout
     assert proc.stderr.strip().splitlines()[-1] == "[]"
 
 

@@ -30,8 +30,6 @@ EXAMPLES = """
 
   swiftcli chat --model-type qwen2_5-7b-instruct --system "Answer in French." --temperature 0.7
 
-  swiftcli chat --ckpt-dir output/checkpoint-100 --no-markdown
-
   swiftcli chat --api-url http://127.0.0.1:8000/v1    [dim]# a running swiftcli deploy[/dim]
 """
 

@@ -25,8 +25,6 @@ EXAMPLES = """
 
   swiftcli infer --query "What is the capital of France?"
 
-  cat question.txt | swiftcli infer --model-type qwen2_5-7b-instruct --output json
-
   swiftcli infer --val-dataset rows.jsonl --result-file out.jsonl    [dim]# run it again to resume[/dim]
 
   swiftcli infer --api-url http://127.0.0.1:8000/v1 --query "Hi"    [dim]# a running deploy: no start-up[/dim]
@@ -80,6 +78,7 @@ def infer_command(
     max_concurrency: Annotated[int | None, typer.Option(
         "--max-concurrency", help="Requests in flight at once with --api-url; default 8.",
         rich_help_panel=SERVER_PANEL)] = None,
+    stray: Annotated[list[str] | None, typer.Argument(hidden=True, metavar="")] = None,
     *,
     model: ModelOptions,
     engine: EngineConfig,
@@ -89,6 +88,9 @@ def infer_command(
     from swiftcli.data.selection import DatasetSelection
     from swiftcli.errors import UsageError
 
+    if stray:
+        raise UsageError(f"unexpected argument {stray[0]!r}",
+                         "questions go in --query TEXT, dataset files in --val_dataset FILE")
     if output not in ("text", "json"):
         raise UsageError(f"--output must be text or json, not {output!r}")
     constraint = None
