@@ -21,8 +21,6 @@ EXAMPLES = """
 
   swiftcli eval --eval-dataset qa.jsonl --eval-dataset mmlu_dev.csv --eval-limit 100
 
-  swiftcli eval --eval-url http://127.0.0.1:8000/v1 --eval-dataset gsm8k_test.jsonl --eval-few-shot 4
-
   swiftcli eval --lm-eval-tasks arc_easy,my_task --lm-eval-include-path my_tasks/
 
   swiftcli eval --ckpt-dir 'output/v0-xxx/checkpoint-*' --eval-dataset qa.jsonl --eval-output-dir sweep1
