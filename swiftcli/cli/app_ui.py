@@ -100,7 +100,9 @@ def engine_backend(model: ModelOptions, engine_config: EngineConfig, gen: Genera
     session = load("app-ui", model, engine_config, gen, asynchronous=True)
     engine = session.engine
     try:
-        spec, base = session.spec, session.generation
+        from swiftcli.engines.loader import interactive_generation
+
+        spec, base = session.spec, interactive_generation(session, gen.given())
         name = spec.name if spec.ckpt_dir is None else f"{spec.name} ({spec.ckpt_dir.name})"
         backend = EngineChatBackend(engine, session.template, base, name)
     except BaseException:

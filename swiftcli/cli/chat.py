@@ -70,7 +70,9 @@ def run_chat(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides
 
     loaded = load("chat", model, engine, gen)
     session = ChatSession(system=model.system, single_round=not loaded.template.support_multi_round)
-    Repl(loaded, loaded.generation, session, markdown, history_file).run()
+    from swiftcli.engines.loader import interactive_generation
+
+    Repl(loaded, interactive_generation(loaded, gen.given()), session, markdown, history_file).run()
 
 
 class Repl:

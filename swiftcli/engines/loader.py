@@ -102,6 +102,14 @@ def load(
     return Session(spec, engine, template, backend, merge_generation(engine.generation_config, given), asynchronous)
 
 
+def interactive_generation(session: Session, given: dict[str, Any]) -> GenerationConfig:
+    """Sampling for a person chatting (chat, app-ui): the checkpoint's generation_config.json, else the
+    registry's defaults for the model type (the embedded model: greedy with a repetition guard), then what the
+    user gave. Engines, the API and batch paths keep the checkpoint's own settings, so that their greedy output
+    is the model's plain greedy output."""
+    return merge_generation(GenerationConfig.for_model(session.spec), given)
+
+
 def merge_generation(base: GenerationConfig, given: dict[str, Any], **command_defaults: Any) -> GenerationConfig:
     """The engine's defaults, then a command's own defaults (greedy for infer and eval), then what the user gave.
 

@@ -78,7 +78,7 @@ class PtEngine:
         self.max_model_len = int(
             self.config.max_model_len or getattr(model_config, "max_position_embeddings", None) or 4096
         )
-        self.generation_config = GenerationConfig.for_model(spec)
+        self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
 

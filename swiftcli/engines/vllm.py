@@ -192,7 +192,7 @@ class VllmEngine:
         self._finalizer = weakref.finalize(self, _shutdown_core, self._engine)
         self.hf_tokenizer = load_tokenizer(spec, self.config.trust_remote_code)
         self.max_model_len = int(self._engine.model_config.max_model_len)
-        self.generation_config = GenerationConfig.for_model(spec)
+        self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
         self._lora: dict[str, Any] = {}
         for path in spec.adapters:
             self.add_lora(path.name, str(path))

@@ -49,7 +49,7 @@ class AsyncVllmEngine:
         self.max_model_len = int(self.llm.model_config.max_model_len)
         self.vocab_size = int(self.llm.model_config.get_vocab_size())
         self.max_num_seqs = int(self.llm.vllm_config.scheduler_config.max_num_seqs)
-        self.generation_config = GenerationConfig.for_model(spec)
+        self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
         self.lora_enabled = bool(args.get("enable_lora"))
         self._lora: dict[str, Any] = {}
         self._lora_ids = itertools.count(1)  # never reused: vLLM caches adapters by id, even after unloading
