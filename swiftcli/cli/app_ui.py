@@ -77,6 +77,10 @@ def app_ui_command(
         raise UsageError(f"--max_concurrency must be at least 1, not {max_concurrency}")
     logins = parse_auth(auth or [], auth_file)
     check_port_free(host, port)
+    if not api_url:
+        from swiftcli.cli.output import engine_logs
+
+        engine_logs("app-ui")  # first: the page's request log below must bind the terminal, not the engine log
     show_request_logs()
     if api_url:
         backend, defaults = api_backend(api_url, api_key, model, engine, gen)
