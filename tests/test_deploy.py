@@ -392,7 +392,9 @@ def test_completions_prompt_list_echo_logprobs_and_stream(client):
     assert [c.index for c in resp.choices] == [0, 1]
     assert resp.choices[0].text.startswith("The capital of France is Paris")
     assert resp.choices[1].text.startswith("1, 2, 3, 4")
-    assert all(len(c.logprobs.tokens) == 4 and len(c.logprobs.top_logprobs[0]) == 2 for c in resp.choices)
+    # echo: the prompt's tokens come first (the first has no logprob), then the 4 generated ones
+    assert all(len(c.logprobs.tokens) > 4 and c.logprobs.token_logprobs[0] is None
+               and len(c.logprobs.top_logprobs[-1]) == 2 for c in resp.choices)
     assert resp.usage.completion_tokens == 8
     full = client.completions.create(
         model="smollm2-135m-instruct", prompt="Once upon a time", max_tokens=20, temperature=0
