@@ -29,16 +29,17 @@ def test_infer_query_prints_only_the_answer(tmp_path):
     """A newcomer's first command, without a terminal: the answer alone on stdout, at most 2 lines on stderr,
     and the engine's chatter in the log file under $SWIFTCLI_HOME/logs."""
     import os
+    from pathlib import Path
 
-    home = os.environ.get("SWIFTCLI_HOME") or os.path.expanduser("~/.cache/swiftcli")
-    before = set(os.listdir(os.path.join(home, "logs"))) if os.path.isdir(os.path.join(home, "logs")) else set()
-    proc = subprocess.run([sys.executable, "-m", "swiftcli.cli", "infer", "--query", "What is the capital of France?"],
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout == "The capital of France is Paris.\n"
-    assert len(proc.stderr.splitlines()) <= 2, proc.stderr
-    (log,) = set(os.listdir(os.path.join(home, "logs"))) - before
-    text = open(os.path.join(home, "logs", log), encoding="utf-8").read()
+    home = Path(os.environ.get("SWIFTCLI_HOME") or os.path.expanduser("~/.cache/swiftcli"))
+    proc = subprocess.Popen([sys.executable, "-m", "swiftcli.cli", "infer", "--query", "What is the capital of France?"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert stdout == "The capital of France is Paris.\n"
+    assert len(stderr.splitlines()) <= 2, stderr
+    (log,) = (home / "logs").glob(f"infer-*-{proc.pid}.log")
+    text = log.read_text(encoding="utf-8")
     assert "EngineCore" in text or "vllm" in text.lower()
 
 
