@@ -32,8 +32,9 @@ def test_infer_query_prints_only_the_answer(tmp_path):
     from pathlib import Path
 
     home = Path(os.environ.get("SWIFTCLI_HOME") or os.path.expanduser("~/.cache/swiftcli"))
-    proc = subprocess.Popen([sys.executable, "-m", "swiftcli.cli", "infer", "--query", "What is the capital of France?"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "swiftcli.cli", "infer", "--query", "What is the capital of France?"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
     assert stdout == "The capital of France is Paris.\n"
