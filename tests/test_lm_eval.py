@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SharedEngine
 
 pytest.importorskip("lm_eval")
 
@@ -98,19 +99,6 @@ def test_generate_until_through_local_chat_completions(deploy_server, tmp_path):
 QA_MC = TASKS / "qa_mc.jsonl"  # the same rows as the swiftcli_qa_mc task, and the same prompt
 
 
-class _SharedEngine:
-    """A session engine lent to a command that closes what it loads."""
-
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def close(self) -> None:
-        pass
-
-
 def invoke(args: list[str]) -> Any:
     from typer.testing import CliRunner
 
@@ -151,7 +139,7 @@ def test_eval_url_scores_multiple_choice_like_lm_eval(deploy_server, served_mc, 
 
 @pytest.mark.slow
 def test_local_vllm_scores_multiple_choice_like_lm_eval(vllm_engine, served_mc, tmp_path, monkeypatch):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *a, **k: _SharedEngine(vllm_engine))
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *a, **k: SharedEngine(vllm_engine))
     out = tmp_path / "vllm"
     result = invoke(["eval", "--eval_dataset", str(QA_MC), "--eval_output_dir", str(out)])
     assert result.exit_code == 0, result.output
@@ -160,7 +148,7 @@ def test_local_vllm_scores_multiple_choice_like_lm_eval(vllm_engine, served_mc, 
 
 @pytest.mark.slow
 def test_pt_scores_and_lm_eval_tasks_fold_into_the_run(pt_engine, transformers_mc, tmp_path, monkeypatch):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *a, **k: _SharedEngine(pt_engine))
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *a, **k: SharedEngine(pt_engine))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "pt"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -60,17 +61,6 @@ def test_bad_options_fail_before_loading(tmp_path):
     assert result.exit_code == 2 and "runs both backends" in result.output
 
 
-class _Shared:
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture()
 def engines(vllm_engine, embedded_spec, monkeypatch):
     """The session engine (float32, LoRA on) for the base model; a real new engine for anything else (the merge)."""
@@ -81,7 +71,7 @@ def engines(vllm_engine, embedded_spec, monkeypatch):
     def start(spec, config, backend, asynchronous=False):
         started.append((spec, config))
         if spec.model_dir == embedded_spec.model_dir and config.dtype in (None, "float32"):
-            return _Shared(vllm_engine)
+            return SharedEngine(vllm_engine)
         return create_engine(spec, config, backend)
 
     monkeypatch.setattr("swiftcli.engines.loader.start_engine", start)
