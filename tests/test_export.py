@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -143,7 +144,7 @@ def test_infer_merge_lora_runs_the_merged_weights_on_vllm(merged, adapter, monke
     def start(spec, config, backend, asynchronous):
         engine = create_engine(spec, config, backend)
         started.append(engine)
-        return engine
+        return SharedEngine(engine)  # the command closes what it loads; this test reuses the engine after
 
     monkeypatch.setattr(common, "start_engine", start)
     try:
@@ -187,7 +188,7 @@ def test_gptq_int4_loads_in_vllm_cpu(merged, monkeypatch, tmp_path):
     def start(spec, config, backend, asynchronous):
         engine = create_engine(spec, config, backend)
         started.append(engine)
-        return engine
+        return SharedEngine(engine)  # the command closes what it loads; this test reuses the engine after
 
     monkeypatch.setattr(common, "start_engine", start)
     try:
