@@ -52,10 +52,11 @@ def vllm_engine(embedded_spec):
 @pytest.fixture(scope="session")
 def pt_engine(embedded_spec):
     """The transformers backend on the embedded model, float32 like the vLLM CPU default."""
-    from swiftcli import load
     from swiftcli.config import EngineConfig
+    from swiftcli.engines import create_engine
 
-    engine = load(embedded_spec, EngineConfig(dtype="float32"), backend="pt").engine
+    # Not through swiftcli.load: a test that lends engines by patching the loader must not turn this into one.
+    engine = create_engine(embedded_spec, EngineConfig(dtype="float32"), backend="pt")
     yield engine
     engine.close()
 
