@@ -94,3 +94,8 @@ def test_a_typed_temperature_turns_sampling_on_over_a_greedy_default():
     assert config.do_sample and config.temperature == 0.7
     assert merge_generation(GenerationConfig(), {}, **greedy).greedy
     assert merge_generation(GenerationConfig(), {"temperature": 0.7, "do_sample": False}, **greedy).greedy
+
+
+def test_stop_strings_given_on_the_command_line_are_kept():
+    config = GenerationConfig(stop=["a"]).copy(stop=["Paris"])
+    assert config.stop == ["Paris"] and GenerationConfig(stop=["a"]).copy().stop == ["a"]

@@ -148,7 +148,8 @@ class GenerationConfig:
         return not self.do_sample or self.temperature == 0
 
     def copy(self, **changes: Any) -> GenerationConfig:
-        return replace(self, stop=list(self.stop), **changes)
+        changes["stop"] = list(changes.get("stop") or self.stop)  # never share the list with the original
+        return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
