@@ -148,8 +148,9 @@ class GenerationConfig:
         return not self.do_sample or self.temperature == 0
 
     def copy(self, **changes: Any) -> GenerationConfig:
-        changes["stop"] = list(changes.get("stop") or self.stop)  # never share the list with the original
-        return replace(self, **changes)
+        stop = changes.pop("stop", self.stop)
+        # a new list, never the original's; one string is one stop string
+        return replace(self, stop=[stop] if isinstance(stop, str) else list(stop or []), **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
