@@ -67,7 +67,7 @@ class Tally:
 def run_setting(engine: Any, template: Any, fields: dict[str, Any], conversations: int,
                 max_new_tokens: int) -> tuple[dict[str, Tally], dict[str, list[str]]]:
     from swiftcli.config.spec import GenerationConfig
-    from swiftcli.inference.core import infer
+    from swiftcli.generation.core import infer
 
     # From the class defaults, not the engine's: each setting is measured on its own terms.
     config = GenerationConfig(**fields, max_new_tokens=max_new_tokens, seed=None)

@@ -28,10 +28,10 @@ _EXPORTS: dict[str, str] = {
     "ModelOptions": "swiftcli.config.options",
     "get_vllm_engine": "swiftcli.engines.compat",
     "get_model_tokenizer": "swiftcli.engines.compat",
-    "inference_vllm": "swiftcli.inference.core",
-    "inference_stream_vllm": "swiftcli.inference.core",
-    "inference": "swiftcli.inference.core",
-    "inference_stream": "swiftcli.inference.core",
+    "inference_vllm": "swiftcli.generation.core",
+    "inference_stream_vllm": "swiftcli.generation.core",
+    "inference": "swiftcli.generation.core",
+    "inference_stream": "swiftcli.generation.core",
     "SwiftError": "swiftcli.errors",
     "get_model_list_client": "swiftcli.client",
     "XRequestConfig": "swiftcli.client",
@@ -58,6 +58,6 @@ if TYPE_CHECKING:
     from swiftcli.engines.compat import get_model_tokenizer, get_vllm_engine
     from swiftcli.engines.loader import Session, load
     from swiftcli.errors import SwiftError
-    from swiftcli.inference.core import inference, inference_stream, inference_stream_vllm, inference_vllm
+    from swiftcli.generation.core import inference, inference_stream, inference_stream_vllm, inference_vllm
     from swiftcli.registry.models import ModelType, get_default_template_type
     from swiftcli.registry.templates import Template, TemplateType, get_template

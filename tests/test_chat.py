@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
 from swiftcli.errors import InputError, UsageError
-from swiftcli.inference.chat import (
+from swiftcli.generation.chat import (
     ChatSession,
     Command,
     InputAssembler,

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -12,6 +14,21 @@ def test_help_imports_no_heavy_modules():
             "print([m for m in ('torch','vllm','transformers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_public_names_survive_imports_of_every_subpackage():
+    """`from swiftcli import inference` is the ms-swift function even after the whole package was imported: no
+    subpackage or module may share a public name (importing it would replace the export on the package)."""
+    code = ("import importlib, pkgutil, swiftcli\n"
+            "for m in pkgutil.walk_packages(swiftcli.__path__, 'swiftcli.'):\n"
+            "    if not m.name.startswith(('swiftcli.cli', 'swiftcli.webui')):\n"
+            "        importlib.import_module(m.name)\n"
+            "bad = [n for n in swiftcli.__all__ if n != '__version__' and type(getattr(swiftcli, n)).__name__ == 'module']\n"
+            "from swiftcli import inference, inference_stream\n"
+            "print(bad, callable(inference), callable(inference_stream))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == "[] True True"
 
 
 def test_unknown_model_type_is_one_line_error():
@@ -51,3 +68,14 @@ def test_verbose_shows_engine_logs():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(proc.stdout.splitlines()) == 1
     assert "EngineCore" in proc.stderr  # vLLM's engine process logs, on stderr
+
+
+@pytest.mark.parametrize("args", [["models"], ["models", "--json"]])
+def test_output_into_a_closed_pipe_exits_quietly(args):
+    """`swiftcli models | head -1`: the reader goes away; exit 1 (Python's advice for EPIPE) without a traceback
+    or an 'Exception ignored' at exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "swiftcli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1 and err == "", err

@@ -66,8 +66,9 @@ def test_completion_imports_no_heavy_modules():
 @pytest.mark.skipif(not (BIN / "swiftcli").exists(), reason="needs the installed swiftcli script")
 def test_install_completion_writes_the_same_script(tmp_path):
     env = dict(os.environ, HOME=str(tmp_path), SHELL="/bin/bash")
-    proc = subprocess.run([str(BIN / "swiftcli"), "--install-completion", "bash"], capture_output=True, text=True,
-                          env=env, timeout=60)
+    # Typer finds the shell among the parent processes: run it from bash (a list, so bash does not exec it).
+    proc = subprocess.run(["bash", "-c", '"$0" --install-completion; exit $?', str(BIN / "swiftcli")],
+                          capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     installed = tmp_path / ".bash_completions" / "swiftcli.sh"
     assert installed.read_text().strip() == completion_script("bash").strip()

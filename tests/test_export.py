@@ -69,7 +69,7 @@ def merged(adapter):
 def greedy_tokens(engine, spec, adapter: str | None = None) -> dict[str, list[int]]:
     """Greedy token ids for the verify prompts, through the engine's own template path."""
     from swiftcli.engines import generate_all
-    from swiftcli.inference.core import encode_request
+    from swiftcli.generation.core import encode_request
     from swiftcli.registry.templates import get_template
 
     template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system)

@@ -81,7 +81,7 @@ def test_dataset_rows_keep_reasoning_apart(session_engine, tmp_path):
 
 
 def test_eval_scores_the_answer_without_thinking():
-    from swiftcli.inference.thinking import split_thinking
+    from swiftcli.generation.thinking import split_thinking
     from swiftcli.registry.templates import get_template
 
     assert split_thinking(get_template("qwen3"), "<think>\nhmm\n</think>\n\nB") == ("hmm\n", "B")
@@ -168,7 +168,7 @@ def test_pt_backend_honours_min_tokens_and_refuses_vllm_only_fields(pt_engine, e
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.engines.base import generate_all
     from swiftcli.errors import InputError
-    from swiftcli.inference.core import encode_request
+    from swiftcli.generation.core import encode_request
     from swiftcli.registry.templates import get_template
 
     template = get_template(embedded_spec.template_type, pt_engine.hf_tokenizer, embedded_spec.default_system)

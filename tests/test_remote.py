@@ -29,7 +29,7 @@ def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = No
 
 def test_request_fields_from_sampling_settings():
     from swiftcli.errors import UsageError
-    from swiftcli.inference.remote import request_config
+    from swiftcli.generation.remote import request_config
 
     kwargs = request_config({"do_sample": False, "temperature": 0.7, "top_k": 5, "repetition_penalty": 1.1,
                              "max_new_tokens": 9, "stop": [], "seed": 3}).to_kwargs(chat=True)

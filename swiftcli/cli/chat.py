@@ -1,7 +1,7 @@
 """`swiftcli chat`: a terminal chat with streaming Markdown answers, history, and commands (/help).
 
 The REPL's commands are a table (name -> help, handler); the help texts and parsing live in
-swiftcli.inference.chat, the terminal handling (Ctrl-C as a key, the live view) in cli/terminal.py.
+swiftcli.generation.chat, the terminal handling (Ctrl-C as a key, the live view) in cli/terminal.py.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def run_chat(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides
         remote.run_chat(api, model, gen, markdown, history_file)
         return
     from swiftcli.cli.common import load
-    from swiftcli.inference.chat import ChatSession
+    from swiftcli.generation.chat import ChatSession
 
     loaded = load("chat", model, engine, gen)
     session = ChatSession(system=model.system, single_round=not loaded.template.support_multi_round)
@@ -79,7 +79,7 @@ class Repl:
     def __init__(self, loaded: Any, config: Any, session: Any, markdown: bool, history_file: Path | None,
                  console: Any = None) -> None:
         from swiftcli.cli.terminal import LineReader
-        from swiftcli.inference.chat import COMMANDS
+        from swiftcli.generation.chat import COMMANDS
 
         self.loaded = loaded
         self.config = config
@@ -109,7 +109,7 @@ class Repl:
             self._loop()
 
     def _loop(self) -> None:
-        from swiftcli.inference.chat import InputAssembler, parse_command, question_text
+        from swiftcli.generation.chat import InputAssembler, parse_command, question_text
 
         assembler = InputAssembler()
         while True:
@@ -155,7 +155,7 @@ class Repl:
     def handle(self, command: Any) -> bool:
         """Run a command; True means leave the chat."""
         from swiftcli.errors import SwiftError
-        from swiftcli.inference.chat import suggest
+        from swiftcli.generation.chat import suggest
 
         entry = self.commands.get(command.name)
         if entry is None:
@@ -170,7 +170,7 @@ class Repl:
     # ---- commands: each takes the text after the name; True leaves the chat ----
 
     def show_help(self, arg: str) -> None:
-        from swiftcli.inference.chat import help_text
+        from swiftcli.generation.chat import help_text
 
         self.console.print(Text(help_text()))
 
@@ -215,7 +215,7 @@ class Repl:
         self.note(f"Saved {len(self.session.history)} turns to {path}.")
 
     def load_history(self, arg: str) -> None:
-        from swiftcli.inference.chat import ChatSession
+        from swiftcli.generation.chat import ChatSession
 
         if not arg:
             self.note("usage: /load FILE")
@@ -265,8 +265,8 @@ class Repl:
         from swiftcli.cli.chat_thinking import ThinkingAnswerView
         from swiftcli.cli.terminal import ctrl_c_as_byte
         from swiftcli.errors import SwiftError
-        from swiftcli.inference.chat import stable_text
-        from swiftcli.inference.core import encode_request
+        from swiftcli.generation.chat import stable_text
+        from swiftcli.generation.core import encode_request
 
         try:
             request = encode_request(self.loaded.template, self.session.request(query), self.current_config())
@@ -298,8 +298,8 @@ class Repl:
         self.finish_turn(query, state, len(request.prompt_ids), time.perf_counter() - t0, interrupted)
 
     def finish_turn(self, query: str, state: Any, prompt: int, seconds: float, interrupted: bool) -> None:
-        from swiftcli.inference.chat import TurnStats
-        from swiftcli.inference.thinking import split_thinking
+        from swiftcli.generation.chat import TurnStats
+        from swiftcli.generation.thinking import split_thinking
 
         tokens = state.output_tokens if state is not None else 0
         stats = TurnStats(prompt, tokens, seconds, interrupted)

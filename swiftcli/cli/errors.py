@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,25 @@ def handled(func: Callable[..., Any]) -> Callable[..., Any]:
             stderr.print("[yellow]Interrupted.[/]")
             raise typer.Exit(130) from None
         except BrokenPipeError:
-            sys.stderr.close()
-            raise typer.Exit(0) from None
+            if not _stdout_is_gone():
+                raise  # a socket or a child's pipe: a real error, not the reader of our output going away
+            raise typer.Exit(1) from None  # as Rich's console does, and Python's documentation advises
 
     return wrapper
+
+
+def _stdout_is_gone() -> bool:
+    """True when stdout's reader has gone (`swiftcli infer ... | head`). Descriptor 1 then points at /dev/null, so
+    the interpreter's last flush at exit cannot fail again; the streams themselves are left open."""
+    try:
+        sys.stdout.flush()
+        return False
+    except BrokenPipeError:
+        pass
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no descriptor of its own (a test runner's capture)
+        pass
+    return True

@@ -95,7 +95,7 @@ def infer_command(
         raise UsageError(f"--output must be text or json, not {output!r}")
     constraint = None
     if structured_output is not None:
-        from swiftcli.inference.structured import check_structured_output
+        from swiftcli.generation.structured import check_structured_output
 
         constraint = check_structured_output(structured_output, "--structured_output")
     api = None
@@ -157,7 +157,7 @@ def run_queries(queries: list[str], output: str, model: ModelOptions, engine: En
                 gen: GenerationOverrides, constraint: dict[str, Any] | None = None) -> None:
     from swiftcli.cli.common import load
     from swiftcli.engines.loader import merge_generation
-    from swiftcli.inference.core import infer
+    from swiftcli.generation.core import infer
 
     session = load("infer", model, engine, gen)
     config = merge_generation(session.engine.generation_config, gen.given(), **INFER_DEFAULTS)

@@ -1,6 +1,6 @@
 """`--api_url`: `swiftcli infer` and `swiftcli chat` against a running server instead of a local engine.
 
-The answers come from `swiftcli.inference.remote.RemoteModel`; this module holds the options, refuses the ones
+The answers come from `swiftcli.generation.remote.RemoteModel`; this module holds the options, refuses the ones
 that only make sense with a local model, and prints what the local paths print.
 """
 
@@ -71,7 +71,7 @@ def sampling(gen: GenerationOverrides, **command_defaults: Any) -> dict[str, Any
 
 
 def connect(api: ApiOptions, model: ModelOptions) -> Any:
-    from swiftcli.inference.remote import RemoteModel
+    from swiftcli.generation.remote import RemoteModel
 
     return RemoteModel.connect(api.url, api.key, model.model_type or model.model_id_or_path)
 
@@ -97,7 +97,7 @@ def run_dataset(api: ApiOptions, selection: Any, target: Path | None, overwrite:
 
     from swiftcli.cli.infer import answer_dataset
     from swiftcli.data.fingerprint import dataset_hash
-    from swiftcli.inference.remote import run_rows_remote
+    from swiftcli.generation.remote import run_rows_remote
 
     values = sampling(gen, **command_defaults)
 

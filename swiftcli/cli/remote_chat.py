@@ -40,7 +40,7 @@ class RemoteRepl(Repl):
     def start(cls, remote: Any, sampling: dict[str, Any], system: str | None, console: Any, markdown: bool,
               history_file: Path | None) -> RemoteRepl:
         from swiftcli.config.spec import GenerationConfig
-        from swiftcli.inference.chat import ChatSession
+        from swiftcli.generation.chat import ChatSession
 
         # Validates the options the user gave (and later /set) the way a local chat does.
         config = GenerationConfig(**sampling)
@@ -69,7 +69,7 @@ class RemoteRepl(Repl):
 
     def answer(self, query: str) -> None:
         from swiftcli.errors import SwiftError
-        from swiftcli.inference.chat import TurnStats, stable_text
+        from swiftcli.generation.chat import TurnStats, stable_text
 
         view = AnswerView(self.console, self.markdown)
         progress = None

@@ -48,7 +48,7 @@ class Sample:
     history: list[list[str]] = field(default_factory=list)
 
     def request(self) -> dict[str, Any]:
-        """The row as a request for `swiftcli.inference.infer`."""
+        """The row as a request for `swiftcli.generation.infer`."""
         return {"query": self.query, "history": self.history, "system": self.system}
 
 

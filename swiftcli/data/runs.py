@@ -291,8 +291,8 @@ def run_rows(
     On KeyboardInterrupt the engine requests are aborted and the interrupt propagates; what the writer
     has written stays a valid prefix.
     """
-    from swiftcli.inference.core import encode_request
-    from swiftcli.inference.thinking import split_thinking
+    from swiftcli.generation.core import encode_request
+    from swiftcli.generation.thinking import split_thinking
 
     stats = stats or RunStats()
     t0 = time.perf_counter()

@@ -45,7 +45,7 @@ def generate_local(
 ) -> Generated:
     """All runnable items go to the engine as one batch; on_progress(1) is called as each item is done."""
     from swiftcli.engines.base import check_context_length, generate_all
-    from swiftcli.inference.core import encode_request
+    from swiftcli.generation.core import encode_request
 
     progress = on_progress or (lambda _: None)
     predictions: list[Prediction | None] = [None] * len(items)
@@ -67,7 +67,7 @@ def generate_local(
         requests.append(request)
 
     def finished(state: Any) -> None:
-        from swiftcli.inference.thinking import split_thinking
+        from swiftcli.generation.thinking import split_thinking
 
         first = state.outputs[0]
         _, answer = split_thinking(template, first.text)  # scored without the thinking

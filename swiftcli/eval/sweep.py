@@ -204,7 +204,7 @@ def generate_interleaved(
     returns one Generated per adapter, in order. The seconds are the batch's, shared by all."""
     from swiftcli.engines.base import check_context_length, generate_all
     from swiftcli.errors import SwiftError
-    from swiftcli.inference.core import encode_request
+    from swiftcli.generation.core import encode_request
 
     progress = on_progress or (lambda _n: None)
     predictions: list[list[Prediction | None]] = [[None] * len(items) for _ in adapters]

@@ -43,7 +43,7 @@ def request_config(sampling: Mapping[str, Any], stream: bool = False) -> Any:
 
 @dataclass
 class RemoteAnswer:
-    """One answer with its usage, as `swiftcli.inference.core.InferResult` has it."""
+    """One answer with its usage, as `swiftcli.generation.core.InferResult` has it."""
 
     query: str
     response: str

@@ -1,7 +1,7 @@
 """Requests + history + template -> engine -> responses, in batch and streaming (ms-swift's API shape).
 
 A request is `{"query": str, "history": [(query, response), ...]?, "system": str?, "structured_outputs": {...}?}`
-(see inference.structured for the constraints). All requests of a call
+(see generation.structured for the constraints). All requests of a call
 go to the engine at once; results come back in request order.
 """
 
@@ -46,7 +46,7 @@ def encode_request(
                           enable_thinking=config.enable_thinking)
     guided = request.get("structured_outputs")
     if guided is not None:
-        from swiftcli.inference.structured import check_structured_output
+        from swiftcli.generation.structured import check_structured_output
 
         guided = check_structured_output(guided)
     return EngineRequest(ids, config, stop=template.stop_words, stop_token_ids=template.stop_token_ids,
