@@ -151,6 +151,8 @@ def test_loading_does_not_disturb_a_stream_in_flight(client, lora_run):
 
 
 def test_routes_exist_only_when_enabled(embedded_spec):
+    from types import SimpleNamespace
+
     from fastapi.testclient import TestClient
 
     from swiftcli.server.app import ServerSettings, create_app
@@ -159,7 +161,8 @@ def test_routes_exist_only_when_enabled(embedded_spec):
         spec = embedded_spec
         lora_names: list[str] = []
 
-    app = create_app(ServerSettings(), engine=_NoEngine(), template=None)
+    template = SimpleNamespace(template_type=embedded_spec.template_type)  # the server picks its parsers by it
+    app = create_app(ServerSettings(), engine=_NoEngine(), template=template)
     with TestClient(app) as http:
         resp = http.post("/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "/x"})
         assert resp.status_code == 404 and resp.json()["error"]["type"] == "not_found_error"

@@ -203,7 +203,9 @@ def test_library_errors_map_to_their_status_without_paths():
     assert to_api_error(RuntimeError("/etc/passwd")).message == "internal server error"
 
 
-def test_429_carries_retry_after():
+def test_429_carries_retry_after(embedded_spec):
+    from types import SimpleNamespace
+
     from fastapi.testclient import TestClient
 
     from swiftcli.server.app import ServerSettings, create_app
@@ -214,7 +216,8 @@ def test_429_carries_retry_after():
     class Busy:
         backend, spec, lora_names, max_model_len, max_num_seqs, vocab_size = "fake", Spec(), [], 128, 3, 100
 
-    app = create_app(ServerSettings(), engine=Busy(), template=None)
+    template = SimpleNamespace(template_type=embedded_spec.template_type)  # the server picks its parsers by it
+    app = create_app(ServerSettings(), engine=Busy(), template=template)
     state = app.state.server
     assert state.settings.max_concurrent_requests == 6
     state.in_flight = 6

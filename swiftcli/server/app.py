@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from swiftcli import __version__
 from swiftcli.errors import SwiftError
+from swiftcli.server.admission import ClientGone, admit, until_disconnected
 from swiftcli.server.errors import APIError, error_body, install_handlers
 from swiftcli.server.failures import to_api_error
 from swiftcli.server.limits import (
@@ -36,7 +37,8 @@ from swiftcli.server.limits import (
 from swiftcli.server.lora_admin import install_lora_admin
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
-from swiftcli.server.serving import ClientGone, Serving, admit, guided_decoding, until_disconnected
+from swiftcli.server.sampling import guided_decoding
+from swiftcli.server.serving import Serving
 from swiftcli.server.tokenize import TOKENIZER_PATHS, add_tokenizer_routes
 from swiftcli.server.tools import plan_tools, server_parsers
 
@@ -274,7 +276,7 @@ def add_generation_routes(app: FastAPI, state: ServerState, serving: Serving) ->
 async def _respond(http: Request, state: ServerState, stream: bool, requests: list[Any],
                    guided: dict[str, Any] | None, full: Callable[..., Any], streamer: Callable[..., Any]
                    ) -> Response:
-    from swiftcli.server.serving import merge
+    from swiftcli.server.sse import merge
 
     slot = admit(state)
     slot.prompt_tokens = sum(len(r.prompt_ids) for r in requests)
