@@ -68,6 +68,23 @@ def test_load_refuses_bad_sampling_before_resolving_the_model():
         swiftcli.load("no-such-model-type", generation={"temperature": -1})
 
 
+def test_a_thinking_switch_the_template_lacks_is_refused_before_the_engine_starts(monkeypatch):
+    from swiftcli.errors import TemplateError
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the engine must not start")
+
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", no_engine)
+    with pytest.raises(TemplateError, match="has no thinking switch"):
+        swiftcli.load(None, generation={"enable_thinking": True})
+    from typer.testing import CliRunner
+
+    from swiftcli.cli.main import app
+
+    result = CliRunner().invoke(app, ["infer", "--enable_thinking", "true", "--query", "Hi"], env={"COLUMNS": "120"})
+    assert result.exit_code == 1 and "no thinking switch" in result.output and "Traceback" not in result.output
+
+
 def test_get_vllm_engine_names_arguments_it_cannot_honour():
     with pytest.raises(TypeError, match="max_num_batched_tokenz"):
         swiftcli.get_vllm_engine("smollm2-135m-instruct", max_num_batched_tokenz=8)

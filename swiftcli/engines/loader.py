@@ -90,6 +90,8 @@ def load(
         backend = backend or model.infer_backend
     backend = backend or default_backend()
     spec = resolve_spec(model)
+    if given.get("enable_thinking") is not None:
+        _check_thinking_switch(spec, config, given["enable_thinking"])
     engine = start_engine(spec, config, backend, asynchronous)
     try:
         template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system,
@@ -124,3 +126,12 @@ def merge_generation(base: GenerationConfig, given: dict[str, Any], **command_de
     if values.get("temperature") == 0:
         values["do_sample"] = False
     return base.copy(**values)
+
+
+def _check_thinking_switch(spec: ModelSpec, config: EngineConfig, enable_thinking: bool) -> None:
+    """--enable_thinking on a template without the switch fails on its tokenizer (a second), before the engine."""
+    from swiftcli.engines.tokenizer import load_tokenizer
+    from swiftcli.registry.templates import get_template
+
+    tokenizer = load_tokenizer(spec, config.trust_remote_code)
+    get_template(spec.template_type, tokenizer, spec.default_system, enable_thinking=enable_thinking).thinking(None)
