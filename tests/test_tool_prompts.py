@@ -114,3 +114,21 @@ def test_qwen3_chat_history_drops_thinking():
     assert t.render("Q2", [["Q1", "<think>\nR1\n</think>\n\nA1"]]) == (
         "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
         "<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_tokenizer_template_that_ignores_tools_is_refused(embedded_spec):
+    """The embedded model's own chat template has no tool section: sending `tools` through it would be silently
+    ignored, so it is refused by name; a template that renders them is used as it is."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_spec.model_dir)
+    user = [{"role": "user", "content": "Weather in Paris?"}]
+    plain = get_template("hf", tokenizer)
+    assert render_messages(plain, user).endswith("<|im_start|>assistant\n")
+    with pytest.raises(TemplateError, match="does not show `tools`"):
+        render_messages(plain, user, [WEATHER])
+    tokenizer.chat_template = ("{% if tools %}TOOLS: {% for t in tools %}{{ t.function.name }} {% endfor %}\n"
+                               "{% endif %}{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant: {% endif %}")
+    rendering = get_template("hf", tokenizer)
+    assert render_messages(rendering, user, [WEATHER]) == "TOOLS: get_weather user: Weather in Paris?\nassistant: "

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from swiftcli.errors import InputError
+from swiftcli.errors import InputError, TemplateError
 from swiftcli.registry.templates import THINKING_TEMPLATES, Template
 from swiftcli.registry.tool_prompts import LLAMA3_JSON, ToolFormat, tool_format
 
@@ -89,8 +89,26 @@ def _hf_text(template: Template, messages: Sequence[Message], tools: Sequence[di
     switch = template.thinking(extra.get("enable_thinking"))
     if switch is not None:
         extra["enable_thinking"] = switch
+    if tools and not _renders_tools(template):
+        raise TemplateError("this model's chat template does not show `tools` to the model",
+                            "use a model whose chat template renders tools, or a registered --template_type")
     return str(template._require_tokenizer().apply_chat_template(
         msgs, tools=list(tools) if tools else None, tokenize=False, add_generation_prompt=True, **extra))
+
+
+_PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool_7d1f", "description": "probe",
+                                                 "parameters": {"type": "object", "properties": {}}}}
+
+
+def _renders_tools(template: Template) -> bool:
+    """Whether the tokenizer's chat template puts a tool list in the prompt (many ignore `tools` silently)."""
+    known = template.__dict__.get("_renders_tools")
+    if known is None:
+        tokenizer = template._require_tokenizer()
+        probe = [{"role": "user", "content": "x"}]
+        text = tokenizer.apply_chat_template(probe, tools=[_PROBE_TOOL], tokenize=False, add_generation_prompt=True)
+        known = template.__dict__["_renders_tools"] = "probe_tool_7d1f" in str(text)
+    return bool(known)
 
 
 def to_turns(template: Template, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None
