@@ -641,3 +641,32 @@ def test_internal_error_is_500_without_trace_and_loading_is_503(embedded_spec, t
     assert health.status_code == 200
     assert loading_health.status_code == 503 and loading_health.json()["status"] == "loading"
     assert loading_models.status_code == 503
+
+
+def test_the_in_process_server_leaves_the_process_logging_alone(embedded_spec):
+    """eval's local server (for lm-eval) must not reconfigure logging: uvicorn's default setup closes every
+    handler of the process, and absl's handler then closes the stream it writes to."""
+    import logging
+    from types import SimpleNamespace
+
+    from swiftcli.server.local import local_server
+
+    closed: list[str] = []
+
+    class Recorder(logging.Handler):
+        def close(self) -> None:
+            closed.append("closed")
+            super().close()
+
+    class Idle:
+        backend, spec, lora_names, max_model_len, max_num_seqs, vocab_size = "fake", embedded_spec, [], 128, 2, 100
+
+    logger = logging.getLogger("swiftcli.tests.recorder")
+    handler = Recorder()
+    logger.addHandler(handler)
+    try:
+        with local_server(Idle(), SimpleNamespace(template_type=embedded_spec.template_type)) as url:
+            assert httpx.get(url.removesuffix("/v1") + "/health", timeout=10).status_code == 200
+    finally:
+        logger.removeHandler(handler)
+    assert closed == []

@@ -25,6 +25,7 @@ from swiftcli.data.fingerprint import (
     write_fingerprint,
 )
 from swiftcli.data.records import Record, Sample, read_samples
+from swiftcli.engines.base import finished_results
 from swiftcli.errors import InputError
 
 DEFAULT_DATASET_SEED = 42
@@ -313,11 +314,9 @@ def run_rows(
     index = {e.request_id: i for (i, _), e in zip(todo, encoded, strict=True)}
     if not encoded:
         return stats
-    stream = engine.stream(encoded)
+    stream = finished_results(engine, encoded)
     try:
         for state in stream:
-            if not state.finished:
-                continue
             i = index[state.request_id]
             reasoning, answer = split_thinking(template, state.outputs[0].text if state.outputs else "")
             line = result_row(rows[i].sample, answer)

@@ -4,7 +4,7 @@ request/result types they share."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -131,9 +131,27 @@ def generate_all(
 ) -> list[RequestResult]:
     """Run requests as one batch; return final results in request order, calling on_result as each finishes."""
     final: dict[str, RequestResult] = {}
-    for result in engine.stream(requests):
-        if result.finished:
+    results = finished_results(engine, requests)
+    try:
+        for result in results:
             final[result.request_id] = result
             if on_result is not None:
                 on_result(result)
+    finally:
+        results.close()
     return [final[r.request_id] for r in requests]
+
+
+def finished_results(engine: Engine, requests: Sequence[EngineRequest]) -> Generator[RequestResult, None, None]:
+    """Each request's finished state, as it finishes. An engine with `final_results(requests)` (vLLM) skips the
+    states in between; others are streamed and filtered. Closing the iterator early aborts what still runs."""
+    final_results = getattr(engine, "final_results", None)
+    stream = final_results(requests) if final_results is not None else engine.stream(requests)
+    try:
+        for result in stream:
+            if result.finished:
+                yield result
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()

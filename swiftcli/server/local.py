@@ -31,8 +31,10 @@ def local_server(engine: Any, template: Any, settings: ServerSettings | None = N
 
     app = create_app(settings or ServerSettings(), engine=engine, template=template)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=2)
+    # log_config=None: uvicorn's own logging setup (dictConfig) would close every logging handler of this
+    # process, among them absl's, which closes sys.stderr with it.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     # uvicorn installs signal handlers only on the main thread; here Ctrl-C stays with the caller.
     thread = threading.Thread(target=server.run, name="swiftcli-local-server", daemon=True)
