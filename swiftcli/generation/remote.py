@@ -53,6 +53,38 @@ class RemoteAnswer:
 
 
 @dataclass
+class StreamTally:
+    """What an OpenAI chat stream has said so far (the sync and async clients' chunks alike)."""
+
+    text: str = ""
+    chunks: int = 0
+    finish_reason: str | None = None
+    usage: Any = None
+
+    def add(self, chunk: Any) -> bool:
+        """Fold one chunk in; False for a chunk without choices (the closing usage chunk)."""
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if not chunk.choices:
+            return False
+        choice = chunk.choices[0]
+        if choice.delta.content:
+            self.text += choice.delta.content
+            self.chunks += 1
+        self.finish_reason = choice.finish_reason or self.finish_reason
+        return True
+
+    @property
+    def output_tokens(self) -> int:
+        """The server's count when it sent usage, else the content chunks seen."""
+        return int(self.usage.completion_tokens) if self.usage is not None else self.chunks
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self.usage.prompt_tokens) if self.usage is not None else 0
+
+
+@dataclass
 class RemoteProgress:
     """A streamed answer so far; `output_tokens` counts chunks until the server's usage arrives at the end."""
 
@@ -108,26 +140,17 @@ class RemoteModel:
     def stream(self, request: Mapping[str, Any], sampling: Mapping[str, Any]) -> Iterator[RemoteProgress]:
         """The answer as it grows; closing the iterator closes the connection (the server aborts the request)."""
         kwargs = request_config(sampling, stream=True).to_kwargs(chat=True)
-        text, chunks, reason, usage = "", 0, None, None
+        tally = StreamTally()
         with _api_errors(self.base_url):
             stream = self.client.chat.completions.create(
                 model=self.model, messages=_messages(request), stream_options={"include_usage": True}, **kwargs)
             try:
                 for chunk in stream:
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    if not chunk.choices:
-                        continue
-                    choice = chunk.choices[0]
-                    if choice.delta.content:
-                        text += choice.delta.content
-                        chunks += 1
-                    reason = choice.finish_reason or reason
-                    yield RemoteProgress(text, chunks)
+                    if tally.add(chunk):
+                        yield RemoteProgress(tally.text, tally.chunks)
             finally:
                 stream.close()
-        yield RemoteProgress(text, usage.completion_tokens if usage else chunks, True, reason,
-                             usage.prompt_tokens if usage else 0)
+        yield RemoteProgress(tally.text, tally.output_tokens, True, tally.finish_reason, tally.prompt_tokens)
 
     def answer_all(self, requests: Sequence[Mapping[str, Any]], sampling: Mapping[str, Any],
                    concurrency: int = DEFAULT_CONCURRENCY,

@@ -157,21 +157,15 @@ class OpenAIChatBackend:
         extra = {**self.extra_body, **_penalties(settings)}
         if extra:
             kwargs["extra_body"] = extra
-        text, chunks, finish_reason, usage_tokens = "", 0, None, None
+        from swiftcli.generation.remote import StreamTally
+
+        tally = StreamTally()
         try:
             stream = await self.client.chat.completions.create(**kwargs)
             try:
                 async for chunk in stream:
-                    if chunk.usage is not None:
-                        usage_tokens = chunk.usage.completion_tokens
-                    if not chunk.choices:
-                        continue
-                    choice = chunk.choices[0]
-                    if choice.delta.content:
-                        text += choice.delta.content
-                        chunks += 1
-                    finish_reason = choice.finish_reason or finish_reason
-                    yield ChatProgress(text, chunks)
+                    if tally.add(chunk):
+                        yield ChatProgress(tally.text, tally.chunks)
             finally:
                 # On Stop this closes the connection, and the server aborts the request.
                 await stream.close()
@@ -181,7 +175,7 @@ class OpenAIChatBackend:
         except openai.APIConnectionError:
             raise EngineError(f"lost the connection to {self.base_url}", "check that the server is still up"
                               ) from None
-        yield ChatProgress(text, usage_tokens if usage_tokens is not None else chunks, True, finish_reason)
+        yield ChatProgress(tally.text, tally.output_tokens, True, tally.finish_reason)
 
     async def aclose(self) -> None:
         await self.client.close()
