@@ -99,13 +99,15 @@ def _local_or_download(model_id_or_path: str, revision: str | None) -> Path:
     return snapshot_download(model_id_or_path, revision)
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path, name: str | None = None) -> dict[str, Any]:
+    """A JSON object file; `name` is how errors call it (default: its path)."""
+    name = name or str(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
+        raise CheckpointError(f"cannot read {name}: {exc}") from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} is not a JSON object")
+        raise CheckpointError(f"{name} is not a JSON object")
     return data
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swiftcli.config.resolve import read_json
 from swiftcli.config.spec import ModelSpec
 from swiftcli.errors import CheckpointError
 
@@ -47,13 +48,7 @@ def read_adapter_config(path: Path) -> dict[str, Any]:
     if not config_path.is_file():
         raise CheckpointError(f"{path} is not a LoRA adapter (no {ADAPTER_CONFIG})",
                               "point at a checkpoint folder that peft saved")
-    try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {ADAPTER_CONFIG} of {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{ADAPTER_CONFIG} of {path} is not a JSON object")
-    return data
+    return read_json(config_path, f"{ADAPTER_CONFIG} of {path}")
 
 
 def adapter_rank(config: dict[str, Any]) -> int:
