@@ -264,6 +264,13 @@ class RunStats:
     result_path: str | None = None
     skipped: list[str] = field(default_factory=list)
 
+    def count(self, prompt_tokens: int, output_tokens: int, started: float) -> None:
+        """One more row answered; `started` is the run's perf_counter() at its start."""
+        self.rows += 1
+        self.prompt_tokens += prompt_tokens
+        self.output_tokens += output_tokens
+        self.seconds = time.perf_counter() - started
+
     @property
     def output_tokens_per_second(self) -> float:
         return self.output_tokens / self.seconds if self.seconds > 0 else 0.0
@@ -323,10 +330,7 @@ def run_rows(
             if reasoning is not None:
                 line["reasoning"] = reasoning  # thinking apart from the answer
             writer.add(i, line)
-            stats.rows += 1
-            stats.prompt_tokens += state.prompt_tokens
-            stats.output_tokens += state.output_tokens
-            stats.seconds = time.perf_counter() - t0
+            stats.count(state.prompt_tokens, state.output_tokens, t0)
             if on_row is not None:
                 on_row(stats)
     finally:

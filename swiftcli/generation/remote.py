@@ -205,10 +205,7 @@ def run_rows_remote(model: RemoteModel, rows: Sequence[Any], sampling: Mapping[s
     def finished(offset: int, answer: RemoteAnswer) -> None:
         i = start + offset
         writer.add(i, result_row(rows[i].sample, answer.response))
-        stats.rows += 1
-        stats.prompt_tokens += answer.prompt_tokens
-        stats.output_tokens += answer.output_tokens
-        stats.seconds = time.perf_counter() - t0
+        stats.count(answer.prompt_tokens, answer.output_tokens, t0)
         if on_row is not None:
             on_row(stats)
 
