@@ -208,9 +208,11 @@ class TestOnTheEngine:
         assert (tmp_path / "app-ui.png").stat().st_size > 10_000
 
         page.locator("#regenerate").click()
-        # The old answer gives way to a new one (no stats line while it streams), then that one finishes.
-        page.wait_for_function("([s, t]) => { const a = document.querySelectorAll(s);"
-                               " return a.length === 3 && !a[2].innerText.includes(t); }", arg=[BOT, FINISHED])
+        # The old answer gives way to a new, finished one. (A short answer can stream and finish between two
+        # polls, so the change is checked, not the moment without a stats line.)
+        page.wait_for_function("([s, t, old]) => { const a = document.querySelectorAll(s);"
+                               " return a.length === 3 && a[2].innerText !== old && a[2].innerText.includes(t); }",
+                               arg=[BOT, FINISHED, answers(page)[2]], timeout=ANSWER_TIMEOUT_MS)
         regenerated = wait_answer(page, 3)  # the same history as the third answer: only completion is checked
         assert regenerated.split("\n")[0].strip() and "smollm2-135m-instruct · " in regenerated
         assert questions(page) == [FRANCE, STORY, FRANCE]

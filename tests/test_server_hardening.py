@@ -284,12 +284,16 @@ def test_group_signal_drains_requests_in_flight(sig):
         _wait_ready(proc, root)
         client = openai.OpenAI(base_url=f"{root}/v1", api_key="EMPTY", max_retries=0, timeout=120)
         stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Count to 50."}],
-                                                max_tokens=60, stream=True, temperature=0,
+                                                # long enough to still be running when the checks below are
+                                                max_tokens=400, stream=True, temperature=0,
                                                 extra_body={"ignore_eos": True})
         first = next(iter(stream))
         assert first.choices[0].delta.role == "assistant"
         os.killpg(proc.pid, sig)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{root}/health", timeout=30).status_code != 503:
+            assert time.monotonic() < deadline, "/health never turned 503 after the signal"
+            time.sleep(0.05)
         late = httpx.post(f"{root}/v1/chat/completions", json={"model": MODEL, "messages": HI}, timeout=30)
         assert late.status_code == 503
         chunks = list(stream)
