@@ -6,7 +6,8 @@ Both servers get identical engine arguments (swiftcli's `engine_args` for the mo
 started once, one after the other, and stay up; the load then alternates between them, level by level, pass by
 pass, and the medians over the passes are reported (single runs on a GPU vary by +-12%). The load generator is
 asyncio + httpx; every request streams `max_tokens` tokens (ignore_eos), so both servers do the same work.
-Prints output tok/s, TTFT p50/p99, TPOT and ITL per server and level with the swiftcli/vLLM ratios; writes JSON.
+Prints output tok/s, TTFT p50/p99, TPOT, ITL and the API process's CPU time per 1,000 streamed tokens (the event
+loop's work, engine core excluded) per server and level with the swiftcli/vLLM ratios; writes JSON.
 
     python benchmarks/serve.py                                   # embedded model, 64 clients, 2 passes
     python benchmarks/serve.py --model /tmp/llama-8b-shape --engine_kwargs '{"load_format": "dummy",
@@ -253,17 +254,31 @@ def alternate(servers: list[Running], args: argparse.Namespace, levels: list[int
     for p in range(args.passes):
         for c in levels:
             for server in servers if p % 2 == 0 else servers[::-1]:
+                busy = api_cpu_seconds(server.process)
                 result = asyncio.run(run_load(server.base_url, args.served_model_name, requests_for(c, args), c,
                                               args.max_tokens, args.ignore_eos))
+                busy = api_cpu_seconds(server.process) - busy
+                result["api_cpu_ms_per_1k_tok"] = 1e6 * busy / max(result["output_tokens"], 1)
                 runs[server.kind][c].append(result)
                 print(f"pass {p + 1} c={c:<4} {server.kind:<9} {result['output_tok_s']:>9.1f} tok/s  "
                       f"TTFT p50 {result['ttft_p50_s'] * 1000:7.1f} p99 {result['ttft_p99_s'] * 1000:7.1f} ms  "
-                      f"failed {result['failed']}", flush=True)
+                      f"API CPU {result['api_cpu_ms_per_1k_tok']:6.1f} ms/1k tok  failed {result['failed']}",
+                      flush=True)
     return runs
 
 
+def api_cpu_seconds(process: subprocess.Popen) -> float:
+    """CPU time of the server's API process alone (user + system; its engine-core child is not counted): the
+    work on the event loop per token, which decides how fast a busy server answers a new request."""
+    import psutil
+
+    times = psutil.Process(process.pid).cpu_times()
+    return float(times.user + times.system)
+
+
 METRICS = [("out tok/s", "output_tok_s", 1), ("TTFT p50 ms", "ttft_p50_s", 1000), ("TTFT p99 ms", "ttft_p99_s", 1000),
-           ("TPOT ms", "tpot_mean_s", 1000), ("ITL p50 ms", "itl_p50_s", 1000), ("ITL p99 ms", "itl_p99_s", 1000)]
+           ("TPOT ms", "tpot_mean_s", 1000), ("ITL p50 ms", "itl_p50_s", 1000), ("ITL p99 ms", "itl_p99_s", 1000),
+           ("API CPU ms/1k", "api_cpu_ms_per_1k_tok", 1)]
 
 
 def medians(runs: list[dict]) -> dict:
