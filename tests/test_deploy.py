@@ -210,6 +210,8 @@ def test_models_health_version(client, http):
     models = client.models.list()
     assert [m.id for m in models.data] == ["smollm2-135m-instruct"]
     assert models.data[0].model_extra["is_chat"] is True
+    # What a chat client starts from: the embedded model's registry defaults, as a local chat's.
+    assert models.data[0].model_extra["chat_sampling"] == {"temperature": 0.0, "repetition_penalty": 1.1}
     assert http.get("/health").json() == {"status": "ok"}
     version = http.get("/version").json()
     assert version["version"] and version["backend"] == "vllm"

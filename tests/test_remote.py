@@ -41,6 +41,20 @@ def test_request_fields_from_sampling_settings():
         request_config({"logprobs": 2})
 
 
+def test_chat_sampling_a_server_lists_is_read_only_when_valid():
+    from swiftcli.config.sampling import chat_sampling, read_chat_sampling
+    from swiftcli.config.spec import GenerationConfig
+
+    greedy = GenerationConfig(do_sample=False, repetition_penalty=1.1)
+    assert chat_sampling(greedy) == {"temperature": 0.0, "repetition_penalty": 1.1}, "top_p/top_k mean nothing"
+    assert chat_sampling(GenerationConfig()) == {"temperature": 0.3, "top_p": 0.7, "top_k": 20}
+    assert read_chat_sampling(chat_sampling(greedy)) == chat_sampling(greedy)
+    # Another server's field, or a broken one, is not ours to follow: the client then sends what the user set.
+    for listed in (None, [], {}, {"top_p": 0.5}, {"temperature": -1}, {"temperature": True},
+                   {"temperature": 0.5, "seed": 3}, {"temperature": "hot"}):
+        assert read_chat_sampling(listed) == {}, listed
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
@@ -128,14 +142,16 @@ def test_dataset_through_the_server_resumes(deploy_server, tmp_path: Path):
 
 
 def test_chat_through_the_server(deploy_server):
-    # The server's own sampling applies to what the chat does not set: greedy first, for a stable answer.
-    script = "\n".join(["/set temperature 0", FRANCE, "/stats", "/clear", FRANCE, "/exit"]) + "\n"
+    # The chat starts from the sampling the server lists for its model (the embedded model's: greedy with a
+    # repetition guard), as a local chat does, so the first answers are right without any /set.
+    script = "\n".join([FRANCE, "/stats", "/clear", FRANCE, "/exit"]) + "\n"
     result = invoke("chat", "--api_url", deploy_server.base_url, "--no-markdown", "--max_new_tokens", "48",
                     input=script)
     assert result.exit_code == 0, result.output
     out = result.output
     assert "smollm2-135m-instruct at " + deploy_server.base_url in out
-    assert "Sampling: max_new_tokens 48; the rest the server's defaults." in out
+    assert ("Sampling: greedy, repetition_penalty 1.1, max_new_tokens 48; the rest the server's defaults."
+            in out), out
     assert out.count("Paris") >= 2 and "history: 1 turns" in out and "tok/s" in out
     assert "Traceback" not in out
 

@@ -127,9 +127,10 @@ def deploy_command(
     """Serve the model with an OpenAI-compatible API (chat, completions, streaming, LoRA, metrics)."""
     from swiftcli.cli import output
     from swiftcli.cli.state import verbose
+    from swiftcli.config.sampling import chat_sampling
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.engines import default_backend
-    from swiftcli.engines.loader import load, resolve_spec
+    from swiftcli.engines.loader import load, merge_generation, resolve_spec
     from swiftcli.server.app import ServerSettings
     from swiftcli.server.run import ListenOptions, serve
 
@@ -174,6 +175,7 @@ def deploy_command(
         tool_call_parser=tool_call_parser,
         reasoning_parser=reasoning_parser,
         runtime_lora=bool(enable_runtime_lora),
+        chat_sampling=chat_sampling(merge_generation(GenerationConfig.for_model(spec), given)),
     )
     listen = ListenOptions(
         host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"

@@ -123,8 +123,10 @@ def run_chat(api: ApiOptions, model: ModelOptions, gen: GenerationOverrides, mar
     from swiftcli.cli.output import stdout
     from swiftcli.cli.remote_chat import RemoteRepl
 
-    values = sampling(gen)
+    values = sampling(gen)  # bad settings fail before connecting
     remote = connect(api, model)
+    if remote.chat_sampling:  # start where a local chat with this model would, under what the user set
+        values = sampling(gen, **remote.chat_sampling)
     try:
         RemoteRepl.start(remote, values, model.system, stdout, markdown, history_file).run()
     finally:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from swiftcli.config.spec import GenerationConfig
+from swiftcli.errors import SwiftError
 
 
 def describe_sampling(config: GenerationConfig) -> str:
@@ -35,3 +36,35 @@ def describe_sent(values: Mapping[str, Any]) -> str:
         return "the server's defaults"
     text = ", ".join("greedy" if k == "temperature" and v == 0 else f"{k} {v}" for k, v in shown.items())
     return f"{text}; the rest the server's defaults"
+
+
+CHAT_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty")
+
+
+def chat_sampling(config: GenerationConfig) -> dict[str, float | int]:
+    """The sampling a person's chat starts from, as request fields: what a server lists for its model
+    (`chat_sampling` in /v1/models) so that `chat --api_url` and `app-ui --api_url` start where a local chat
+    does. Greedy sends temperature 0 alone (top_p and top_k do not matter then); neutral values are left out."""
+    values: dict[str, float | int] = {"temperature": 0.0 if config.greedy else config.temperature}
+    if not config.greedy:
+        values["top_p"] = config.top_p
+        if config.top_k > 0:
+            values["top_k"] = config.top_k
+    if config.repetition_penalty != 1.0:
+        values["repetition_penalty"] = config.repetition_penalty
+    return values
+
+
+def read_chat_sampling(listed: Any) -> dict[str, float | int]:
+    """A server's `chat_sampling` as listed, when it is well formed and valid; {} otherwise (servers other than
+    `swiftcli deploy` do not list one, and the clients then send only what the user set)."""
+    if not isinstance(listed, Mapping) or "temperature" not in listed or set(listed) - set(CHAT_SAMPLING_KEYS):
+        return {}
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in listed.values()):
+        return {}
+    values = dict(listed)
+    try:
+        GenerationConfig().copy(**values, do_sample=values.get("temperature", 1.0) > 0)
+    except (SwiftError, ValueError, TypeError):
+        return {}
+    return values

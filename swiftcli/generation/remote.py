@@ -105,6 +105,8 @@ class RemoteModel:
         self.api_key = api_key or "EMPTY"
         self.max_model_len = max_model_len
         self.timeout = timeout
+        # The sampling a chat with this model starts from, where the server lists one (swiftcli deploy does).
+        self.chat_sampling: dict[str, float | int] = {}
         self._client: Any = None
 
     @classmethod
@@ -113,7 +115,9 @@ class RemoteModel:
         from swiftcli.webui.backends import connect_api
 
         target = connect_api(api_url, api_key, model)
-        return cls(target.base_url, target.model, api_key, target.max_model_len)
+        remote = cls(target.base_url, target.model, api_key, target.max_model_len)
+        remote.chat_sampling = dict(target.chat_sampling)
+        return remote
 
     @property
     def client(self) -> Any:

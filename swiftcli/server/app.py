@@ -63,6 +63,8 @@ class ServerSettings:
     tool_call_parser: str | None = None
     reasoning_parser: str | None = None
     runtime_lora: bool = False
+    # The sampling a person's chat starts from (config.sampling.chat_sampling), listed in /v1/models.
+    chat_sampling: dict[str, float | int] | None = None
 
 
 class ServerState:
@@ -226,12 +228,13 @@ def add_info_routes(app: FastAPI, state: ServerState) -> None:
     async def models() -> dict[str, Any]:
         base = state.model_id
         is_chat = state.template.template_type != "default-generation"
+        extra: dict[str, Any] = {"is_chat": is_chat, "max_model_len": state.engine.max_model_len}
+        if is_chat and state.settings.chat_sampling:
+            extra["chat_sampling"] = state.settings.chat_sampling
         data = [{"id": base, "object": "model", "created": state.created, "owned_by": "swiftcli",
-                 "root": base, "parent": None, "is_chat": is_chat,
-                 "max_model_len": state.engine.max_model_len}]
+                 "root": base, "parent": None, **extra}]
         data += [{"id": name, "object": "model", "created": state.created, "owned_by": "swiftcli",
-                  "root": name, "parent": base, "is_chat": is_chat, "max_model_len": state.engine.max_model_len}
-                 for name in state.engine.lora_names]
+                  "root": name, "parent": base, **extra} for name in state.engine.lora_names]
         return {"object": "list", "data": data}
 
 

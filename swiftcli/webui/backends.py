@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from swiftcli.config.sampling import read_chat_sampling
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.engines.base import EngineRequest, new_request_id
 from swiftcli.errors import ContextLengthError, EngineError, InputError, MissingDependencyError, UsageError
@@ -199,11 +200,13 @@ def _server_message(exc: Any) -> str:
 
 @dataclass(frozen=True)
 class ApiTarget:
-    """A server that answered: its base URL, the model to use and, when it says, the model's context."""
+    """A server that answered: its base URL, the model to use and, when it says, the model's context and the
+    sampling a chat with it starts from (`swiftcli deploy` lists both)."""
 
     base_url: str
     model: str
     max_model_len: int | None = None
+    chat_sampling: dict[str, float | int] = field(default_factory=dict)
 
 
 def connect_api(api_url: str, api_key: str | None, model: str | None, timeout: float = 10.0) -> ApiTarget:
@@ -240,8 +243,10 @@ def connect_api(api_url: str, api_key: str | None, model: str | None, timeout: f
             raise EngineError(f"{api_url} lists no models", "pass the model name with --model_type")
         chosen = model or served[0]
         # vLLM and `swiftcli deploy` list each model's context; other servers may not.
-        context = next((getattr(m, "max_model_len", None) for m in listed if m.id == chosen), None)
-        return ApiTarget(url, chosen, context if isinstance(context, int) else None)
+        entry = next((m for m in listed if m.id == chosen), None)
+        context = getattr(entry, "max_model_len", None)
+        return ApiTarget(url, chosen, context if isinstance(context, int) else None,
+                         read_chat_sampling(getattr(entry, "chat_sampling", None)))
     raise EngineError(f"{api_url} is not an OpenAI-compatible API ({_server_message(last)} on /models)",
                       "point --api_url at the server's /v1 root, e.g. http://127.0.0.1:8000/v1")
 
