@@ -111,6 +111,11 @@ def test_a_typed_temperature_turns_sampling_on_over_a_greedy_default():
     assert config.do_sample and config.temperature == 0.7
     assert merge_generation(GenerationConfig(), {}, **greedy).greedy
     assert merge_generation(GenerationConfig(), {"temperature": 0.7, "do_sample": False}, **greedy).greedy
+    # `--do_sample true` alone asks for sampling: at the model's temperature, not the command's greedy 0.
+    asked = merge_generation(GenerationConfig(), {"do_sample": True}, **greedy)
+    assert not asked.greedy and asked.temperature == 0.3
+    assert not merge_generation(GenerationConfig(), {"do_sample": True}, temperature=0.0,
+                                repetition_penalty=1.1).greedy
 
 
 def test_stop_strings_given_on_the_command_line_are_kept():

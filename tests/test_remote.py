@@ -41,6 +41,18 @@ def test_request_fields_from_sampling_settings():
         request_config({"logprobs": 2})
 
 
+def test_do_sample_alone_is_not_turned_back_into_greedy():
+    from swiftcli.cli.infer import INFER_DEFAULTS
+    from swiftcli.cli.remote import sampling
+    from swiftcli.config.spec import GenerationOverrides
+
+    assert sampling(GenerationOverrides(), **INFER_DEFAULTS) == {"temperature": 0.0, "do_sample": False}
+    # The greedy default gives way: nothing pins the temperature, so the server samples at its own.
+    assert sampling(GenerationOverrides(do_sample=True), **INFER_DEFAULTS) == {"do_sample": True}
+    assert sampling(GenerationOverrides(do_sample=True), temperature=0.0, repetition_penalty=1.1) == {
+        "repetition_penalty": 1.1, "do_sample": True}
+
+
 def test_chat_sampling_a_server_lists_is_read_only_when_valid():
     from swiftcli.config.sampling import chat_sampling, read_chat_sampling
     from swiftcli.config.spec import GenerationConfig

@@ -129,9 +129,7 @@ def api_backend(api_url: str, api_key: str | None, model: ModelOptions, engine: 
     target = connect_api(api_url, api_key, model.model_type or model.model_id_or_path)
     # The controls start at the sampling the server lists for a chat (swiftcli deploy: the model's own, as a
     # local app-ui would), else at ms-swift's defaults; then what the user gave.
-    server = target.chat_sampling
-    start = GenerationConfig().copy(**server, do_sample=server["temperature"] > 0) if server else GenerationConfig()
-    base = merge_generation(start, gen.given())
+    base = merge_generation(GenerationConfig(), gen.given(), **target.chat_sampling)
     extra: dict[str, Any] = {key: value for key, value in (("top_k", gen.top_k),
                                                            ("repetition_penalty", gen.repetition_penalty))
                              if value is not None}

@@ -60,8 +60,10 @@ def check_options(model: ModelOptions, engine: EngineConfig, *also_local: tuple[
 def sampling(gen: GenerationOverrides, **command_defaults: Any) -> dict[str, Any]:
     """What to send: the command's defaults and what the user typed; the rest stays the server's default."""
     from swiftcli.config.spec import GenerationConfig
+    from swiftcli.engines.loader import without_greedy
 
-    values = {**command_defaults, **gen.given()}
+    given = gen.given()
+    values = {**without_greedy(command_defaults, given), **given}
     if values.get("do_sample") is False:
         values["temperature"] = 0.0
     if values.get("temperature") == 0:

@@ -118,7 +118,7 @@ def merge_generation(base: GenerationConfig, given: dict[str, Any], **command_de
     `do_sample false` means temperature 0, and temperature 0 means greedy.
     """
     given = {k: v for k, v in given.items() if v is not None}
-    values = {**command_defaults, **given}
+    values = {**without_greedy(command_defaults, given), **given}
     if given.get("temperature", 0) > 0 and "do_sample" not in given:
         values["do_sample"] = True  # a temperature the user typed turns sampling on over a greedy default
     if values.get("do_sample") is False:
@@ -126,6 +126,14 @@ def merge_generation(base: GenerationConfig, given: dict[str, Any], **command_de
     if values.get("temperature") == 0:
         values["do_sample"] = False
     return base.copy(**values)
+
+
+def without_greedy(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A command's or a server's greedy default gives way to `do_sample true` typed without a temperature: the
+    user asked for sampling, at the model's temperature (a greedy temperature 0 would turn it off again)."""
+    if given.get("do_sample") is True and "temperature" not in given and defaults.get("temperature") == 0:
+        return {k: v for k, v in defaults.items() if k not in ("temperature", "do_sample")}
+    return dict(defaults)
 
 
 def _check_thinking_switch(spec: ModelSpec, config: EngineConfig, enable_thinking: bool) -> None:
