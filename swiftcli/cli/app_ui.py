@@ -106,7 +106,7 @@ def engine_backend(model: ModelOptions, engine_config: EngineConfig, gen: Genera
     try:
         from swiftcli.engines.loader import interactive_generation
 
-        spec, base = session.spec, interactive_generation(session, gen.given())
+        spec, base = session.spec, interactive_generation(session.spec, gen.given())
         name = spec.name if spec.ckpt_dir is None else f"{spec.name} ({spec.ckpt_dir.name})"
         backend = EngineChatBackend(engine, session.template, base, name)
     except BaseException:

@@ -72,7 +72,7 @@ def run_chat(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides
     session = ChatSession(system=model.system, single_round=not loaded.template.support_multi_round)
     from swiftcli.engines.loader import interactive_generation
 
-    Repl(loaded, interactive_generation(loaded, gen.given()), session, markdown, history_file).run()
+    Repl(loaded, interactive_generation(loaded.spec, gen.given()), session, markdown, history_file).run()
 
 
 class Repl:

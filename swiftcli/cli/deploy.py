@@ -130,7 +130,7 @@ def deploy_command(
     from swiftcli.config.sampling import chat_sampling
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.engines import default_backend
-    from swiftcli.engines.loader import load, merge_generation, resolve_spec
+    from swiftcli.engines.loader import interactive_generation, load, resolve_spec
     from swiftcli.server.app import ServerSettings
     from swiftcli.server.run import ListenOptions, serve
 
@@ -175,7 +175,7 @@ def deploy_command(
         tool_call_parser=tool_call_parser,
         reasoning_parser=reasoning_parser,
         runtime_lora=bool(enable_runtime_lora),
-        chat_sampling=chat_sampling(merge_generation(GenerationConfig.for_model(spec), given)),
+        chat_sampling=chat_sampling(interactive_generation(spec, given)),
     )
     listen = ListenOptions(
         host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"

@@ -64,7 +64,7 @@ def read_chat_sampling(listed: Any) -> dict[str, float | int]:
         return {}
     values = dict(listed)
     try:
-        GenerationConfig().copy(**values, do_sample=values.get("temperature", 1.0) > 0)
+        GenerationConfig().copy(**values, do_sample=values["temperature"] > 0)
     except (SwiftError, ValueError, TypeError):
         return {}
     return values

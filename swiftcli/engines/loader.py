@@ -104,12 +104,12 @@ def load(
     return Session(spec, engine, template, backend, merge_generation(engine.generation_config, given), asynchronous)
 
 
-def interactive_generation(session: Session, given: dict[str, Any]) -> GenerationConfig:
-    """Sampling for a person chatting (chat, app-ui): the checkpoint's generation_config.json, else the
-    registry's defaults for the model type (the embedded model: greedy with a repetition guard), then what the
-    user gave. Engines, the API and batch paths keep the checkpoint's own settings, so that their greedy output
-    is the model's plain greedy output."""
-    return merge_generation(GenerationConfig.for_model(session.spec), given)
+def interactive_generation(spec: ModelSpec, given: dict[str, Any]) -> GenerationConfig:
+    """Sampling for a person chatting (chat, app-ui, and the `chat_sampling` deploy lists): the checkpoint's
+    generation_config.json, else the registry's defaults for the model type (the embedded model: greedy with a
+    repetition guard), then what the user gave. Engines, the API and batch paths keep the checkpoint's own
+    settings, so that their greedy output is the model's plain greedy output."""
+    return merge_generation(GenerationConfig.for_model(spec), given)
 
 
 def merge_generation(base: GenerationConfig, given: dict[str, Any], **command_defaults: Any) -> GenerationConfig:
