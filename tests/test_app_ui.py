@@ -152,10 +152,17 @@ def check_stop(page: Any, count: int) -> str:
         arg=[BOT, count],
         timeout=ANSWER_TIMEOUT_MS,
     )
+    # A next message typed while the answer streams survives the updates that follow.
+    draft = "a draft typed while the answer streams"
+    page.locator("#message textarea").fill(draft)
+    grown = len(answers(page)[count - 1])
+    page.wait_for_function("([s, c, n]) => document.querySelectorAll(s)[c - 1].innerText.length > n + 24",
+                           arg=[BOT, count, grown], timeout=ANSWER_TIMEOUT_MS)
     page.locator("#stop").click()
     stopped = wait_answer(page, count, "stopped", timeout=20_000)
     time.sleep(2.0)
     assert answers(page)[count - 1] == stopped, "the answer kept growing after Stop"
+    assert page.locator("#message textarea").input_value() == draft, "the streaming answer wiped the draft"
     stats = re.search(r"· (\d+) tokens · [\d.]+ tokens/s", stopped)
     assert stats and 2 <= int(stats.group(1)) < 1000, stopped
     return stopped

@@ -116,8 +116,12 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
         if not query or (turns and turns[-1]["status"] == "running"):
             yield gr.skip(), gr.skip(), gr.skip()
             return
+        # The box is emptied once, with the first update. Later updates leave it alone: a next message typed while
+        # this answer streams must survive them, and the update Gradio repeats when the event completes.
+        box: Any = ""
         async for chat, state in answer(query, turns, settings_of(*controls)):
-            yield "", chat, state
+            yield box, chat, state
+            box = gr.skip()
 
     async def regenerate(turns: list[Turn], *controls: Any) -> AsyncIterator[tuple[Any, Any]]:
         if not turns or turns[-1]["status"] == "running":
