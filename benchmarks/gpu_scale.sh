@@ -32,7 +32,7 @@ stage_errors() {  # more ranks than GPUs: refused before loading
 serve() {  # $1 = tensor parallel size; both servers resident, half the memory each
   $PY benchmarks/serve.py --model "$MODEL" --tensor_parallel_size "$1" --concurrency "$LEVELS" --max_tokens "$TOKENS" \
     --engine_kwargs "{$DUMMY, \"gpu_memory_utilization\": 0.45}" --passes "${PASSES:-2}" --requests_per_client 2 \
-    --min_requests 4 --output "$OUT/serve-tp$1.json" 2>&1 | grep -v "WARNING" | tee "$OUT/serve-tp$1.txt"
+    --min_requests 4 --client_gc "${CLIENT_GC:-off}" --output "$OUT/serve-tp$1.json" 2>&1 | grep -v "WARNING" | tee "$OUT/serve-tp$1.txt"
 }
 stage_serve1() { serve 1; }
 stage_serve2() { serve 2; }

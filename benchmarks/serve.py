@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -28,6 +29,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -255,16 +258,47 @@ def alternate(servers: list[Running], args: argparse.Namespace, levels: list[int
         for c in levels:
             for server in servers if p % 2 == 0 else servers[::-1]:
                 busy = api_cpu_seconds(server.process)
-                result = asyncio.run(run_load(server.base_url, args.served_model_name, requests_for(c, args), c,
-                                              args.max_tokens, args.ignore_eos))
+                with client_gc(args.client_gc) as pauses:
+                    result = asyncio.run(run_load(server.base_url, args.served_model_name, requests_for(c, args), c,
+                                                  args.max_tokens, args.ignore_eos))
                 busy = api_cpu_seconds(server.process) - busy
                 result["api_cpu_ms_per_1k_tok"] = 1e6 * busy / max(result["output_tokens"], 1)
+                result["client_gc_max_pause_ms"] = 1000 * max(pauses, default=0.0)
                 runs[server.kind][c].append(result)
                 print(f"pass {p + 1} c={c:<4} {server.kind:<9} {result['output_tok_s']:>9.1f} tok/s  "
                       f"TTFT p50 {result['ttft_p50_s'] * 1000:7.1f} p99 {result['ttft_p99_s'] * 1000:7.1f} ms  "
-                      f"API CPU {result['api_cpu_ms_per_1k_tok']:6.1f} ms/1k tok  failed {result['failed']}",
+                      f"API CPU {result['api_cpu_ms_per_1k_tok']:6.1f} ms/1k tok  "
+                      f"client GC {result['client_gc_max_pause_ms']:5.0f} ms  failed {result['failed']}",
                       flush=True)
     return runs
+
+
+@contextmanager
+def client_gc(enabled: bool) -> Iterator[list[float]]:
+    """The load generator's own garbage collector, on or off while one load runs; yields the pauses it made.
+
+    This process imports vLLM (for the scheduler settings), so a full collection here stalls its event loop for
+    hundreds of milliseconds, and every stream in flight reads its next token late: a TTFT p99 stall charged to
+    whichever server was being measured. Off (the default), collections run between loads instead.
+    """
+    pauses: list[float] = []
+    started: list[float] = []
+
+    def probe(phase: str, info: dict) -> None:
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            pauses.append(time.perf_counter() - started.pop())
+
+    if not enabled:
+        gc.collect()
+        gc.disable()
+    gc.callbacks.append(probe)  # after that collection: only pauses inside the load are counted
+    try:
+        yield pauses
+    finally:
+        gc.enable()
+        gc.callbacks.remove(probe)
 
 
 def api_cpu_seconds(process: subprocess.Popen) -> float:
@@ -278,7 +312,7 @@ def api_cpu_seconds(process: subprocess.Popen) -> float:
 
 METRICS = [("out tok/s", "output_tok_s", 1), ("TTFT p50 ms", "ttft_p50_s", 1000), ("TTFT p99 ms", "ttft_p99_s", 1000),
            ("TPOT ms", "tpot_mean_s", 1000), ("ITL p50 ms", "itl_p50_s", 1000), ("ITL p99 ms", "itl_p99_s", 1000),
-           ("API CPU ms/1k", "api_cpu_ms_per_1k_tok", 1)]
+           ("API CPU ms/1k", "api_cpu_ms_per_1k_tok", 1), ("client GC ms", "client_gc_max_pause_ms", 1)]
 
 
 def medians(runs: list[dict]) -> dict:
@@ -316,6 +350,8 @@ def main() -> None:
     parser.add_argument("--ignore_eos", type=lambda v: v.lower() in ("1", "true", "yes"), default=True)
     parser.add_argument("--passes", type=int, default=2, help="alternations; medians are reported")
     parser.add_argument("--port", type=int, default=18700)
+    parser.add_argument("--client_gc", type=lambda v: v.lower() in ("1", "true", "yes", "on"), default=False,
+                        help="keep the load generator's garbage collector on while measuring (default: off)")
     parser.add_argument("--only", choices=["swiftcli", "vllm"], default=None)
     parser.add_argument("--startup_timeout", type=float, default=900)
     parser.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/serve-TIME.json)")
