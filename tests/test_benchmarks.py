@@ -32,3 +32,20 @@ def test_reference_server_flags_are_swiftclis_engine_args(embedded_spec):
             assert f"--{key.replace('_', '-')} {expected[key]}" in flags
         else:
             assert f"--{key.replace('_', '-')}" not in flags
+
+
+def test_load_generator_keeps_its_collector_out_of_a_load():
+    import gc
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from serve import client_gc
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert gc.isenabled()
+    with client_gc(False) as pauses:
+        assert not gc.isenabled(), "a full collection would stall every stream in flight"
+        gc.collect()  # one made anyway is reported
+    assert gc.isenabled() and len(pauses) == 1, "only the collection inside the load is reported"
+    with client_gc(True):
+        assert gc.isenabled()
