@@ -1,4 +1,5 @@
-"""Shell completion scripts for bash, zsh and fish, as `swiftcli --install-completion` would install them.
+"""Shell completion scripts for bash, zsh and fish, as `swiftcli --install-completion` (and `swift
+--install-completion`) would install them.
 
 The scripts are thin: they ask `swiftcli` itself for candidates at completion time (Typer's protocol), so
 they change only when Typer's protocol does. `completions/` keeps generated copies for packagers; regenerate
@@ -11,7 +12,16 @@ import sys
 from pathlib import Path
 
 PROG = "swiftcli"
-FILES = {"bash": f"{PROG}.bash", "zsh": f"_{PROG}", "fish": f"{PROG}.fish"}
+# `swift` is the same app under ms-swift's name; each name needs its own scripts, as each shell completes by name.
+PROGS = (PROG, "swift")
+SHELLS = ("bash", "zsh", "fish")
+
+
+def file_name(shell: str, prog: str = PROG) -> str:
+    return {"bash": f"{prog}.bash", "zsh": f"_{prog}", "fish": f"{prog}.fish"}[shell]
+
+
+FILES = {shell: file_name(shell) for shell in SHELLS}
 
 
 def completion_script(shell: str, prog: str = PROG) -> str:
@@ -28,10 +38,11 @@ def default_dir() -> Path:
 def write_all(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for shell, name in FILES.items():
-        path = folder / name
-        path.write_text(completion_script(shell), encoding="utf-8")
-        written.append(path)
+    for prog in PROGS:
+        for shell in SHELLS:
+            path = folder / file_name(shell, prog)
+            path.write_text(completion_script(shell, prog), encoding="utf-8")
+            written.append(path)
     return written
 
 

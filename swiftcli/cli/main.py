@@ -7,6 +7,8 @@ kebab-case name, see cli.options), and options that take several values take the
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -129,4 +131,5 @@ def expand_multi_values(args: list[str], command: Any) -> list[str]:
 
 
 def main() -> None:
-    app(prog_name="swiftcli")
+    # `swift` is the same app under ms-swift's name: usage lines and shell completion answer to the name typed.
+    app(prog_name="swift" if os.path.basename(sys.argv[0]) == "swift" else "swiftcli")

@@ -1,0 +1,1 @@
+complete --command swift --no-files --arguments "(env _SWIFT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) swift)" --condition "env _SWIFT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) swift"
