@@ -21,9 +21,6 @@ def file_name(shell: str, prog: str = PROG) -> str:
     return {"bash": f"{prog}.bash", "zsh": f"_{prog}", "fish": f"{prog}.fish"}[shell]
 
 
-FILES = {shell: file_name(shell) for shell in SHELLS}
-
-
 def completion_script(shell: str, prog: str = PROG) -> str:
     from typer._completion_shared import get_completion_script
 
