@@ -36,6 +36,14 @@ def test_help_fits_80_columns_with_one_name_per_option(command):
     assert not re.search(r"--([a-z-]+)[, ]+--\1", proc.stdout.replace("_", "-"))
 
 
+def test_usage_lines_show_no_hidden_parameters():
+    """infer's hidden catch-all for stray words (it says "questions go in --query") showed as `[]...`."""
+    usage = [line.strip() for line in run_cli("infer", "--help", env={"COLUMNS": "80"}).stdout.splitlines()
+             if "Usage:" in line]
+    assert usage == ["Usage: swiftcli infer [OPTIONS]"]
+    assert "Usage: swiftcli infer [OPTIONS]\n" in run_cli("infer", "--bogus").stderr
+
+
 def test_root_help_mentions_the_other_spellings_once():
     proc = run_cli("--help", env={"COLUMNS": "80"})
     assert proc.stdout.count("snake_case") == 1 and "space-separated" in proc.stdout

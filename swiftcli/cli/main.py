@@ -12,7 +12,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from swiftcli import __version__
 from swiftcli.cli import output, state
@@ -39,6 +39,18 @@ class SwiftcliGroup(TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, expand_multi_values(list(args), self))
+
+
+class SwiftcliCommand(TyperCommand):
+    """A command whose hidden parameters stay out of its usage line too (infer's catch-all for stray words
+    showed as `[]...`)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if not getattr(param, "hidden", False):
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
 
 
 app = typer.Typer(
@@ -71,7 +83,7 @@ def root(
     output.set_debug(debug)
 
 
-app.command("infer", rich_help_panel="Run")(infer_command)
+app.command("infer", cls=SwiftcliCommand, rich_help_panel="Run")(infer_command)
 app.command("chat", rich_help_panel="Run")(chat_command)
 app.command("models", rich_help_panel="Models")(models_command)
 app.add_typer(eval_app, name="eval", rich_help_panel="Run")
