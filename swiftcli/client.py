@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from swiftcli.apiclient import is_chat_model, openai_client
+
 History = Sequence[Sequence[str]]
 
 # Sampling fields the OpenAI schema lacks; sent in the body all the same (vLLM and swiftcli read them).
@@ -82,11 +84,8 @@ def _base_url(host: str, port: int | str, url: str | None) -> str:
 
 
 def _client(host: str, port: int | str, api_key: str, url: str | None, asynchronous: bool = False) -> Any:
-    import openai
-
-    cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-    # No silent retries: a 429 or 503 reaches the caller as it happened.
-    return cls(base_url=_base_url(host, port, url), api_key=api_key or "EMPTY", max_retries=0)
+    # swiftcli.apiclient's client: a refused connection is tried again, a 429 or 503 reaches the caller as it was.
+    return openai_client(_base_url(host, port, url), api_key, asynchronous=asynchronous)
 
 
 def get_model_list_client(host: str = "127.0.0.1", port: int | str = 8000, api_key: str = "EMPTY",
@@ -100,14 +99,6 @@ async def get_model_list_client_async(host: str = "127.0.0.1", port: int | str =
                                       url: str | None = None) -> Any:
     async with _client(host, port, api_key, url, asynchronous=True) as client:
         return await client.models.list()
-
-
-def _is_chat(models: Any, model_type: str) -> bool:
-    for model in models.data:
-        if model.id == model_type:
-            flag = (model.model_extra or {}).get("is_chat")
-            return True if flag is None else bool(flag)
-    return True  # servers that do not say are chat servers
 
 
 def messages_of(query: str, history: History | None = None, system: str | None = None) -> list[dict[str, str]]:
@@ -152,7 +143,7 @@ def inference_client(
     client = _client(host, port, api_key, url)
     tool_kwargs = _tool_kwargs(tools, tool_choice)
     if is_chat_request is None:
-        is_chat_request = bool(tool_kwargs or messages) or _is_chat(client.models.list(), model_type)
+        is_chat_request = bool(tool_kwargs or messages) or is_chat_model(client.models.list(), model_type)
     if is_chat_request:
         return client.chat.completions.create(model=model_type, messages=_chat_messages(query, history, system,
                                                                                         messages),
@@ -182,7 +173,7 @@ async def inference_client_async(
     client = _client(host, port, api_key, url, asynchronous=True)
     tool_kwargs = _tool_kwargs(tools, tool_choice)
     if is_chat_request is None:
-        is_chat_request = bool(tool_kwargs or messages) or _is_chat(await client.models.list(), model_type)
+        is_chat_request = bool(tool_kwargs or messages) or is_chat_model(await client.models.list(), model_type)
     if is_chat_request:
         return await client.chat.completions.create(
             model=model_type, messages=_chat_messages(query, history, system, messages),

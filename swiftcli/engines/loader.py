@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from swiftcli.config.options import ModelOptions
+from swiftcli.config.sampling import check_sampling, interactive_generation, merge_generation
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.errors import UsageError
+
+# The sampling rule lives in swiftcli.config.sampling; these names stay importable from here.
+__all__ = ["Session", "interactive_generation", "load", "merge_generation", "resolve_spec", "start_engine"]
 
 
 @dataclass
@@ -82,7 +86,7 @@ def load(
     from swiftcli.registry.templates import get_template
 
     given = dict(generation or {})
-    GenerationConfig().copy(**given)  # a bad setting fails here, before a minute of engine start
+    check_sampling(given)  # a bad setting fails here, before a minute of engine start
     config = engine_config or EngineConfig()
     if given.get("seed") is not None:
         config.seed = given["seed"]
@@ -102,38 +106,6 @@ def load(
             engine.close()
         raise
     return Session(spec, engine, template, backend, merge_generation(engine.generation_config, given), asynchronous)
-
-
-def interactive_generation(spec: ModelSpec, given: dict[str, Any]) -> GenerationConfig:
-    """Sampling for a person chatting (chat, app-ui, and the `chat_sampling` deploy lists): the checkpoint's
-    generation_config.json, else the registry's defaults for the model type (the embedded model: greedy with a
-    repetition guard), then what the user gave. Engines, the API and batch paths keep the checkpoint's own
-    settings, so that their greedy output is the model's plain greedy output."""
-    return merge_generation(GenerationConfig.for_model(spec), given)
-
-
-def merge_generation(base: GenerationConfig, given: dict[str, Any], **command_defaults: Any) -> GenerationConfig:
-    """The engine's defaults, then a command's own defaults (greedy for infer and eval), then what the user gave.
-
-    `do_sample false` means temperature 0, and temperature 0 means greedy.
-    """
-    given = {k: v for k, v in given.items() if v is not None}
-    values = {**without_greedy(command_defaults, given), **given}
-    if given.get("temperature", 0) > 0 and "do_sample" not in given:
-        values["do_sample"] = True  # a temperature the user typed turns sampling on over a greedy default
-    if values.get("do_sample") is False:
-        values["temperature"] = 0.0
-    if values.get("temperature") == 0:
-        values["do_sample"] = False
-    return base.copy(**values)
-
-
-def without_greedy(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """A command's or a server's greedy default gives way to `do_sample true` typed without a temperature: the
-    user asked for sampling, at the model's temperature (a greedy temperature 0 would turn it off again)."""
-    if given.get("do_sample") is True and "temperature" not in given and defaults.get("temperature") == 0:
-        return {k: v for k, v in defaults.items() if k not in ("temperature", "do_sample")}
-    return dict(defaults)
 
 
 def _check_thinking_switch(spec: ModelSpec, config: EngineConfig, enable_thinking: bool) -> None:
