@@ -156,7 +156,10 @@ def connect_api(api_url: str, key: str | None = None, model: str | None = None, 
             raise EngineError(f"cannot reach {api_url} ({_cause(exc)})",
                               f"start the server first (e.g. swiftcli deploy) or check {url_option}") from None
         except openai.AuthenticationError:
-            raise EngineError(f"{api_url} refused the API key", f"pass the server's key with {key_option}") from None
+            if key or os.environ.get(API_KEY_ENV):
+                raise EngineError(f"{api_url} refused the API key", f"check {key_option}") from None
+            raise EngineError(f"{api_url} refused the request: it needs a valid API key",
+                              f"pass the server's key with {key_option}") from None
         except openai.PermissionDeniedError:
             raise EngineError(f"{api_url} refused the request (403)", f"check {key_option}") from None
         except openai.APIStatusError as exc:
