@@ -19,7 +19,7 @@ REPLY = "Paris."
 class RecordingServer:
     def __init__(self, key: str | None = None) -> None:
         self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
+        self.headers: list[dict[str, str]] = []  # each request's, names in lower case
         self.key = key
         self.refuse: tuple[int, str] | None = None  # (status, message) for every request while set
         self.chat_sampling: dict[str, Any] | None = None  # listed in /v1/models, as swiftcli deploy does
@@ -54,7 +54,7 @@ def _handler(owner: RecordingServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def _refused(self) -> bool:
-            owner.headers.append(dict(self.headers))
+            owner.headers.append({k.lower(): v for k, v in self.headers.items()})
             if owner.key is not None and self.headers.get("Authorization") != f"Bearer {owner.key}":
                 self._send(401, {"error": {"message": "invalid API key", "type": "authentication_error"}})
                 return True
@@ -78,9 +78,9 @@ def _handler(owner: RecordingServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            owner.bodies.append(body)  # refused or not: a test can count what was sent
             if self._refused():
                 return
-            owner.bodies.append(body)
             if self.path.rstrip("/") != "/v1/chat/completions":
                 self._send(404, {"error": {"message": "not found"}})
                 return
