@@ -9,6 +9,7 @@ thing when the server is down, asks for a key, or refuses a request:
 - `connect_api`: the server answers, serves the model asked for (else its first), and lists its context and the
   sampling a chat with it starts from when it says (swiftcli deploy does);
 - `api_errors` / `server_message`: openai's exceptions as `SwiftError`s carrying the server's own message;
+- `XRequestConfig`: a request's sampling fields, the OpenAI schema's at the top and the rest in `extra_body`;
 - `StreamTally`: a chat stream's chunks folded into the text, finish reason and usage.
 
 It sits low in the layer order (errors and config only). `openai` and `httpx` are imported inside the functions
@@ -21,7 +22,7 @@ import contextlib
 import importlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from swiftcli.config.sampling import read_chat_sampling
@@ -32,6 +33,63 @@ API_KEY_ENV = "SWIFTCLI_API_KEY"
 # httpx waits 0.5 s, then 1 s between them. Requests the server answered are never sent twice.
 CONNECT_RETRIES = 2
 DEFAULT_TIMEOUT = 600.0
+
+
+# Sampling fields the OpenAI schema lacks; sent in the body all the same (vLLM and swiftcli read them).
+_EXTRA_FIELDS = ("top_k", "repetition_penalty", "ignore_eos", "min_p", "min_tokens", "stop_token_ids",
+                 "skip_special_tokens", "include_stop_str_in_output", "structured_outputs", "chat_template_kwargs")
+_CHAT_ONLY = ("chat_template_kwargs",)
+
+
+@dataclass
+class XRequestConfig:
+    """Sampling settings of one request; None leaves the server's default."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    n: int = 1
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
+    ignore_eos: bool | None = None
+    min_p: float | None = None
+    min_tokens: int | None = None
+    logit_bias: dict[str, float] | None = None
+    stop_token_ids: list[int] | None = None
+    skip_special_tokens: bool | None = None
+    include_stop_str_in_output: bool | None = None
+    response_format: dict[str, Any] | None = None
+    # vLLM's constraint: {"json": schema} | {"regex": ...} | {"choice": [...]} | {"grammar": ...}
+    structured_outputs: dict[str, Any] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    def to_kwargs(self, chat: bool) -> dict[str, Any]:
+        """Keyword arguments for openai's `create()`: standard fields directly, the rest in `extra_body`."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        extra = {name: values.pop(name) for name in _EXTRA_FIELDS if values.get(name) is not None}
+        for name in _EXTRA_FIELDS:
+            values.pop(name, None)
+        if not chat:
+            for name in _CHAT_ONLY:
+                if extra.pop(name, None) is not None:
+                    raise InputError(f"{name} is for chat requests")
+            values.pop("top_logprobs", None)
+            if isinstance(values.get("logprobs"), bool):
+                values["logprobs"] = 1 if values["logprobs"] else None
+        elif isinstance(values.get("logprobs"), int) and not isinstance(values["logprobs"], bool):
+            values["top_logprobs"] = values["top_logprobs"] or values["logprobs"]
+            values["logprobs"] = True
+        kwargs = {k: v for k, v in values.items() if v is not None}
+        if extra:
+            kwargs["extra_body"] = extra
+        return kwargs
 
 
 def api_key(key: str | None = None) -> str:

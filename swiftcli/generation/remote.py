@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swiftcli.apiclient import StreamTally, api_errors, connect_api, openai_client
-from swiftcli.client import XRequestConfig, messages_of
+from swiftcli.apiclient import StreamTally, XRequestConfig, api_errors, connect_api, openai_client
 from swiftcli.errors import InputError, UsageError
+from swiftcli.generation.chat import Conversation
 
 __all__ = ["RemoteAnswer", "RemoteModel", "RemoteProgress", "StreamTally", "request_config"]
 
@@ -159,7 +159,7 @@ def _messages(request: Mapping[str, Any]) -> list[Any]:
     query = request.get("query")
     if not isinstance(query, str):
         raise InputError("each request needs a 'query' string")
-    return messages_of(query, request.get("history") or None, request.get("system"))
+    return Conversation.of(request.get("history"), request.get("system")).messages(query)
 
 
 def _answer_of(request: Mapping[str, Any], response: Any) -> RemoteAnswer:

@@ -17,6 +17,7 @@ from swiftcli.config.sampling import layer_sampling, merge_generation
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.engines.base import EngineRequest, new_request_id
 from swiftcli.errors import ContextLengthError
+from swiftcli.generation.chat import Conversation
 from swiftcli.generation.remote import request_config
 
 # connect_api and ApiTarget live in swiftcli.apiclient; they stay importable from here and from swiftcli.webui.
@@ -77,8 +78,8 @@ class EngineChatBackend:
 
     def request(self, query: str, history: History, settings: ChatSettings) -> EngineRequest:
         """Encode one turn; answers that would overflow the context are cut to the room left."""
-        system = settings.system if self.supports_system else None
-        ids = self.template.encode(query, list(history) or None, system)
+        turns = Conversation.of(history, settings.system if self.supports_system else None).request(query)
+        ids = self.template.encode(query, turns["history"] or None, turns["system"])
         room = self.engine.max_model_len - len(ids)
         if room < 1:
             raise ContextLengthError(
@@ -132,11 +133,8 @@ class OpenAIChatBackend:
         self.max_new_tokens_limit = max_new_tokens_limit
 
     def messages(self, query: str, history: History, system: str | None) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": system}] if system else []
-        for q, r in history:
-            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": r}]
-        messages.append({"role": "user", "content": query})
-        return messages
+        # The page's "" (no system prompt) is left out, and the server's default applies.
+        return Conversation.of(history, system or None).messages(query)
 
     async def chat(self, query: str, history: History, settings: ChatSettings) -> AsyncIterator[ChatProgress]:
         # The page's controls are what the user set, laid by the one sampling rule; seed and stop come from the
