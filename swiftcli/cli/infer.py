@@ -93,7 +93,8 @@ def api_options(api_url: str | None, api_key: str | None, max_concurrency: int |
         return None
     remote.check_options(model, engine, ("load_dataset_config", data.load_dataset_config),
                          ("structured_output", constraint is not None))
-    return remote.ApiOptions(api_url, api_key, max_concurrency or remote.DEFAULT_CONCURRENCY)
+    concurrency = remote.DEFAULT_CONCURRENCY if max_concurrency is None else max_concurrency
+    return remote.ApiOptions(api_url, api_key, concurrency)
 
 
 def read_stdin() -> str:

@@ -76,6 +76,9 @@ class DatasetOptions:
 
     def __post_init__(self) -> None:
         # The rows themselves are checked by data.selection, before any model loads.
+        for path in self.val_dataset or []:
+            if not Path(path).expanduser().exists():
+                raise UsageError(f"--val-dataset {path} does not exist", "check the path (and the current folder)")
         if self.result_file and self.result_dir:
             raise UsageError("give --result-file or --result-dir, not both")
         if self.result_file:
