@@ -9,19 +9,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from swiftcli.config.commands import ListenConfig
 from swiftcli.server.app import Loader, ServerSettings, ServerState, create_app
 
 logger = logging.getLogger("swiftcli.server")
 DEAD_ENGINE_GRACE_S = 1.0
 
 
-@dataclass
-class ListenOptions:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    ssl_keyfile: str | None = None
-    ssl_certfile: str | None = None
-    shutdown_timeout: float = 30.0
+@dataclass(frozen=True)
+class ListenOptions(ListenConfig):
+    """Where to listen (ListenConfig: its fields and defaults are deploy's options) and uvicorn's log level."""
+
     log_level: str = "warning"
 
 
