@@ -215,6 +215,10 @@ def test_429_carries_retry_after(embedded_spec):
 
     class Busy:
         backend, spec, lora_names, max_model_len, max_num_seqs, vocab_size = "fake", Spec(), [], 128, 3, 100
+        errored = False
+
+        def num_unfinished(self):
+            return 0
 
     template = SimpleNamespace(template_type=embedded_spec.template_type)  # the server picks its parsers by it
     app = create_app(ServerSettings(), engine=Busy(), template=template)

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from swiftcli import __version__
+from swiftcli.config.spec import GenerationConfig
 from swiftcli.errors import SwiftError
 from swiftcli.server.admission import ClientGone, admit, until_disconnected
 from swiftcli.server.errors import APIError, error_body, install_handlers
@@ -65,6 +66,8 @@ class ServerSettings:
     runtime_lora: bool = False
     # The sampling a person's chat starts from (config.sampling.chat_sampling), listed in /v1/models.
     chat_sampling: dict[str, float | int] | None = None
+    # The sampling requests start from (deploy: the model's defaults with the user's options); None: the engine's.
+    generation: GenerationConfig | None = None
 
 
 class ServerState:
@@ -87,12 +90,11 @@ class ServerState:
 
     @property
     def engine_dead(self) -> bool:
-        return bool(self.engine is not None and getattr(self.engine, "errored", False))
+        return bool(self.engine is not None and self.engine.errored)
 
     @property
     def vocab_size(self) -> int | None:
-        size = getattr(self.engine, "vocab_size", None)
-        return int(size) if size else len(self.engine.hf_tokenizer)
+        return int(self.engine.vocab_size)
 
     def attach(self, engine: Any, template: Any) -> None:
         for name, path in self.settings.lora_modules.items():
@@ -101,9 +103,7 @@ class ServerState:
         if self.settings.max_concurrent_requests is None:
             self.settings.max_concurrent_requests = default_concurrency(engine)
         self.tool_parser, self.reasoning_parser = server_parsers(self.settings, template)
-        counter = getattr(engine, "num_unfinished", None)
-        if counter is not None:
-            self.metrics.watch_engine(counter)
+        self.metrics.watch_engine(engine.num_unfinished)
         self.ready = True
 
     @property
