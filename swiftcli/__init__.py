@@ -8,7 +8,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from swiftcli.torch_extensions import hide_mismatched_extensions
+
 __version__ = "0.1.0"
+
+hide_mismatched_extensions()
 
 _EXPORTS: dict[str, str] = {
     "ModelType": "swiftcli.registry.models",
