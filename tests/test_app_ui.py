@@ -395,6 +395,7 @@ def test_rendering_keeps_errors_out_of_the_model_history() -> None:
     assert messages[3]["content"] == "**Error:** too long"
 
 
+@pytest.mark.slow
 def test_engine_requests_carry_the_page_settings(embedded_spec: Any) -> None:
     """How the page's controls become an EngineRequest (template encoding, system box, room left)."""
     from types import SimpleNamespace

@@ -156,6 +156,7 @@ def lines(path):
     return path.read_text(encoding="utf-8").splitlines()
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume(tmp_path, monkeypatch, request):
     """A run killed with SIGKILL leaves a valid prefix; the same command resumes it without duplicates.
 

@@ -170,6 +170,7 @@ def test_chat_through_the_server(deploy_server):
     assert "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_api_key_is_sent_and_a_wrong_one_refused(tmp_path: Path):
     """A keyed server (pt backend: quick to start); the key from --api_key or SWIFTCLI_API_KEY."""
     from server_utils import start_server
