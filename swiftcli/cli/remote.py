@@ -15,9 +15,12 @@ import typer
 
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
+from swiftcli.generation.remote import DEFAULT_CONCURRENCY
+
+__all__ = ["DEFAULT_CONCURRENCY", "ApiKeyOption", "ApiOptions", "ApiUrlOption", "check_options", "run_chat",
+           "run_dataset", "run_queries", "run_rows_remote", "sampling"]
 
 SERVER_PANEL = "Server"
-DEFAULT_CONCURRENCY = 8
 
 ApiUrlOption = Annotated[str | None, typer.Option(
     "--api-url", envvar="SWIFTCLI_API_URL", show_envvar=True, rich_help_panel=SERVER_PANEL,
