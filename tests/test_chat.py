@@ -189,7 +189,7 @@ def test_plain_stream_never_shows_a_broken_character(monkeypatch, embedded_spec)
 
     from swiftcli.cli.chat import Repl
     from swiftcli.config.spec import GenerationConfig
-    from swiftcli.engines.loader import Session
+    from swiftcli.loading import Session
     from swiftcli.registry.templates import get_template
 
     engine = ScriptedEngine(["你", "你\ufffd", "你好", "你好，世\ufffd", "你好，世界"])
@@ -216,6 +216,7 @@ def plain(text: str) -> str:
     return ANSI.sub("", text)
 
 
+@pytest.mark.slow
 def test_repl_in_a_terminal(tmp_path):
     pexpect = pytest.importorskip("pexpect")
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="ERROR", PROMPT_TOOLKIT_NO_CPR="1",

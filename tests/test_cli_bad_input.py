@@ -22,8 +22,8 @@ def no_model_load(monkeypatch):
     def reached(*args, **kwargs):
         raise ModelLoadReached("a bad value got as far as loading the model")
 
-    for target in ("swiftcli.engines.loader.start_engine", "swiftcli.engines.loader.resolve_spec",
-                   "swiftcli.config.resolve.resolve_model", "swiftcli.engines.create_engine",
+    for target in ("swiftcli.engines.loader.start_engine", "swiftcli.loading.resolve_spec",
+                   "swiftcli.hub.resolve.resolve_model", "swiftcli.engines.create_engine",
                    "swiftcli.engines.create_async_engine", "swiftcli.export.merge.merge_lora",
                    "swiftcli.export.quantize.quantize_model", "swiftcli.cli.output.engine_logs"):
         monkeypatch.setattr(target, reached)

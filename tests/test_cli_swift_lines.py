@@ -33,7 +33,7 @@ def stop_at_model_load(monkeypatch, tmp_path):
     def reached(*args, **kwargs):
         raise Reached
 
-    for target in ("swiftcli.engines.loader.resolve_spec", "swiftcli.engines.loader.start_engine",
+    for target in ("swiftcli.loading.resolve_spec", "swiftcli.engines.loader.start_engine",
                    "swiftcli.export.merge.merge_lora", "swiftcli.export.quantize.quantize_model"):
         monkeypatch.setattr(target, reached)
     # Ports the lines name may be taken on this machine: binding is not what is tested here.

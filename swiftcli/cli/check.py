@@ -113,10 +113,11 @@ def _run(model: ModelOptions, engine: EngineConfig, prompts: list[str], max_new_
     from swiftcli.cli.common import check_before_loading
     from swiftcli.engines import loader
     from swiftcli.eval.parity import run_parity
+    from swiftcli.loading import resolve_spec
 
     check_before_loading(model, engine)
     output.engine_logs("check")
-    spec = loader.resolve_spec(model)
+    spec = resolve_spec(model)
     dtype = engine.dtype or "float32"
     dtype = {"half": "float16", "float": "float32"}.get(dtype, dtype)
 

@@ -7,7 +7,7 @@ from typing import Any
 from swiftcli.cli import output
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig
-from swiftcli.engines.loader import Session
+from swiftcli.loading import Session
 
 
 def display_name(model: ModelOptions) -> str:
@@ -42,7 +42,7 @@ def check_before_loading(model: ModelOptions, engine: EngineConfig) -> None:
 def load(command: str, model: ModelOptions, engine: EngineConfig, gen: Any, *, asynchronous: bool = False
          ) -> Session:
     """Load for a command: `gen` is the GenerationOverrides the user gave (checked before anything loads)."""
-    from swiftcli.engines.loader import load as load_session
+    from swiftcli.loading import load as load_session
 
     check_before_loading(model, engine)
     output.engine_logs(command)

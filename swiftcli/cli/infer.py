@@ -258,7 +258,8 @@ def run_fingerprint_of(model: ModelOptions, engine: EngineConfig, gen: Generatio
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.data.fingerprint import run_fingerprint
     from swiftcli.engines import default_backend
-    from swiftcli.engines.loader import merge_generation, resolve_spec
+    from swiftcli.engines.loader import merge_generation
+    from swiftcli.loading import resolve_spec
 
     spec = resolve_spec(model)
     config = merge_generation(GenerationConfig.from_model_dir(spec.model_dir), gen.given(), **INFER_DEFAULTS)

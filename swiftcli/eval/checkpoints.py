@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from swiftcli.config.resolve import has_weights, is_adapter, resolve_model
 from swiftcli.config.spec import ModelSpec
 from swiftcli.errors import CheckpointError, UsageError
+from swiftcli.hub.resolve import has_weights, is_adapter, resolve_model
 
 GLOB_CHARS = "*?["
 _STEP_IN_NAME = re.compile(r"(\d+)$")

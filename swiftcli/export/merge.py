@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swiftcli.config.resolve import normalize_dtype, resolve_model
-from swiftcli.config.spec import ModelSpec
+from swiftcli.config.spec import ModelSpec, normalize_dtype
 from swiftcli.errors import CheckpointError
 from swiftcli.export import atomic
 from swiftcli.export import checkpoint as files
 from swiftcli.export.verify import VerificationError, VerifyReport
+from swiftcli.hub.resolve import resolve_model
 
 # --verify defaults to on up to this many parameters: it loads the model twice in float32 (about 8 bytes per
 # parameter at once), which is seconds for small models and minutes plus tens of GiB for large ones.

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swiftcli.config.resolve import read_json, resolve_model
 from swiftcli.config.spec import ModelSpec
 from swiftcli.errors import MissingDependencyError, UsageError
 from swiftcli.export import atomic
 from swiftcli.export import checkpoint as files
 from swiftcli.export.merge import ExportResult, merge_lora
+from swiftcli.hub.resolve import read_json, resolve_model
 
 QUANT_METHODS = ("gptq", "awq")
 QUANT_BITS = (4, 8)
