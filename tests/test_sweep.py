@@ -77,7 +77,7 @@ def test_bad_sweeps_fail_before_any_engine(tmp_path, data_files, lora_run):
         expand_checkpoints(f"{lora_run / 'checkpoint-10'},{tmp_path / 'missing'}")
     result = invoke(["eval", "--eval_dataset", str(data_files[0]), "--ckpt_dir", str(lora_run / "checkpoint-*"),
                      "--merge_lora", "true", "--eval_output_dir", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "--merge_lora true merges one checkpoint" in result.output
+    assert result.exit_code == 2 and "--merge-lora true merges one checkpoint" in result.output
     assert not (tmp_path / "out").exists()
 
 

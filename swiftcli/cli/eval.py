@@ -5,7 +5,8 @@ The command parses and dispatches; the work lives in swiftcli.eval (settings, ru
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,61 +93,40 @@ def _check_options(api_url: str | None, output_format: str, model: ModelOptions)
 
 def eval_local(settings: EvalSettings, output_dir: Path, seed: int, model: ModelOptions, engine: EngineConfig,
                gen: GenerationOverrides) -> dict[str, Any]:
-    """Load the model, answer and score every dataset (and lm-eval's tasks), write the run."""
+    """Check what needs no model, then load it and evaluate (swiftcli.eval.run.run_local)."""
     from swiftcli.cli.common import load
     from swiftcli.engines import default_backend
     from swiftcli.eval.engine_support import check_can_score
-    from swiftcli.eval.run import about_session, answer_on_engine, finish_run
-    from swiftcli.eval.settings import check_before_load, eval_generation
+    from swiftcli.eval.run import run_local
+    from swiftcli.eval.settings import check_before_load
 
     plan = settings.plan(check_before_load(settings, output_dir, seed))
     check_can_score(model.infer_backend or default_backend(), plan)
-    started = time.perf_counter()
-    loaded = load("eval", model, engine, gen)
-    load_s = time.perf_counter() - started
-    config = eval_generation(loaded.engine.generation_config, gen.given())
-    try:
-        outcome = answer_on_engine(loaded.engine, loaded.template, plan, config, bar=progress_bar)
-        if settings.lm_eval_tasks:
-            _serve_tasks(loaded, outcome, settings)
-    finally:
-        loaded.engine.close()
-    return finish_run(output_dir, outcome, about_session(loaded), config, settings.recorded(seed, None), load_s,
-                      started)
+    return run_local(settings, plan, output_dir, seed, gen.given(), lambda: load("eval", model, engine, gen),
+                     bar=progress_bar, serve=_serve)
 
 
 def eval_remote(settings: EvalSettings, output_dir: Path, seed: int, url: str, key: str | None,
                 model: ModelOptions, gen: GenerationOverrides) -> dict[str, Any]:
-    """Answer and score every dataset (and lm-eval's tasks) with a running server, write the run."""
-    from swiftcli.config.spec import GenerationConfig
-    from swiftcli.eval.run import answer_remote, finish_run, run_tasks
-    from swiftcli.eval.runner import RemoteTarget, resolve_remote_model
-    from swiftcli.eval.settings import check_before_load, eval_generation
+    """Check what needs no server, then evaluate the server's model (swiftcli.eval.run.run_remote)."""
+    from swiftcli.eval.run import run_remote
+    from swiftcli.eval.settings import check_before_load
 
     plan = settings.plan(check_before_load(settings, output_dir, seed))
-    started = time.perf_counter()
-    config = eval_generation(GenerationConfig(), gen.given())
-    target = RemoteTarget(url, key, settings.served_model)
-    target.model = resolve_remote_model(target)
-    outcome = answer_remote(target, plan, config, settings.concurrency, model.system, progress_bar)
-    if settings.lm_eval_tasks:
-        run_tasks(outcome, target.url, target.model, settings, key)
-    about = {"name": target.model, "url": target.url, "backend": "remote"}
-    return finish_run(output_dir, outcome, about, config, settings.recorded(seed, url), 0.0, started)
+    return run_remote(settings, plan, output_dir, seed, gen.given(), url, key, model.system, bar=progress_bar)
 
 
-def _serve_tasks(loaded: Any, outcome: Any, settings: EvalSettings) -> None:
-    """lm-eval's tasks against the loaded engine behind a server on 127.0.0.1, for as long as they run."""
+@contextmanager
+def _serve(loaded: Any) -> Iterator[str]:
+    """The loaded engine behind a server on 127.0.0.1 for lm-eval's tasks (the server lives above eval in the
+    layers, so the command joins the two). The engine answers one request at a time here and stays open."""
     from swiftcli.engines.threaded import ThreadedAsyncEngine
-    from swiftcli.eval.run import run_tasks
     from swiftcli.server.app import ServerSettings
     from swiftcli.server.local import local_server
 
-    name = loaded.spec.name
-    # The engine answers one request at a time here; it stays open for the caller to close.
-    with local_server(ThreadedAsyncEngine(loaded.engine), loaded.template, ServerSettings(served_model_name=name)
-                      ) as url:
-        run_tasks(outcome, url, name, settings)
+    settings = ServerSettings(served_model_name=loaded.spec.name)
+    with local_server(ThreadedAsyncEngine(loaded.engine), loaded.template, settings) as url:
+        yield url
 
 
 class progress_bar:

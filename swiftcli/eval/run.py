@@ -8,19 +8,20 @@ bar, the Python API nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from swiftcli.config.spec import GenerationConfig
+from swiftcli.errors import UsageError
 from swiftcli.eval.datasets import EvalItem
 from swiftcli.eval.evaluate import EvalOutcome, Plan, build_summary
 from swiftcli.eval.harness import fold_results, run_harness
 from swiftcli.eval.loglikelihood import score_local, score_remote
 from swiftcli.eval.report import write_run
-from swiftcli.eval.runner import Generated, RemoteTarget, generate_local, generate_remote
-from swiftcli.eval.settings import EvalSettings
+from swiftcli.eval.runner import Generated, RemoteTarget, generate_local, generate_remote, resolve_remote_model
+from swiftcli.eval.settings import EvalSettings, eval_generation
 
 Progress = Callable[[int], None]
 Bar = Callable[[int], AbstractContextManager[Progress]]
@@ -89,3 +90,41 @@ def finish_run(output_dir: Path, outcome: EvalOutcome, about: dict[str, Any], co
     summary = build_summary(outcome, about, config.to_dict(), recorded, load_s, time.perf_counter() - started)
     write_run(output_dir, outcome.rows, summary)
     return summary
+
+
+def run_local(settings: EvalSettings, plan: Plan, output_dir: Path, seed: int, given: Mapping[str, Any],
+              load: Callable[[], Any], *, bar: Bar = no_bar,
+              serve: Callable[[Any], AbstractContextManager[str]] | None = None) -> dict[str, Any]:
+    """Load (`load()` returns a session: engine, template, spec, backend), answer and score the plan, run lm-eval's
+    tasks against `serve(session)` (a server's base URL for as long as it is entered) when asked, close the
+    engine, write the run; returns the summary."""
+    started = time.perf_counter()
+    session = load()
+    load_s = time.perf_counter() - started
+    config = eval_generation(session.engine.generation_config, dict(given))
+    try:
+        outcome = answer_on_engine(session.engine, session.template, plan, config, bar=bar)
+        if settings.lm_eval_tasks:
+            if serve is None:
+                raise UsageError("--lm-eval-tasks needs a server for the loaded model, and none was given")
+            with serve(session) as url:
+                run_tasks(outcome, url, session.spec.name, settings)
+    finally:
+        session.engine.close()
+    return finish_run(output_dir, outcome, about_session(session), config, settings.recorded(seed, None), load_s,
+                      started)
+
+
+def run_remote(settings: EvalSettings, plan: Plan, output_dir: Path, seed: int, given: Mapping[str, Any],
+               url: str, key: str | None = None, system: str | None = None, *, bar: Bar = no_bar) -> dict[str, Any]:
+    """Answer and score the plan (and lm-eval's tasks) with the server at `url`, write the run; returns the
+    summary."""
+    started = time.perf_counter()
+    config = eval_generation(GenerationConfig(), dict(given))
+    target = RemoteTarget(url, key, settings.served_model)
+    target.model = resolve_remote_model(target)
+    outcome = answer_remote(target, plan, config, settings.concurrency, system, bar)
+    if settings.lm_eval_tasks:
+        run_tasks(outcome, target.url, target.model, settings, key)
+    about = {"name": target.model, "url": target.url, "backend": "remote"}
+    return finish_run(output_dir, outcome, about, config, settings.recorded(seed, url), 0.0, started)
