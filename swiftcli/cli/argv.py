@@ -132,32 +132,37 @@ def prepare(args: list[str], root: Any, ctx: Any = None) -> list[str]:
         name, eq, value = token.partition("=")
         name = _canonical(name, table, ctx)
         if nested and name in GLOBAL_FLAGS and name not in table.names:
-            front.append(GLOBAL_FLAGS[name])
+            front.append(GLOBAL_FLAGS[name])  # the root's switch, typed after the command
             continue
-        settled = SWIFT_SETTLED.get(name[2:])
-        if settled is not None and name not in table.names:
-            given = value if eq else (args[i] if i < len(args) else "")
-            i += 0 if eq else 1
-            if given.strip().lower() != settled[0] and not (name == "--stream" and "--output" in table.names):
-                raise UsageError(f"--{name[2:]} {given}: {settled[1]}", ctx)
-            continue
-        if name == "--json" and "--json" not in table.names and "--output" in table.names:
-            out += ["--output", "json"]
-            continue
-        if eq:
-            out.append(f"{name}={value}")
-        elif name in table.repeat:
-            out += [name, *args[i:i + 1]]
-            i += 1
-            while i < len(args) and not _is_option(args[i]) and normalize_token(args[i]) not in table.subcommands:
-                out += [name, args[i]]
-                i += 1
-        elif name in table.valued:
-            out += [name, *args[i:i + 1]]
-            i += 1
-        else:
-            out.append(name)
+        tokens, i = _option_tokens(name, value if eq else None, args, i, table, ctx)
+        out += tokens
     return front + out
+
+
+def _option_tokens(name: str, value: str | None, args: list[str], i: int, table: _Options, ctx: Any
+                   ) -> tuple[list[str], int]:
+    """The tokens one option becomes, and where argv continues after its values."""
+    settled = SWIFT_SETTLED.get(name[2:])
+    if settled is not None and name not in table.names:
+        given = value if value is not None else (args[i] if i < len(args) else "")
+        i += 0 if value is not None else 1
+        if given.strip().lower() != settled[0] and not (name == "--stream" and "--output" in table.names):
+            raise UsageError(f"--{name[2:]} {given}: {settled[1]}", ctx)
+        return [], i
+    if name == "--json" and "--json" not in table.names and "--output" in table.names:
+        return ["--output", "json"], i
+    if value is not None:
+        return [f"{name}={value}"], i
+    if name in table.repeat:
+        tokens = [name, *args[i:i + 1]]
+        i += 1
+        while i < len(args) and not _is_option(args[i]) and normalize_token(args[i]) not in table.subcommands:
+            tokens += [name, args[i]]
+            i += 1
+        return tokens, i
+    if name in table.valued:
+        return [name, *args[i:i + 1]], i + 1
+    return [name], i
 
 
 def expand_multi_values(args: list[str], command: Any) -> list[str]:
