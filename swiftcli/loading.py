@@ -9,6 +9,7 @@ It sits above export (a LoRA checkpoint is merged before it loads) and engines; 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,8 +45,10 @@ class Session:
             self.engine.close()
 
 
-def resolve_spec(model: ModelOptions | ModelSpec | str | None) -> ModelSpec:
-    """A ModelSpec from options, a model type or path string, or a spec as it is."""
+def resolve_spec(model: ModelOptions | ModelSpec | str | None,
+                 on_message: Callable[[str], None] | None = None) -> ModelSpec:
+    """A ModelSpec from options, a model type or path string, or a spec as it is. A merge that `merge_lora` asks
+    for says what it does through `on_message` (default: the swiftcli.export logger)."""
     if isinstance(model, ModelSpec):
         return model
     if model is None or isinstance(model, str):
@@ -55,7 +58,7 @@ def resolve_spec(model: ModelOptions | ModelSpec | str | None) -> ModelSpec:
         if not ckpt_dir:
             raise UsageError("--merge_lora true needs --ckpt_dir (a LoRA checkpoint)")
         ckpt_dir = str(merged_checkpoint(ckpt_dir, model_type=model.model_type,
-                                         model_id_or_path=model.model_id_or_path))
+                                         model_id_or_path=model.model_id_or_path, on_message=on_message))
     return resolve_model(model.model_type, model.model_id_or_path, ckpt_dir, template_type=model.template_type,
                          system=model.system, revision=model.revision)
 
@@ -67,14 +70,15 @@ def load(
     backend: str | None = None,
     asynchronous: bool = False,
     generation: dict[str, Any] | None = None,
+    on_message: Callable[[str], None] | None = None,
 ) -> Session:
     """Resolve the model, start its engine and bind its template.
 
     `model` is ModelOptions, a resolved ModelSpec, a model type or path, or None for the embedded model.
     `backend` defaults to the options' infer_backend, else vllm when installed. `generation` holds sampling
     settings the user gave: they are checked before anything loads, and `Session.generation` lays them over the
-    engine's defaults (the engine's own `generation_config` is left as it is).
-    Raises SwiftError subclasses on bad input.
+    engine's defaults (the engine's own `generation_config` is left as it is). `on_message` hears progress
+    before the engine starts (a LoRA merge). Raises SwiftError subclasses on bad input.
     """
     given = dict(generation or {})
     check_sampling(given)  # a bad setting fails here, before a minute of engine start
@@ -84,7 +88,7 @@ def load(
     if isinstance(model, ModelOptions):
         backend = backend or model.infer_backend
     backend = backend or default_backend()
-    spec = resolve_spec(model)
+    spec = resolve_spec(model, on_message)
     if given.get("enable_thinking") is not None:
         _check_thinking_switch(spec, config, given["enable_thinking"])
     engine = engine_loader.start_engine(spec, config, backend, asynchronous)

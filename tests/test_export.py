@@ -173,9 +173,13 @@ def test_gptq_int4_loads_in_vllm_cpu(merged, monkeypatch, tmp_path):
     from swiftcli.engines import create_engine
 
     out, _ = merged
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     result = invoke("export", "--ckpt_dir", str(out), "--quant_bits", "4", "--quant_n_samples", "16",
                     "--quant_seqlen", "128")
     assert result.exit_code == 0, result.output
+    assert list(workdir.iterdir()) == []  # gptqmodel's logs go to swiftcli's logs folder, not the cwd
     quantized = Path(result.stdout.strip().splitlines()[-1])
     assert quantized == out.with_name("checkpoint-10-merged-gptq-int4")
     assert "group size 64" in result.stderr  # 576 is not a multiple of 128

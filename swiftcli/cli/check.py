@@ -117,7 +117,7 @@ def _run(model: ModelOptions, engine: EngineConfig, prompts: list[str], max_new_
 
     check_before_loading(model, engine)
     output.engine_logs("check")
-    spec = resolve_spec(model)
+    spec = resolve_spec(model, output.message)
     dtype = engine.dtype or "float32"
     dtype = {"half": "float16", "float": "float32"}.get(dtype, dtype)
 

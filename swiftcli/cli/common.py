@@ -47,4 +47,5 @@ def load(command: str, model: ModelOptions, engine: EngineConfig, gen: Any, *, a
     check_before_loading(model, engine)
     output.engine_logs(command)
     with output.phase(f"Loading {display_name(model)}"):
-        return load_session(model, engine, generation=gen.given(), asynchronous=asynchronous)
+        return load_session(model, engine, generation=gen.given(), asynchronous=asynchronous,
+                            on_message=output.message)

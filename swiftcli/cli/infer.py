@@ -255,13 +255,14 @@ def _answer_with_progress(answer: RowAnswerer, rows: list[Any], writer: Any, don
 def run_fingerprint_of(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides, rows: list[Any]
                        ) -> dict[str, Any]:
     """The settings that decide this run's answers, known before the engine starts."""
+    from swiftcli.cli import output
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.data.fingerprint import run_fingerprint
     from swiftcli.engines import default_backend
     from swiftcli.engines.loader import merge_generation
     from swiftcli.loading import resolve_spec
 
-    spec = resolve_spec(model)
+    spec = resolve_spec(model, output.message)
     config = merge_generation(GenerationConfig.from_model_dir(spec.model_dir), gen.given(), **INFER_DEFAULTS)
     return run_fingerprint(spec, spec.default_system, config.to_dict(), [row.sample for row in rows],
                            model.infer_backend or default_backend(), engine.dtype)
