@@ -176,7 +176,7 @@ class GroupRun:
                                                          spec.default_system), adapters)
         finally:
             engine.close()
-        return [self._write(ckpt, outcome, shared, getattr(engine, "backend", None), load_s)
+        return [self._write(ckpt, outcome, shared, engine.backend, load_s)
                 for ckpt, outcome in zip(group, outcomes, strict=True)]
 
     def _answer(self, engine: Any, template: Any, adapters: list[str | None]) -> list[EvalOutcome]:

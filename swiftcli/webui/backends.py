@@ -110,7 +110,7 @@ class EngineChatBackend:
             # Closed now rather than whenever it is collected: closing the engine's stream aborts the request.
             await stream.aclose()
             if stopped:
-                running = getattr(self.engine, "num_unfinished", lambda: -1)()
+                running = self.engine.num_unfinished()
                 logger.info("chat request %s stopped after %d tokens; aborted in the engine (%d requests still "
                             "running)", request.request_id, tokens, running)
 
