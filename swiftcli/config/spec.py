@@ -238,7 +238,7 @@ def _overrides_class() -> type:
     hints = typing.get_type_hints(GenerationConfig)
     specs = [(f.name, hints[f.name] | None, field(default=None, metadata=f.metadata))
              for f in fields(GenerationConfig) if f.metadata.get("cli")]
-    cls = make_dataclass("GenerationOverrides", specs, namespace={
+    cls = make_dataclass("GenerationOverrides", specs, frozen=True, namespace={
         "given": lambda self: {k: v for k, v in asdict(self).items() if v is not None},
         "__doc__": "Sampling settings a user gave; None keeps the model's default.",
     })

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -100,8 +100,8 @@ class ServerState:
         for name, path in self.settings.lora_modules.items():
             engine.add_lora(name, path)
         self.engine, self.template = engine, template
-        if self.settings.max_concurrent_requests is None:
-            self.settings.max_concurrent_requests = default_concurrency(engine)
+        if self.settings.max_concurrent_requests is None:  # the state's own copy: the caller's stays as given
+            self.settings = replace(self.settings, max_concurrent_requests=default_concurrency(engine))
         self.tool_parser, self.reasoning_parser = server_parsers(self.settings, template)
         self.metrics.watch_engine(engine.num_unfinished)
         self.ready = True
