@@ -243,6 +243,10 @@ def test_compare_counts_flips_and_writes_html(datasets, tmp_path):
     data = json.loads(as_json.stdout)
     assert data["flips"] == [{"dataset": "mc", "matched": 3, "wrong_to_right": 1, "right_to_wrong": 1,
                               "both_right": 1, "both_wrong": 0, "unmatched": 0}]
+    (tmp_path / "plain").write_text("x")
+    unwritable = invoke(["eval", "compare", str(a), str(b), "--html", str(tmp_path / "plain" / "r.html")])
+    assert unwritable.exit_code == 1 and "--html" in unwritable.output and "cannot be written" in unwritable.output
+    assert "Traceback" not in unwritable.output
     row = next(r for r in data["metrics"] if r["metric"] == "accuracy")
     assert row["a"] == row["b"] == pytest.approx(200 / 3, abs=1e-3) and row["delta"] == pytest.approx(0.0)
 

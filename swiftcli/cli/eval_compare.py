@@ -91,12 +91,15 @@ def _write_text(path: Path, text: str) -> None:
     import os
     import tempfile
 
-    from swiftcli.errors import UsageError
+    from swiftcli.errors import InputError, UsageError
 
     if path.is_dir():
         raise UsageError(f"--html {path} is a directory", "give a file name, e.g. report.html")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"--html {path} cannot be written: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
