@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from swiftcli.engines import BACKENDS, register_backend
-from swiftcli.engines.base import EngineRequest, RequestResult
+from swiftcli.engines.base import EngineCapabilities, EngineRequest, RequestResult
 from swiftcli.errors import UsageError
 from swiftcli.eval.datasets import EvalItem
 from swiftcli.eval.engine_support import backend_can, check_can_score
@@ -29,6 +29,12 @@ class PlainEngine:
 
     def stream(self, requests: Sequence[EngineRequest]) -> Iterator[RequestResult]:
         raise AssertionError("never started")
+
+
+class ScoringEngine(PlainEngine):
+    """A user backend that opts in to prompt logprobs by declaring them."""
+
+    capabilities = EngineCapabilities(prompt_logprobs=True)
 
 
 @pytest.fixture
@@ -77,6 +83,7 @@ def test_the_plan_decides_each_dataset_method_once(files):
 
 def test_a_backend_without_prompt_logprobs_is_refused_not_switched(files):
     register_backend("plain-eval-test", sync="test_eval_settings:PlainEngine")
+    register_backend("scoring-eval-test", sync="test_eval_settings:ScoringEngine")
     try:
         plan = EvalSettings().plan(load_datasets(files))
         assert backend_can("vllm", "runtime_lora") and backend_can("pt", "prompt_logprobs")
@@ -86,8 +93,10 @@ def test_a_backend_without_prompt_logprobs_is_refused_not_switched(files):
         assert "--eval-mc-method generate" in (refused.value.hint or "")
         check_can_score("plain-eval-test", EvalSettings(mc_method="generate").plan(plan.datasets))
         check_can_score("pt", plan)
+        check_can_score("scoring-eval-test", plan)
     finally:
         BACKENDS.pop("plain-eval-test", None)
+        BACKENDS.pop("scoring-eval-test", None)
 
 
 def test_output_folder_is_tried_and_left_as_found(tmp_path):
