@@ -195,6 +195,10 @@ _TYPE_WORDS = {"text": "TEXT", "integer": "INTEGER", "float": "FLOAT", "path": "
                "file": "FILE", "directory": "DIR"}
 
 
+# Values whose name says more than their type.
+_NAMED = {"api_url": "URL", "api_key": "KEY", "eval_url": "URL", "host": "ADDRESS", "prompt": "TEXT"}
+
+
 def style_metavars(command: Any) -> None:
     """Give every option of `command` and its sub-commands a metavar in the one style (TEXT, INTEGER, FLOAT,
     PATH, FILE, DIR, BOOL, or a|b choices); switches (--help, --debug) show none. Options added later (--help,
@@ -225,7 +229,7 @@ def style(param: Any) -> None:
             "install_completion", "show_completion", "help"):
         param.metavar = ""
     elif not param.metavar or param.metavar.startswith("<"):
-        param.metavar = _type_word(param)
+        param.metavar = _NAMED.get(param.name) or _type_word(param)
 
 
 def _type_word(param: Any) -> str:
