@@ -58,3 +58,20 @@ def test_the_key_comes_from_swiftcli_api_key_for_each_client_command():
         refused = CliRunner().invoke(app, ["infer", QUESTION], env={**env, "SWIFTCLI_API_KEY": "wrong"})
         assert refused.exit_code != 0 and "Traceback" not in refused.output
     assert all(h.get("authorization") == "Bearer sesame" for h in server.headers[:2])
+
+
+def test_app_ui_reads_swiftcli_api_url_and_key(monkeypatch):
+    """app-ui's --api-url/--api-key default to SWIFTCLI_API_URL/SWIFTCLI_API_KEY, as infer's and chat's do (it read
+    OPENAI_API_KEY before); the page's start is recorded instead of served."""
+    served = []
+    monkeypatch.setattr("swiftcli.cli.app_ui.serve_page", lambda backend, *rest: served.append(backend))
+    monkeypatch.setattr("swiftcli.cli.app_ui.show_request_logs", lambda: None)
+    monkeypatch.setattr("swiftcli.cli.app_ui.check_port_free", lambda *args: None)  # 7860 may be in use here
+    with RecordingServer(key="sesame") as server:
+        env = {"SWIFTCLI_API_URL": server.url, "SWIFTCLI_API_KEY": "sesame", "OPENAI_API_KEY": "not-this-one"}
+        result = CliRunner().invoke(app, ["app-ui", "--port", "0"], env=env)
+        assert result.exit_code == 2  # the page's own checks still run first
+        result = CliRunner().invoke(app, ["app-ui"], env=env)
+        assert result.exit_code == 0, result.output
+    (backend,) = served
+    assert backend.base_url.rstrip("/") == server.url.rstrip("/") and backend.client.api_key == "sesame"
