@@ -87,6 +87,14 @@ class _Options:
             if getattr(param, "multiple", False):
                 self.repeat |= names - SINGLE_VALUE
         self.subcommands: dict[str, Any] = getattr(command, "commands", {})
+        self.path = ""  # the sub-command's words after the program's name, for the hint
+
+
+def _refuse(message: str, table: _Options, ctx: Any) -> UsageError:
+    """A usage error whose hint names the sub-command's help (the root's context is all there is yet)."""
+    error = UsageError(message, ctx)
+    error.help_path = " ".join(filter(None, [getattr(ctx, "info_name", None) or "swiftcli", table.path]))  # type: ignore[attr-defined]
+    return error
 
 
 def _normal(token: str) -> str:
@@ -104,7 +112,7 @@ def _canonical(name: str, table: _Options, ctx: Any) -> str:
             if f"--{candidate}" in table.names:
                 return f"--{candidate}"
     if bare in SWIFT_REFUSED:
-        raise UsageError(f"ms-swift's --{bare} is not supported here: {SWIFT_REFUSED[bare]}", ctx)
+        raise _refuse(f"ms-swift's --{bare} is not supported here: {SWIFT_REFUSED[bare]}", table, ctx)
     return name
 
 
@@ -127,7 +135,9 @@ def prepare(args: list[str], root: Any, ctx: Any = None) -> list[str]:
             out.append(token)
             sub = table.subcommands.get(normalize_token(token))
             if sub is not None:
+                path = f"{table.path} {normalize_token(token)}".strip()
                 table, nested = _Options(sub), True
+                table.path = path
             continue
         name, eq, value = token.partition("=")
         name = _canonical(name, table, ctx)
@@ -147,7 +157,7 @@ def _option_tokens(name: str, value: str | None, args: list[str], i: int, table:
         given = value if value is not None else (args[i] if i < len(args) else "")
         i += 0 if value is not None else 1
         if given.strip().lower() != settled[0] and not (name == "--stream" and "--output" in table.names):
-            raise UsageError(f"--{name[2:]} {given}: {settled[1]}", ctx)
+            raise _refuse(f"--{name[2:]} {given}: {settled[1]}", table, ctx)
         return [], i
     if name == "--json" and "--json" not in table.names and "--output" in table.names:
         return ["--output", "json"], i
