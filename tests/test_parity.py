@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SharedEngine
+from engine_lending import SharedEngine, start_with
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -74,7 +74,7 @@ def engines(vllm_engine, embedded_spec, monkeypatch):
             return SharedEngine(vllm_engine)
         return create_engine(spec, config, backend)
 
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", start)
+    start_with(monkeypatch, start)
     return started
 
 
