@@ -54,7 +54,7 @@ def test_gaps_and_nan_fail():
 
 def test_bad_options_fail_before_loading(tmp_path):
     result = invoke(["check", "--merge_lora", "true"])
-    assert result.exit_code == 2 and "drop --merge_lora" in result.output
+    assert result.exit_code == 2 and "drop --merge-lora" in result.output
     result = invoke(["check", "--prompts_file", str(tmp_path / "none.txt")])
     assert result.exit_code == 2 and "does not exist" in result.output
     result = invoke(["check", "--infer_backend", "pt"])
