@@ -24,7 +24,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from swiftcli import __version__
 from swiftcli.errors import SwiftError
 from swiftcli.server.admission import ClientGone, admit, until_disconnected
-from swiftcli.server.errors import APIError, error_body, install_handlers
+from swiftcli.server.auth import presented_key
+from swiftcli.server.errors import APIError, error_body_for, install_handlers
 from swiftcli.server.failures import to_api_error
 from swiftcli.server.limits import (
     BodyLimitMiddleware,
@@ -35,8 +36,10 @@ from swiftcli.server.limits import (
     default_concurrency,
 )
 from swiftcli.server.lora_admin import install_lora_admin
+from swiftcli.server.messages import add_messages_routes
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
+from swiftcli.server.responses import add_responses_routes
 from swiftcli.server.sampling import guided_decoding
 from swiftcli.server.serving import Serving
 from swiftcli.server.tokenize import TOKENIZER_PATHS, add_tokenizer_routes
@@ -134,7 +137,7 @@ class GateMiddleware:
             if problem is not None:
                 status, message = problem
                 headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-                await JSONResponse(error_body(status, message), status_code=status, headers=headers)(
+                await JSONResponse(error_body_for(path, status, message), status_code=status, headers=headers)(
                     scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -142,11 +145,10 @@ class GateMiddleware:
     def _problem(self, scope: Any) -> tuple[int, str] | None:
         key = self.state.settings.api_key
         if key:
-            headers = dict(scope.get("headers") or [])
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            scheme, _, token = auth.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-                return 401, "Incorrect or missing API key: pass it as 'Authorization: Bearer KEY'"
+            # Anthropic's clients send `x-api-key`, OpenAI's `Authorization: Bearer`: either is accepted.
+            token = presented_key(scope)
+            if token is None or not hmac.compare_digest(token.encode(), key.encode()):
+                return 401, "Incorrect or missing API key: pass it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
         if self.state.draining:
             return 503, "the server is shutting down"
         if self.state.engine_dead:
@@ -180,7 +182,10 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     app.add_middleware(GateMiddleware, state=state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     add_info_routes(app, state)
-    add_generation_routes(app, state, Serving(state))
+    serving = Serving(state)
+    add_generation_routes(app, state, serving)
+    add_responses_routes(app, state, serving, _respond, _internal_errors)
+    add_messages_routes(app, state, serving, _respond, _internal_errors)
     add_tokenizer_routes(app, state)
     install_lora_admin(app, state)
     return app

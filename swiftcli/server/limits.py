@@ -150,7 +150,7 @@ class BodyLimitMiddleware:
     async def _refuse(self, scope: Any, receive: Any, send: Any, unread: int | None) -> None:
         from fastapi.responses import JSONResponse
 
-        from swiftcli.server.errors import error_body
+        from swiftcli.server.errors import error_body_for
 
         if unread is not None and unread <= DRAIN_FACTOR * self.max_bytes:
             # Read the rest and drop it: a client still sending when the answer comes and the connection
@@ -161,7 +161,8 @@ class BodyLimitMiddleware:
                     break
         message = f"the request body is larger than the server's limit of {self.max_bytes} bytes"
         # Connection: close, because the rest of an unread body would otherwise be parsed as the next request.
-        response = JSONResponse(error_body(413, message, code="request_too_large"), status_code=413,
+        response = JSONResponse(error_body_for(scope.get("path", ""), 413, message, code="request_too_large"),
+                                status_code=413,
                                 headers={"Connection": "close"})
         await response(scope, receive, send)
 
