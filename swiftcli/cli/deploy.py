@@ -119,6 +119,11 @@ def deploy_command(
         _opt("--reasoning-parser", show_default=False,
              help="Split <think>...</think> into reasoning_content: qwen3, deepseek_r1; default qwen3 for Qwen3."),
     ] = None,
+    task: Annotated[
+        str,
+        _opt("--task", metavar="chat|embedding",
+             help="chat: generation routes; embedding: /v1/embeddings on vLLM's pooling runner."),
+    ] = "chat",
     *,
     model: ModelOptions,
     engine: EngineConfig,
@@ -135,6 +140,7 @@ def deploy_command(
     from swiftcli.server.run import ListenOptions, serve
 
     loras = parse_lora_modules(lora_modules or [])
+    check_task(task, model.infer_backend or default_backend(), bool(loras or enable_runtime_lora))
     check_parsers(tool_call_parser, reasoning_parser)
     check_listen(host, port, ssl_keyfile, ssl_certfile)
     if max_concurrent_requests is not None and max_concurrent_requests < 1:
@@ -160,6 +166,8 @@ def deploy_command(
     check_adapters(loras, spec, engine)
 
     def start() -> tuple[object, object]:
+        if task == "embedding":
+            return start_embedder(spec, engine)
         session = load(spec, engine, backend=model.infer_backend, generation=given, asynchronous=True)
         session.engine.generation_config = session.generation  # the server's defaults for requests
         return session.engine, session.template
@@ -176,6 +184,7 @@ def deploy_command(
         reasoning_parser=reasoning_parser,
         runtime_lora=bool(enable_runtime_lora),
         chat_sampling=chat_sampling(interactive_generation(spec, given)),
+        task=task,
     )
     listen = ListenOptions(
         host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"
@@ -189,6 +198,29 @@ def _usage(message: str, hint: str | None = None) -> Exception:
     from swiftcli.errors import UsageError
 
     return UsageError(message, hint)
+
+
+TASKS = ("chat", "embedding")
+
+
+def check_task(task: str, backend: str, lora: bool) -> None:
+    """--task embedding runs vLLM's pooling runner on the base model."""
+    if task not in TASKS:
+        raise _usage(f"--task must be chat or embedding, not {task!r}")
+    if task == "embedding" and backend != "vllm":
+        raise _usage("--task embedding needs the vllm backend", "drop --infer_backend pt")
+    if task == "embedding" and lora:
+        raise _usage("--task embedding serves the base model: LoRA options do not apply",
+                     "merge the adapter first (swiftcli export --merge_lora true)")
+
+
+def start_embedder(spec: ModelSpec, engine: EngineConfig) -> tuple[object, object]:
+    """The pooling engine and the model's template (for /v1/models and the tokenizer routes)."""
+    from swiftcli.engines.vllm_embed import AsyncVllmEmbedder
+    from swiftcli.registry.templates import get_template
+
+    embedder = AsyncVllmEmbedder(spec, engine)
+    return embedder, get_template(spec.template_type, embedder.hf_tokenizer, spec.default_system)
 
 
 def parse_lora_modules(values: list[str]) -> dict[str, str]:

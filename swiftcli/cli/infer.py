@@ -78,6 +78,9 @@ def infer_command(
     max_concurrency: Annotated[int | None, typer.Option(
         "--max-concurrency", help="Requests in flight at once with --api-url; default 8.",
         rich_help_panel=SERVER_PANEL)] = None,
+    task: Annotated[str, typer.Option(
+        "--task", metavar="chat|embedding",
+        help="chat: answers; embedding: one vector per query as JSON lines (vLLM's pooling runner).")] = "chat",
     stray: Annotated[list[str] | None, typer.Argument(hidden=True, metavar="")] = None,
     *,
     model: ModelOptions,
@@ -93,6 +96,12 @@ def infer_command(
                          "questions go in --query TEXT, dataset files in --val_dataset FILE")
     if output not in ("text", "json"):
         raise UsageError(f"--output must be text or json, not {output!r}")
+    if task not in ("chat", "embedding"):
+        raise UsageError(f"--task must be chat or embedding, not {task!r}")
+    if task == "embedding":
+        embed(query, val_dataset, val_dataset_sample, result_file, result_dir, bool(overwrite), dataset_seed,
+              bool(skip_bad_rows), bool(load_dataset_config), structured_output, api_url, model, engine, gen)
+        return
     constraint = None
     if structured_output is not None:
         from swiftcli.generation.structured import check_structured_output
@@ -137,6 +146,31 @@ def infer_command(
         remote.run_queries(api, queries, output, model, gen, INFER_DEFAULTS)
     else:
         run_queries(queries, output, model, engine, gen, constraint)
+
+
+def embed(query: list[str] | None, val_dataset: list[str] | None, sample: int, result_file: Path | None,
+          result_dir: Path | None, overwrite: bool, seed: int | None, skip_bad_rows: bool, load_config: bool,
+          structured_output: str | None, api_url: str | None, model: ModelOptions, engine: EngineConfig,
+          gen: GenerationOverrides) -> None:
+    """--task embedding: the queries' or the dataset rows' vectors."""
+    from swiftcli.cli.infer_embed import check_embedding_options, run_embedding
+    from swiftcli.cli.output import warn
+    from swiftcli.data.selection import DatasetSelection, select_rows
+    from swiftcli.errors import UsageError
+
+    check_embedding_options(api_url, structured_output, gen.given())
+    if result_file and result_dir:
+        raise UsageError("give --result_file or --result_dir, not both")
+    if (val_dataset or load_config) and query:
+        raise UsageError("give either --query or a dataset, not both")
+    texts = list(query or [])
+    if val_dataset or load_config:
+        selection = DatasetSelection(list(val_dataset or []), sample, load_config, seed, skip_bad_rows)
+        rows = select_rows(selection, model.ckpt_dir, lambda record, error: warn(f"skipped {error.message}"))
+        texts = [row.sample.query for row in rows]
+    elif not texts:
+        raise UsageError("--task embedding needs --query TEXT or --val_dataset FILE")
+    run_embedding(texts, result_target(result_file, result_dir), overwrite, model, engine)
 
 
 def print_answers(answers: Any, output: str) -> None:

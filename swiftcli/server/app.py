@@ -25,6 +25,7 @@ from swiftcli import __version__
 from swiftcli.errors import SwiftError
 from swiftcli.server.admission import ClientGone, admit, until_disconnected
 from swiftcli.server.auth import presented_key
+from swiftcli.server.embeddings import add_embedding_routes, add_generation_refusals
 from swiftcli.server.errors import APIError, error_body_for, install_handlers
 from swiftcli.server.failures import to_api_error
 from swiftcli.server.limits import (
@@ -68,6 +69,8 @@ class ServerSettings:
     runtime_lora: bool = False
     # The sampling a person's chat starts from (config.sampling.chat_sampling), listed in /v1/models.
     chat_sampling: dict[str, float | int] | None = None
+    # "chat" (generation routes) or "embedding" (/v1/embeddings on a pooling engine).
+    task: str = "chat"
 
 
 class ServerState:
@@ -182,10 +185,14 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     app.add_middleware(GateMiddleware, state=state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     add_info_routes(app, state)
-    serving = Serving(state)
-    add_generation_routes(app, state, serving)
-    add_responses_routes(app, state, serving, _respond, _internal_errors)
-    add_messages_routes(app, state, serving, _respond, _internal_errors)
+    if state.settings.task == "embedding":
+        add_generation_refusals(app)
+    else:
+        serving = Serving(state)
+        add_generation_routes(app, state, serving)
+        add_responses_routes(app, state, serving, _respond, _internal_errors)
+        add_messages_routes(app, state, serving, _respond, _internal_errors)
+    add_embedding_routes(app, state, _internal_errors)
     add_tokenizer_routes(app, state)
     install_lora_admin(app, state)
     return app

@@ -62,6 +62,9 @@ class MessagesRequest(CountTokensRequest):
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
     metadata: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
+    # A prompt-caching hint; the engine's prefix cache needs none.
+    cache_control: dict[str, Any] | None = None
 
 
 # --- request -> chat messages
@@ -178,10 +181,30 @@ def _thinking(req: CountTokensRequest, state: Any) -> dict[str, Any] | None:
     if req.thinking is None:
         return None
     kind = req.thinking.get("type")
+    if kind == "adaptive":  # the model decides: the template's default
+        return None
     if kind not in ("enabled", "disabled"):
-        raise APIError(400, f"thinking type {kind!r} is not supported (enabled or disabled)", param="thinking.type")
+        raise APIError(400, f"thinking type {kind!r} is not supported (enabled, disabled or adaptive)",
+                       param="thinking.type")
     # budget_tokens is an upper bound that max_tokens already enforces on the whole answer.
     return thinking_kwargs(state, kind == "enabled", "thinking")
+
+
+def _output_format(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """output_config.format (a JSON schema) as Chat Completions' response_format; `effort` is refused."""
+    if not config:
+        return None
+    unknown = sorted(set(config) - {"format"})
+    if unknown:
+        raise APIError(400, f"output_config.{unknown[0]} is not supported (format only)",
+                       param=f"output_config.{unknown[0]}")
+    fmt = config.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise APIError(400, "output_config.format must be {type: json_schema, schema: {...}}",
+                       param="output_config.format")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"]}}
 
 
 def chat_body(req: CountTokensRequest, state: Any) -> dict[str, Any]:
@@ -191,7 +214,7 @@ def chat_body(req: CountTokensRequest, state: Any) -> dict[str, Any]:
                             "chat_template_kwargs": _thinking(req, state)}
     if isinstance(req, MessagesRequest):
         body.update(max_tokens=req.max_tokens, stop=req.stop_sequences, temperature=req.temperature,
-                    top_p=req.top_p, top_k=req.top_k)
+                    top_p=req.top_p, top_k=req.top_k, response_format=_output_format(req.output_config))
     return {k: v for k, v in body.items() if v is not None}
 
 
