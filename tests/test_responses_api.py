@@ -184,3 +184,38 @@ def test_bad_json_and_body_limit_in_openai_shape(deploy_server):
         big = json.dumps({"model": MODEL, "input": "a " * (1024 * 1024 + 10)}).encode()
         resp = http.post("/v1/responses", content=big, headers={"content-type": "application/json"})
         assert resp.status_code == 413 and "error" in resp.json()
+
+
+def _idle(http: httpx.Client, timeout: float = 30) -> bool:
+    import re
+    import time
+
+    names = ("swiftcli_num_requests_running", "swiftcli_num_requests_waiting", "swiftcli_engine_unfinished_requests")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = http.get("/metrics").text
+        if all(float(re.search(rf"^{n} ([0-9.e+-]+)$", text, re.M).group(1)) == 0 for n in names):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_streams_dropped_mid_answer_leave_no_engine_request(deploy_server):
+    story = "Write a very long story about a dragon and a knight."
+    bodies = [("/v1/responses", {"model": MODEL, "input": story, "max_output_tokens": 2000, "stream": True}),
+              ("/v1/messages", {"model": MODEL, "max_tokens": 2000, "stream": True,
+                                "messages": [{"role": "user", "content": story}]})]
+    with httpx.Client(base_url=deploy_server.root_url, timeout=120) as http:
+        for _ in range(3):
+            clients = [httpx.Client(base_url=deploy_server.root_url, timeout=120) for _ in bodies]
+            streams = [c.stream("POST", path, json=body) for c, (path, body) in zip(clients, bodies, strict=True)]
+            for stream in streams:
+                lines = stream.__enter__().iter_lines()
+                while "delta" not in next(lines):  # the answer has begun
+                    pass
+            for stream, c in zip(streams, clients, strict=True):
+                stream.__exit__(None, None, None)
+                c.close()
+        assert _idle(http), "requests leaked after dropped streams"
+        assert http.post("/v1/responses", json={"model": MODEL, "input": "Hi", "max_output_tokens": 2}).status_code \
+            == 200
