@@ -121,7 +121,7 @@ def deploy_command(
     ] = None,
     task: Annotated[
         str,
-        _opt("--task", metavar="chat|embedding",
+        _opt("--task", metavar="TASK",
              help="chat: generation routes; embedding: /v1/embeddings on vLLM's pooling runner."),
     ] = "chat",
     *,

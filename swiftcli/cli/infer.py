@@ -79,7 +79,7 @@ def infer_command(
         "--max-concurrency", help="Requests in flight at once with --api-url; default 8.",
         rich_help_panel=SERVER_PANEL)] = None,
     task: Annotated[str, typer.Option(
-        "--task", metavar="chat|embedding",
+        "--task", metavar="TASK",
         help="chat: answers; embedding: one vector per query as JSON lines (vLLM's pooling runner).")] = "chat",
     stray: Annotated[list[str] | None, typer.Argument(hidden=True, metavar="")] = None,
     *,
