@@ -46,6 +46,9 @@ class ScriptedEngine:
         self.max_model_len = 2048
         self.generation_config = GenerationConfig()
 
+    def num_unfinished(self) -> int:
+        return 0
+
     async def generate(self, request: EngineRequest, *, guided=None) -> AsyncIterator[RequestResult]:
         ids = list(self.hf_tokenizer.encode(self.answer, add_special_tokens=False))
         for n in range(1, len(ids) + 1):

@@ -18,26 +18,26 @@ from swiftcli.errors import InputError, UsageError
 def check_embedding_options(api_url: str | None, structured_output: str | None, gen_given: dict[str, Any]) -> None:
     """What an embedding run cannot use, refused by name before anything loads."""
     if api_url:
-        raise UsageError("--task embedding runs a local engine; --api_url is not supported with it",
+        raise UsageError("--task embedding runs a local engine; --api-url is not supported with it",
                          "POST to the server's /v1/embeddings instead")
     if structured_output is not None:
-        raise UsageError("--structured_output does not apply to --task embedding")
+        raise UsageError("--structured-output does not apply to --task embedding")
     if gen_given:
-        names = ", ".join(f"--{name}" for name in sorted(gen_given))
+        names = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(gen_given))
         raise UsageError(f"generation options do not apply to --task embedding: {names}")
 
 
 def run_embedding(texts: list[str], target: Path | None, overwrite: bool, model: ModelOptions,
                   engine: EngineConfig) -> None:
     from swiftcli.cli import output
-    from swiftcli.engines.loader import resolve_spec
     from swiftcli.engines.vllm_embed import embed_texts
+    from swiftcli.loading import resolve_spec
 
     if not texts:
         raise InputError("nothing to embed")
     if target is not None and target.exists() and not overwrite:
         raise UsageError(f"{target} exists", "pass --overwrite true to replace it")
-    spec = resolve_spec(model)
+    spec = resolve_spec(model, output.message)
     output.engine_logs("infer")
     with output.phase(f"Embedding {len(texts)} text(s)"):
         vectors = embed_texts(spec, engine, texts)
