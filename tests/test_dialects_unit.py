@@ -113,6 +113,25 @@ def test_reasoning_becomes_summary_items_thinking_blocks_and_reasoning_tokens(ap
     with oai.responses.stream(model=MODEL, input="What is the capital of France?") as stream:
         assert stream.get_final_response().output_text == resp.output_text
 
+    # A client that stores nothing asks for the reasoning in the item and sends it back with the next turn.
+    sealed = oai.responses.create(model=MODEL, input="Capital?", store=False,
+                                  include=["reasoning.encrypted_content"])
+    reasoning = sealed.output[0]
+    assert reasoning.encrypted_content
+    streamed = list(oai.responses.create(model=MODEL, input="Capital?", store=False, stream=True,
+                                         include=["reasoning.encrypted_content"]))
+    assert streamed[-1].response.output[0].encrypted_content == reasoning.encrypted_content
+    from swiftcli.server.responses import input_messages
+
+    back = [{"role": "user", "content": "Capital?"},
+            {"type": "reasoning", "id": reasoning.id, "summary": [], "encrypted_content": reasoning.encrypted_content},
+            {"role": "assistant", "content": [{"type": "output_text", "text": sealed.output_text}]}]
+    assert input_messages(back)[1]["reasoning_content"] == reasoning.summary[0].text
+    with pytest.raises(openai.BadRequestError, match="encrypted_content"):
+        oai.responses.create(model=MODEL, input=[{**back[1], "encrypted_content": "not base64!"}, back[0]])
+    with pytest.raises(openai.BadRequestError, match="include"):
+        oai.responses.create(model=MODEL, input="Hi", include=["message.output_text.logprobs"])
+
     claude = anthropic.Anthropic(base_url="http://testserver", api_key="sekrit", http_client=c, max_retries=0)
     msg = claude.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Capital?"}])
     assert [b.type for b in msg.content] == ["thinking", "text"]

@@ -154,7 +154,7 @@ def test_json_schema_text_format(client):
 @pytest.mark.parametrize(("extra", "named"), [
     ({"background": True}, "background"),
     ({"tools": [{"type": "web_search"}]}, "web_search"),
-    ({"include": ["reasoning.encrypted_content"]}, "include"),
+    ({"include": ["message.output_text.logprobs"]}, "include"),
     ({"truncation": "auto"}, "truncation"),
     ({"prompt": {"id": "pmpt_1"}}, "prompt"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}]},

@@ -5,12 +5,15 @@ A request becomes a Chat Completions request (see turns.py) and its answer becom
 `call_id`. Supported: `input` as text or items (messages with input_text/output_text parts, function_call,
 function_call_output, reasoning), `instructions`, `max_output_tokens`, `temperature`, `top_p`, function `tools`,
 `tool_choice`, `parallel_tool_calls`, `text.format`, `reasoning.effort` (the thinking switch), `store` and
-`previous_response_id`. Refused by name: built-in tools, `background`, `truncation: auto`, `include`, files and
-images, and any other field.
+`previous_response_id`, `include: ["reasoning.encrypted_content"]` (the reasoning travels in the item, for clients
+that keep no server state). Refused by name: built-in tools, `background`, `truncation: auto`, other `include`
+values, files and images, and any other field.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -29,6 +32,10 @@ from swiftcli.server.fields import check_extra_fields
 from swiftcli.server.response_store import ResponseStore
 from swiftcli.server.sse import framed, prepend, sse
 from swiftcli.server.turns import Call, Delta, Turn, TurnResult, chat_request, deltas, prepare, run, thinking_kwargs
+
+# `include` values we honour: the reasoning as an opaque field of its item. It is only base64 (this server keeps no
+# secret from its own client); it lets a client that stores nothing send the reasoning back.
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
 # Efforts that ask a model not to think; the others ask it to.
 NO_THINKING_EFFORTS = ("none", "minimal")
@@ -81,8 +88,9 @@ class ResponsesRequest(BaseModel):
     @model_validator(mode="after")
     def _refused(self) -> ResponsesRequest:
         check_extra_fields(self.model_extra or {})
+        others = sorted(set(self.include or ()) - {ENCRYPTED_REASONING})
         for name, refused in (("background", self.background), ("truncation", self.truncation == "auto"),
-                              ("include", bool(self.include))):
+                              (f"include {', '.join(others)}", bool(others))):
             if refused:
                 raise ValueError(f"unsupported field(s): {name}: this server does not implement it; remove it")
         return self
@@ -113,6 +121,16 @@ def _field(item: dict[str, Any], key: str, where: str) -> str:
     if not isinstance(value, str):
         raise APIError(400, f"{where}.{key} must be a string", param=f"{where}.{key}")
     return value
+
+
+def _opened(sealed: Any, where: str) -> str | None:
+    if sealed is None:
+        return None
+    try:
+        return base64.b64decode(str(sealed), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise APIError(400, f"{where}.encrypted_content was not written by this server",
+                       param=f"{where}.encrypted_content") from None
 
 
 def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -148,7 +166,7 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
                              "content": _text(item.get("output"), f"{where}.output")})
         elif kind == "reasoning":
             parts = item.get("content") or item.get("summary") or []
-            reasoning = _text(parts, f"{where}.summary")
+            reasoning = _text(parts, f"{where}.summary") or _opened(item.get("encrypted_content"), where)
         else:
             raise APIError(400, f"{where}: input item type {kind!r} is not supported (message, function_call, "
                            "function_call_output and reasoning are)", param=where)
@@ -210,9 +228,12 @@ def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
-    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}],
+def reasoning_item(item_id: str, text: str, sealed: bool = False) -> dict[str, Any]:
+    item = {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}],
             "status": "completed"}
+    if sealed:
+        item["encrypted_content"] = base64.b64encode(text.encode()).decode("ascii")
+    return item
 
 
 def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
@@ -225,10 +246,10 @@ def call_item(item_id: str, call: Call, status: str = "completed") -> dict[str, 
             "arguments": call.arguments, "status": status}
 
 
-def output_items(result: TurnResult) -> list[dict[str, Any]]:
+def output_items(result: TurnResult, sealed: bool = False) -> list[dict[str, Any]]:
     items = []
     if result.reasoning:
-        items.append(reasoning_item(_id("rs"), result.reasoning))
+        items.append(reasoning_item(_id("rs"), result.reasoning, sealed))
     if result.content or not result.calls:
         items.append(message_item(_id("msg"), result.content))
     items += [call_item(_id("fc"), call) for call in result.calls]
@@ -255,6 +276,10 @@ class _Exchange:
     created: int
     model: str
     history: list[dict[str, Any]]  # the conversation before this turn, instructions excluded
+
+    @property
+    def sealed(self) -> bool:
+        return ENCRYPTED_REASONING in (self.req.include or ())
 
     def response(self, status: str, output: list[dict[str, Any]], result: TurnResult | None = None
                  ) -> dict[str, Any]:
@@ -315,8 +340,9 @@ class _OpenItem:
 class _ItemStream:
     """Turns Deltas into output-item events: one item open at a time, closed when the next kind begins."""
 
-    def __init__(self, events: _Events) -> None:
+    def __init__(self, events: _Events, sealed: bool) -> None:
         self.ev = events
+        self.sealed = sealed
         self.output: list[dict[str, Any]] = []
         self.open: _OpenItem | None = None
 
@@ -373,7 +399,7 @@ class _ItemStream:
             part = {"type": "summary_text", "text": item.text}
             out.append(self.ev("response.reasoning_summary_text.done", **ids, summary_index=0, text=item.text))
             out.append(self.ev("response.reasoning_summary_part.done", **ids, summary_index=0, part=part))
-            final = reasoning_item(item.item_id, item.text)
+            final = reasoning_item(item.item_id, item.text, self.sealed)
         elif item.kind == "message":
             out.append(self.ev("response.output_text.done", **ids, content_index=0, text=item.text, logprobs=[]))
             out.append(self.ev("response.content_part.done", **ids, content_index=0,
@@ -403,7 +429,7 @@ async def _stream_events(exchange: _Exchange, events: _Events, state: Any, turn:
                          ) -> AsyncGenerator[bytes, None]:
     yield events("response.created", response=exchange.response("in_progress", []))
     yield events("response.in_progress", response=exchange.response("in_progress", []))
-    items = _ItemStream(events)
+    items = _ItemStream(events, exchange.sealed)
     result: TurnResult | None = None
     async for part in deltas(state, turn, slot, results):
         if isinstance(part, TurnResult):
@@ -447,7 +473,7 @@ def add_responses_routes(app: FastAPI, state: Any, serving: Any, respond: Respon
 
         async def full(slot: Slot) -> dict[str, Any]:
             result = await run(state, turn, slot)
-            return exchange.finish(store, api_key, result, output_items(result))
+            return exchange.finish(store, api_key, result, output_items(result, exchange.sealed))
 
         def streamer(slot: Slot, stream: Any, first: Any) -> AsyncIterator[bytes]:
             events = _Events()
