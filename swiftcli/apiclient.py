@@ -101,6 +101,7 @@ def openai_client(base_url: str, key: str | None = None, *, timeout: float = DEF
                   asynchronous: bool = False) -> Any:
     """The official client (sync, or async with `asynchronous=True`), retrying refused connections only."""
     try:
+        # lazy: keeps --help free of the OpenAI SDK; if it is missing, the error names the extra to install
         import openai
     except ImportError:
         raise MissingDependencyError("talking to a server needs the openai package", "pip install openai") from None
@@ -121,7 +122,9 @@ def openai_client(base_url: str, key: str | None = None, *, timeout: float = DEF
 def http_client(key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> Any:
     """An async httpx client with the same key and connect retries, for a server's routes outside the OpenAI
     schema (vLLM's and swiftcli's /tokenize)."""
+    # lazy: keeps --help and start-up free of httpx
     import httpx
+
 
     sent = key or os.environ.get(API_KEY_ENV)
     headers = {"Authorization": f"Bearer {sent}"} if sent else {}
@@ -152,7 +155,9 @@ def reply_message(status_code: int, body: Any, text: str = "") -> str:
 
 def request_error(exc: BaseException) -> str:
     """One failed request in words, for runs that note a failed item and go on (eval)."""
+    # lazy: keeps --help and start-up free of the OpenAI SDK
     import openai
+
 
     if isinstance(exc, openai.APIStatusError):
         return f"server answered {exc.status_code}: {server_message(exc)}"
@@ -165,7 +170,9 @@ def request_error(exc: BaseException) -> str:
 def api_errors(base_url: str, key_option: str = "--api_key", refused_hint: str | None = None) -> Iterator[None]:
     """openai's exceptions as SwiftErrors: the server's own message for a refused request, a hint when the key is
     wrong or the server is gone. Works around `await` too (the mapping is synchronous)."""
+    # lazy: keeps --help and start-up free of the OpenAI SDK
     import openai
+
 
     try:
         yield
@@ -198,7 +205,9 @@ def connect_api(api_url: str, key: str | None = None, model: str | None = None, 
 
     The option names go into the hints, so that `eval --eval_url` and `chat --api_url` each name their own.
     """
+    # lazy: keeps --help and start-up free of the OpenAI SDK
     import openai
+
 
     if not api_url.startswith(("http://", "https://")):
         raise UsageError(f"{url_option} must be an http(s) URL, not {api_url!r}",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from swiftcli.apiclient import XRequestConfig, is_chat_model, openai_client
+from swiftcli.errors import InputError
 from swiftcli.generation.chat import Conversation
 
 __all__ = ["XRequestConfig", "get_model_list_client", "get_model_list_client_async", "inference_client",
@@ -52,8 +53,6 @@ def messages_of(query: str, history: History | None = None, system: str | None =
 
 def _prompt_of(query: str, history: History | None, system: str | None) -> str:
     if history or system:
-        from swiftcli.errors import InputError
-
         raise InputError("a completion request takes the query alone (no history or system)",
                          "pass is_chat_request=True to send a chat request")
     return query
@@ -137,7 +136,5 @@ def _chat_messages(query: str, history: History | None, system: str | None,
     if messages is None:
         return messages_of(query, history, system)
     if history or system:
-        from swiftcli.errors import InputError
-
         raise InputError("pass either messages or history/system, not both")
     return [*messages, {"role": "user", "content": query}] if query else list(messages)

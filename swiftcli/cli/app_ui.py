@@ -11,13 +11,18 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from swiftcli.cli.common import check_before_loading, load
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import with_options
+from swiftcli.cli.output import show_logs, stderr
 from swiftcli.cli.remote import DEFAULT_CONCURRENCY, ApiKeyOption, ApiUrlOption
+from swiftcli.cli.state import quiet
 from swiftcli.config.commands import SERVER, ListenConfig, option
 from swiftcli.config.options import ModelOptions
-from swiftcli.config.spec import EngineConfig, GenerationOverrides
+from swiftcli.config.spec import EngineConfig, GenerationConfig, GenerationOverrides
+from swiftcli.engines.loader import interactive_generation, merge_generation
 from swiftcli.errors import UsageError
+from swiftcli.webui import EngineChatBackend, OpenAIChatBackend, PageDefaults, build_app, connect_api, serve
 
 EXAMPLES = """
 
@@ -71,7 +76,7 @@ def app_ui_command(
     logins = parse_auth(page.auth or [], page.auth_file)
     check_port_free(page.host, page.port)
     if not api_url:
-        from swiftcli.cli.common import check_before_loading
+        # looked up per call, so a lent engine (tests) or a swapped function takes effect
         from swiftcli.cli.output import engine_logs
 
         check_before_loading(model, engine)
@@ -86,7 +91,6 @@ def app_ui_command(
 
 def serve_page(backend: Any, defaults: Any, page: PageOptions, logins: list[tuple[str, str]] | None) -> None:
     """Serve until Ctrl-C or SIGTERM, then close the backend (and its engine)."""
-    from swiftcli.webui import build_app, serve
 
     demo = build_app(backend, defaults, concurrency=page.max_concurrency)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the page as Ctrl-C does
@@ -99,14 +103,9 @@ def serve_page(backend: Any, defaults: Any, page: PageOptions, logins: list[tupl
 
 
 def engine_backend(model: ModelOptions, engine_config: EngineConfig, gen: GenerationOverrides) -> tuple[Any, Any]:
-    from swiftcli.cli.common import load
-    from swiftcli.webui import EngineChatBackend, PageDefaults
-
     session = load("app-ui", model, engine_config, gen, asynchronous=True)
     engine = session.engine
     try:
-        from swiftcli.engines.loader import interactive_generation
-
         spec, base = session.spec, interactive_generation(session.spec, gen.given())
         name = spec.name if spec.ckpt_dir is None else f"{spec.name} ({spec.ckpt_dir.name})"
         backend = EngineChatBackend(engine, session.template, base, name)
@@ -123,10 +122,6 @@ def engine_backend(model: ModelOptions, engine_config: EngineConfig, gen: Genera
 
 def api_backend(api_url: str, api_key: str | None, model: ModelOptions, engine: EngineConfig,
                 gen: GenerationOverrides) -> tuple[Any, Any]:
-    from swiftcli.config.spec import GenerationConfig
-    from swiftcli.engines.loader import merge_generation
-    from swiftcli.webui import OpenAIChatBackend, PageDefaults, connect_api
-
     target = connect_api(api_url, api_key, model.model_type or model.model_id_or_path)
     # The controls start at the sampling the server lists for a chat (swiftcli deploy: the model's own, as a
     # local app-ui would), else at ms-swift's defaults; then what the user gave.
@@ -148,7 +143,6 @@ def api_backend(api_url: str, api_key: str | None, model: ModelOptions, engine: 
 
 def parse_auth(values: list[str], auth_file: str | None) -> list[tuple[str, str]] | None:
     """--auth USER:PASSWORD values and --auth_file lines -> Gradio's [(user, password)]; None: no login."""
-    from swiftcli.errors import UsageError
 
     entries = [("--auth", value) for value in values]
     if auth_file:
@@ -172,7 +166,6 @@ def parse_auth(values: list[str], auth_file: str | None) -> list[tuple[str, str]
 
 def check_port_free(host: str, port: int) -> None:
     """Fail before loading a model when the page could not be served anyway."""
-    from swiftcli.errors import UsageError
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -191,8 +184,6 @@ def check_port_free(host: str, port: int) -> None:
 
 def show_request_logs() -> None:
     """The page's own log lines (a stopped answer, a failed request) go to stderr, as a server's do."""
-    from swiftcli.cli.output import show_logs
-    from swiftcli.cli.state import quiet
 
     if quiet() or logging.getLogger("swiftcli.webui").handlers:
         return
@@ -209,8 +200,6 @@ def close_backend(backend: Any) -> None:
 
 def announce(model_name: str) -> Any:
     def ready(local_url: str, share_url: str | None) -> None:
-        from swiftcli.cli.output import stderr
-
         stderr.print(f"Chat with {model_name} on {local_url}" + (f" (public link: {share_url})" if share_url else "")
                      + "; Ctrl-C stops.", highlight=False, markup=False)
 

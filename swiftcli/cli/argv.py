@@ -16,12 +16,16 @@ Click's `token_normalize_func` (options.normalize_token) turns snake_case into k
 from __future__ import annotations
 
 import re
+import typing
+from pathlib import Path
 from typing import Any
 
 import typer
 from typer._click.exceptions import ClickException, UsageError  # Typer vendors Click; its exceptions are these
+from typer._completion_shared import install
 
 from swiftcli.cli.options import ALIASES, normalize_token
+from swiftcli.cli.output import stderr
 
 __all__ = ["ClickException", "UsageError", "expand_multi_values", "prepare", "style", "style_metavars"]
 
@@ -189,9 +193,6 @@ def _is_option(token: str) -> bool:
 
 def install_completion(shell: str, ctx: Any) -> None:
     """`--install-completion zsh`: that shell's script, whatever shell runs the command."""
-    from typer._completion_shared import install
-
-    from swiftcli.cli.output import stderr
 
     prog = (ctx.info_name if ctx is not None else None) or "swiftcli"
     installed, path = install(shell=shell, prog_name=prog)
@@ -243,9 +244,6 @@ def style(param: Any) -> None:
 
 
 def _type_word(param: Any) -> str:
-    import typing
-    from pathlib import Path
-
     annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
     while typing.get_args(annotation):  # list[str] | None -> str
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))

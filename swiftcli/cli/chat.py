@@ -15,12 +15,30 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from swiftcli.cli import output
+from swiftcli.cli import output, remote
+from swiftcli.cli.chat_thinking import ThinkingAnswerView, think_command
+from swiftcli.cli.common import load
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import PromptArgument, questions, with_options
-from swiftcli.cli.remote import ApiKeyOption, ApiUrlOption
+from swiftcli.cli.remote import ApiKeyOption, ApiOptions, ApiUrlOption
+from swiftcli.cli.terminal import LineReader, ctrl_c_as_byte, queue_input, terminal_signals_off
 from swiftcli.config.options import ModelOptions
+from swiftcli.config.sampling import describe_sampling, interactive_generation
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
+from swiftcli.errors import SwiftError
+from swiftcli.generation.chat import (
+    COMMANDS,
+    ChatSession,
+    InputAssembler,
+    TurnStats,
+    help_text,
+    parse_command,
+    question_text,
+    stable_text,
+    suggest,
+)
+from swiftcli.generation.core import encode_request
+from swiftcli.generation.thinking import split_thinking
 
 EXAMPLES = """
 
@@ -52,8 +70,6 @@ def chat_command(
     gen: GenerationOverrides,
 ) -> None:
     """Chat with the model in the terminal: streaming answers, history, /help for commands."""
-    from swiftcli.cli.remote import ApiOptions
-    from swiftcli.cli.terminal import queue_input
 
     for question in questions(prompt, command="chat"):  # the first question, as if typed
         queue_input(question)
@@ -64,17 +80,12 @@ def chat_command(
 def run_chat(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides, markdown: bool = True,
              history_file: Path | None = None, api: Any = None) -> None:
     if api is not None:
-        from swiftcli.cli import remote
-
         remote.check_options(model, engine)
         remote.run_chat(api, model, gen, markdown, history_file)
         return
-    from swiftcli.cli.common import load
-    from swiftcli.generation.chat import ChatSession
 
     loaded = load("chat", model, engine, gen)
     session = ChatSession(system=model.system, single_round=not loaded.template.support_multi_round)
-    from swiftcli.config.sampling import interactive_generation
 
     Repl(loaded, interactive_generation(loaded.spec, gen.given()), session, markdown, history_file).run()
 
@@ -91,9 +102,6 @@ class ChatRepl:
 
     def __init__(self, config: Any, session: Any, markdown: bool, history_file: Path | None,
                  console: Any = None) -> None:
-        from swiftcli.cli.terminal import LineReader
-        from swiftcli.generation.chat import COMMANDS
-
         self.config = config
         self.session = session
         self.console = console or output.stdout
@@ -114,15 +122,11 @@ class ChatRepl:
     # ---- the loop ----
 
     def run(self) -> None:
-        from swiftcli.cli.terminal import terminal_signals_off
-
         self.banner()
         with terminal_signals_off():
             self._loop()
 
     def _loop(self) -> None:
-        from swiftcli.generation.chat import InputAssembler, parse_command, question_text
-
         assembler = InputAssembler()
         while True:
             try:
@@ -158,8 +162,6 @@ class ChatRepl:
 
     def handle(self, command: Any) -> bool:
         """Run a command; True means leave the chat."""
-        from swiftcli.errors import SwiftError
-        from swiftcli.generation.chat import suggest
 
         entry = self.commands.get(command.name)
         if entry is None:
@@ -174,8 +176,6 @@ class ChatRepl:
     # ---- commands: each takes the text after the name; True leaves the chat ----
 
     def show_help(self, arg: str) -> None:
-        from swiftcli.generation.chat import help_text
-
         self.console.print(Text(help_text()))
 
     def clear(self, arg: str) -> None:
@@ -219,8 +219,6 @@ class ChatRepl:
         self.note(f"Saved {len(self.session.history)} turns to {path}.")
 
     def load_history(self, arg: str) -> None:
-        from swiftcli.generation.chat import ChatSession
-
         if not arg:
             self.note("usage: /load FILE")
             return
@@ -241,8 +239,6 @@ class ChatRepl:
         self.note("Single-line input.")
 
     def think(self, arg: str) -> None:
-        from swiftcli.cli.chat_thinking import think_command
-
         self.note(think_command(self, arg))
 
     def set_system(self, text: str | None) -> None:
@@ -282,7 +278,6 @@ class Repl(ChatRepl):
         spec, template = self.loaded.spec, self.template
         self.note(f"{spec.name} ({self.loaded.backend}, template {template.template_type}). "
                   "/help for commands, Ctrl-C stops an answer, Ctrl-D or /exit quits.")
-        from swiftcli.config.sampling import describe_sampling
 
         self.note(f"Sampling: {describe_sampling(self.config)} (/set to change).")
         if self.session.single_round:
@@ -290,12 +285,6 @@ class Repl(ChatRepl):
                                     "answered on its own and no history is kept.", style="yellow"))
 
     def answer(self, query: str) -> None:
-        from swiftcli.cli.chat_thinking import ThinkingAnswerView
-        from swiftcli.cli.terminal import ctrl_c_as_byte
-        from swiftcli.errors import SwiftError
-        from swiftcli.generation.chat import stable_text
-        from swiftcli.generation.core import encode_request
-
         try:
             request = encode_request(self.template, self.session.request(query), self.current_config())
         except SwiftError as exc:
@@ -326,9 +315,6 @@ class Repl(ChatRepl):
         self.finish_turn(query, state, len(request.prompt_ids), time.perf_counter() - t0, interrupted)
 
     def finish_turn(self, query: str, state: Any, prompt: int, seconds: float, interrupted: bool) -> None:
-        from swiftcli.generation.chat import TurnStats
-        from swiftcli.generation.thinking import split_thinking
-
         tokens = state.output_tokens if state is not None else 0
         stats = TurnStats(prompt, tokens, seconds, interrupted)
         self.session.record(stats)

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Group
+from rich.text import Text
+
 from swiftcli.cli.terminal import AnswerView
+from swiftcli.parsers import get_reasoning_parser
+from swiftcli.registry.tool_prompts import default_reasoning_parser
 
 
 def think_command(repl: Any, arg: str) -> str:
@@ -29,9 +34,6 @@ class ThinkingAnswerView(AnswerView):
     """AnswerView that shows the answer's think block dimmed above it, or hides it."""
 
     def __init__(self, console: Any, markdown: bool, template: Any, show: bool) -> None:
-        from swiftcli.parsers import get_reasoning_parser
-        from swiftcli.registry.tool_prompts import default_reasoning_parser
-
         super().__init__(console, markdown)
         self.parser = get_reasoning_parser(default_reasoning_parser(template.template_type) or "qwen3")
         self.show = show
@@ -55,7 +57,5 @@ class ThinkingAnswerView(AnswerView):
     def _render(self, text: str) -> Any:
         if not self.reasoning:
             return super()._render(text)
-        from rich.console import Group
-        from rich.text import Text
 
         return Group(Text(self.reasoning.rstrip("\n"), style="dim"), super()._render(text))

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.table import Table
 
+from swiftcli.cli import output
+from swiftcli.cli.common import check_before_loading
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import with_options
 from swiftcli.cli.output import result
+from swiftcli.cli.output import stdout as console
 from swiftcli.config.commands import OutputOptions, check_writable, option
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig
-from swiftcli.errors import UsageError
+from swiftcli.data.records import read_samples
+from swiftcli.engines import loader
+from swiftcli.errors import InputError, UsageError
+from swiftcli.eval.parity import DEFAULT_PROMPTS, run_parity
 
 CHECK_PANEL = "Check"
 
@@ -67,7 +75,6 @@ def check_command(*, check: CheckOptions, out: OutputOptions, model: ModelOption
     Float32 by default (on CPU, what vLLM serves); --dtype bf16 checks the serving dtype, where near-ties flip.
     Exit code 1 when a side diverges where both were sure, a logprob gap is too large, or a side cannot run.
     """
-    import json
 
     if model.merge_lora:
         raise UsageError("check compares the merged model by itself: drop --merge-lora",
@@ -89,16 +96,11 @@ def check_command(*, check: CheckOptions, out: OutputOptions, model: ModelOption
 
 
 def _prompts(given: list[str], path: Path | None) -> list[str]:
-    from swiftcli.errors import InputError, UsageError
-    from swiftcli.eval.parity import DEFAULT_PROMPTS
-
     prompts = list(given)
     if path is not None:
         if not path.is_file():
             raise UsageError(f"--prompts_file {path} does not exist")
         if path.suffix in (".jsonl", ".json", ".csv"):
-            from swiftcli.data.records import read_samples
-
             prompts += [sample.query for _, sample in read_samples([path])]
         else:
             prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -109,10 +111,7 @@ def _prompts(given: list[str], path: Path | None) -> list[str]:
 
 def _run(model: ModelOptions, engine: EngineConfig, prompts: list[str], max_new_tokens: int, near_tie: float,
          max_gap: float, check_merged: bool) -> Any:
-    from swiftcli.cli import output
-    from swiftcli.cli.common import check_before_loading
-    from swiftcli.engines import loader
-    from swiftcli.eval.parity import run_parity
+    # looked up per call, so a lent engine (tests) or a swapped function takes effect
     from swiftcli.loading import resolve_spec
 
     check_before_loading(model, engine)
@@ -130,10 +129,6 @@ def _run(model: ModelOptions, engine: EngineConfig, prompts: list[str], max_new_
 
 
 def print_report(report: Any) -> None:
-    from rich.table import Table
-
-    from swiftcli.cli.output import stdout as console
-
     for comparison in report.comparisons:
         table = Table(title=f"{comparison.candidate} vs {comparison.reference} ({report.dtype}, greedy)",
                       title_justify="left")

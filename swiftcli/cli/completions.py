@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from typer._completion_shared import get_completion_script
+
 PROG = "swiftcli"
 # `swift` is the same app under ms-swift's name; each name needs its own scripts, as each shell completes by name.
 PROGS = (PROG, "swift")
@@ -22,8 +24,6 @@ def file_name(shell: str, prog: str = PROG) -> str:
 
 
 def completion_script(shell: str, prog: str = PROG) -> str:
-    from typer._completion_shared import get_completion_script
-
     complete_var = f"_{prog.replace('-', '_').upper()}_COMPLETE"
     return get_completion_script(prog_name=prog, complete_var=complete_var, shell=shell).rstrip("\n") + "\n"
 

@@ -14,7 +14,7 @@ from swiftcli.cli.output import result as result_line
 from swiftcli.config.commands import OutputOptions, check_writable
 from swiftcli.config.spec import MODEL, setting
 from swiftcli.errors import UsageError
-from swiftcli.export.quantize import QuantOptions
+from swiftcli.export.quantize import QuantOptions, quantize_model
 
 _QUANT = QuantOptions()  # the quantizer's defaults, shown and used as the options' defaults
 
@@ -88,6 +88,7 @@ class ExportOptions:
 @handled
 def export_command(*, export: ExportOptions, out: OutputOptions) -> None:
     """Merge a LoRA checkpoint and/or quantize a model; the output is written atomically (complete or absent)."""
+    # looked up per call, so a swapped function (tests) takes effect
     from swiftcli.cli.output import engine_logs
 
     engine_logs("export")
@@ -101,8 +102,6 @@ def export_command(*, export: ExportOptions, out: OutputOptions) -> None:
             trust_remote_code=bool(export.trust_remote_code), on_message=message,
         )
     else:
-        from swiftcli.export.quantize import quantize_model
-
         result = quantize_model(
             export.quant(), ckpt_dir=export.ckpt_dir, model_type=export.model_type,
             model_id_or_path=export.model_id_or_path, output_dir=export.output_dir,

@@ -12,14 +12,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from swiftcli.cli import output, remote
+from swiftcli.cli.chat import run_chat
+from swiftcli.cli.common import check_before_loading, load
 from swiftcli.cli.errors import handled
+from swiftcli.cli.infer_embed import check_embedding_options, run_embedding
 from swiftcli.cli.options import MaxConcurrencyOption, PromptArgument, questions, with_options
+from swiftcli.cli.output import message, result, stderr, warn
 from swiftcli.cli.remote import ApiKeyOption, ApiUrlOption
+from swiftcli.cli.state import quiet
 from swiftcli.config.commands import DatasetOptions, OutputOptions, QueryOptions
 from swiftcli.config.options import ModelOptions
-from swiftcli.config.spec import EngineConfig, GenerationOverrides
-from swiftcli.errors import UsageError
+from swiftcli.config.spec import EngineConfig, GenerationConfig, GenerationOverrides
+from swiftcli.data.fingerprint import run_fingerprint
+from swiftcli.data.runs import ResultFile, RunStats, StreamWriter, run_rows
+from swiftcli.data.selection import DatasetSelection, select_rows
+from swiftcli.engines import default_backend
+from swiftcli.engines.loader import merge_generation
+from swiftcli.errors import InputError, UsageError
+from swiftcli.generation.core import infer
+from swiftcli.generation.structured import check_structured_output
 
 EXAMPLES = """
 
@@ -56,7 +70,6 @@ def infer_command(
     gen: GenerationOverrides,
 ) -> None:
     """Answer questions with the model: the answers alone on stdout, or a dataset into a result file."""
-    from swiftcli.cli.common import check_before_loading
 
     queries = questions(prompt, ask.query)
     if task != "chat":
@@ -75,7 +88,6 @@ def infer_command(
     else:
         if constraint is not None:
             raise UsageError("--structured-output applies to questions and datasets, not the chat")
-        from swiftcli.cli.chat import run_chat
 
         run_chat(model, engine, gen, api=api)
 
@@ -83,9 +95,6 @@ def infer_command(
 def embed(task: str, queries: list[str], data: DatasetOptions, api_url: str | None, structured_output: str | None,
           model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides) -> None:
     """--task embedding: the questions' or the dataset rows' vectors."""
-    from swiftcli.cli.infer_embed import check_embedding_options, run_embedding
-    from swiftcli.cli.output import warn
-    from swiftcli.data.selection import DatasetSelection, select_rows
 
     if task != "embedding":
         raise UsageError(f"--task must be chat or embedding, not {task!r}")
@@ -108,7 +117,6 @@ def embed(task: str, queries: list[str], data: DatasetOptions, api_url: str | No
 def structured(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
-    from swiftcli.generation.structured import check_structured_output
 
     return check_structured_output(text, "--structured-output")
 
@@ -116,7 +124,6 @@ def structured(text: str | None) -> dict[str, Any] | None:
 def api_options(api_url: str | None, api_key: str | None, max_concurrency: int | None, model: ModelOptions,
                 engine: EngineConfig, data: DatasetOptions, constraint: dict[str, Any] | None) -> Any:
     """The server to ask with --api-url (local-model options refused), else None."""
-    from swiftcli.cli import remote
 
     if not api_url:
         if max_concurrency is not None:
@@ -138,8 +145,6 @@ def read_stdin() -> str:
 def answer_questions(queries: list[str], output: str, model: ModelOptions, engine: EngineConfig,
                      gen: GenerationOverrides, constraint: dict[str, Any] | None, api: Any) -> None:
     if api is not None:
-        from swiftcli.cli import remote
-
         remote.run_queries(api, queries, output, model, gen, INFER_DEFAULTS)
     else:
         run_queries(queries, output, model, engine, gen, constraint)
@@ -147,14 +152,10 @@ def answer_questions(queries: list[str], output: str, model: ModelOptions, engin
 
 def answer_rows(data: DatasetOptions, output: str, model: ModelOptions, engine: EngineConfig,
                 gen: GenerationOverrides, constraint: dict[str, Any] | None, api: Any) -> None:
-    from swiftcli.data.selection import DatasetSelection
-
     selection = DatasetSelection(list(data.val_dataset or []), data.val_dataset_sample, data.load_dataset_config,
                                  data.dataset_seed, data.skip_bad_rows)
     target = result_target(data.result_file, data.result_dir)
     if api is not None:
-        from swiftcli.cli import remote
-
         remote.run_dataset(api, selection, target, data.overwrite, output, model, gen, INFER_DEFAULTS)
     else:
         run_dataset(selection, target, data.overwrite, output, model, engine, gen, constraint)
@@ -162,7 +163,6 @@ def answer_rows(data: DatasetOptions, output: str, model: ModelOptions, engine: 
 
 def print_answers(answers: Any, output: str) -> None:
     """Each answer on stdout as it comes: the text, or a JSON line with usage."""
-    from swiftcli.cli.output import result
 
     for answer in answers:
         if output == "json":
@@ -176,10 +176,6 @@ def print_answers(answers: Any, output: str) -> None:
 
 def run_queries(queries: list[str], output: str, model: ModelOptions, engine: EngineConfig,
                 gen: GenerationOverrides, constraint: dict[str, Any] | None = None) -> None:
-    from swiftcli.cli.common import load
-    from swiftcli.engines.loader import merge_generation
-    from swiftcli.generation.core import infer
-
     session = load("infer", model, engine, gen)
     config = merge_generation(session.engine.generation_config, gen.given(), **INFER_DEFAULTS)
     requests = [{"query": q, "system": model.system, **({"structured_outputs": constraint} if constraint else {})}
@@ -208,10 +204,6 @@ def run_dataset(selection: Any, target: Path | None, overwrite: bool, output: st
 
     @contextlib.contextmanager
     def local() -> Iterator[RowAnswerer]:
-        from swiftcli.cli.common import load
-        from swiftcli.data.runs import run_rows
-        from swiftcli.engines.loader import merge_generation
-
         session = load("infer", model, engine, gen)
         config = merge_generation(session.engine.generation_config, gen.given(), **INFER_DEFAULTS)
         try:
@@ -230,11 +222,6 @@ def answer_dataset(selection: Any, target: Path | None, overwrite: bool, output:
                    answerer: Callable[[], contextlib.AbstractContextManager[RowAnswerer]]) -> None:
     """Select and check the rows, resume the result file (same run settings only), then answer what remains
     with `answerer` (a local engine or a server), with a progress bar and a summary on stderr."""
-    from swiftcli.cli.output import message, warn
-    from swiftcli.cli.state import quiet
-    from swiftcli.data.runs import ResultFile, RunStats, StreamWriter
-    from swiftcli.data.selection import select_rows
-    from swiftcli.errors import InputError
 
     rows = select_rows(selection, ckpt_dir, lambda record, error: warn(f"skipped {error.message}"))
     if not rows:
@@ -264,10 +251,6 @@ def answer_dataset(selection: Any, target: Path | None, overwrite: bool, output:
 
 def _answer_with_progress(answer: RowAnswerer, rows: list[Any], writer: Any, done: int, stats: Any,
                           target: Path | None) -> None:
-    from swiftcli.cli.output import message
-    from swiftcli.cli.state import quiet
-    from swiftcli.data.runs import ResultFile
-
     progress = _progress(len(rows) - done, quiet())
     try:
         with progress:
@@ -286,11 +269,7 @@ def _answer_with_progress(answer: RowAnswerer, rows: list[Any], writer: Any, don
 def run_fingerprint_of(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides, rows: list[Any]
                        ) -> dict[str, Any]:
     """The settings that decide this run's answers, known before the engine starts."""
-    from swiftcli.cli import output
-    from swiftcli.config.spec import GenerationConfig
-    from swiftcli.data.fingerprint import run_fingerprint
-    from swiftcli.engines import default_backend
-    from swiftcli.engines.loader import merge_generation
+    # looked up per call, so a lent engine (tests) or a swapped function takes effect
     from swiftcli.loading import resolve_spec
 
     spec = resolve_spec(model, output.message)
@@ -300,18 +279,12 @@ def run_fingerprint_of(model: ModelOptions, engine: EngineConfig, gen: Generatio
 
 
 def _progress(total: int, hidden: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from swiftcli.cli.output import stderr
-
     return Progress(TextColumn("Answering"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[tok_s]:.1f} tok/s"), TimeElapsedColumn(),
                     console=stderr, disable=hidden, transient=False, refresh_per_second=4)
 
 
 def _summary(stats: Any, total: int, output: str, hidden: bool) -> None:
-    from swiftcli.cli.output import result, stderr
-
     data = {**stats.to_dict(), "total_rows": total}
     if output == "json" and stats.result_path:
         result(json.dumps(data))

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from swiftcli.cli import output
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig
+from swiftcli.engines.vllm_embed import embed_texts
 from swiftcli.errors import InputError, UsageError
 
 
@@ -29,8 +31,7 @@ def check_embedding_options(api_url: str | None, structured_output: str | None, 
 
 def run_embedding(texts: list[str], target: Path | None, overwrite: bool, model: ModelOptions,
                   engine: EngineConfig) -> None:
-    from swiftcli.cli import output
-    from swiftcli.engines.vllm_embed import embed_texts
+    # looked up per call, so a lent engine (tests) or a swapped function takes effect
     from swiftcli.loading import resolve_spec
 
     if not texts:

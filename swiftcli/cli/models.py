@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
+
+from rich.table import Table
 
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import with_options
+from swiftcli.cli.output import result, stdout
 from swiftcli.config.commands import OutputOptions
+from swiftcli.registry.models import all_models
 
 
 @with_options(out=OutputOptions)
@@ -20,18 +25,11 @@ def models_command(*, out: OutputOptions) -> None:
 
       swiftcli models --output json | jq '.[].model_type'
     """
-    from dataclasses import asdict
-
-    from swiftcli.cli.output import result
-    from swiftcli.registry.models import all_models
 
     rows = all_models()
     if out.json:
         result(json.dumps([asdict(m) for m in rows], indent=2))
         return
-    from rich.table import Table
-
-    from swiftcli.cli.output import stdout
 
     table = Table(title="swiftcli model types")
     for column in ("model_type", "template", "dtype", "vLLM", "ModelScope id", "Hugging Face id"):

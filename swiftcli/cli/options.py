@@ -18,9 +18,12 @@ from typing import Annotated, Any
 
 import typer
 
-from swiftcli.cli.remote import DEFAULT_CONCURRENCY
+from swiftcli.cli.output import report
 from swiftcli.config.spec import GenerationConfig, GenerationOverrides
-from swiftcli.errors import SwiftError
+from swiftcli.errors import SwiftError, UsageError
+from swiftcli.generation.remote import DEFAULT_CONCURRENCY
+from swiftcli.registry.models import names as model_names
+from swiftcli.registry.templates import names as template_names
 
 # Other spellings that keep working, in kebab-case: alias -> the options of that name (on some command).
 ALIASES: dict[str, list[str]] = {}
@@ -63,10 +66,7 @@ _DTYPES = ("bf16", "fp16", "fp32", "auto", "bfloat16", "float16", "float32")
 def _registered(kind: str) -> Callable[[], list[str]]:
     def names() -> list[str]:
         if kind == "model":
-            from swiftcli.registry.models import names as model_names
-
             return list(model_names())
-        from swiftcli.registry.templates import names as template_names
 
         return list(template_names())
 
@@ -186,8 +186,6 @@ def with_options(**groups: type) -> Callable[[Callable[..., Any]], Callable[...,
                 for arg, cls in groups.items():
                     kwargs[arg] = _build(cls, {name: kwargs.pop(name) for name in members[arg]})
             except SwiftError as exc:
-                from swiftcli.cli.output import report
-
                 raise typer.Exit(report(exc)) from None
             return func(**kwargs)
 
@@ -207,7 +205,6 @@ PromptArgument = Annotated[list[str] | None, typer.Argument(
 def questions(prompt: list[str] | None, query: list[str] | None = None, command: str = "infer") -> list[str]:
     """The questions asked: a quoted PROMPT or --query (repeatable). Words left unquoted are refused with the
     quoted command, rather than answered one word at a time."""
-    from swiftcli.errors import UsageError
 
     words, queries = list(prompt or []), list(query or [])
     if queries and words:
@@ -227,7 +224,5 @@ MaxConcurrencyOption = Annotated[int | None, typer.Option(
 
 
 def check_positive(value: int | None, option: str) -> None:
-    from swiftcli.errors import UsageError
-
     if value is not None and value < 1:
         raise UsageError(f"--{option.replace('_', '-')} must be at least 1")

@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.text import Text
 
 from swiftcli.cli import state
+from swiftcli.config.paths import swiftcli_home
+from swiftcli.engines.logs import capture_engine_logs
 from swiftcli.errors import EngineError, SwiftError
 
 stdout = Console(highlight=False, soft_wrap=True)
@@ -102,9 +104,6 @@ def usage_error(exc: Any) -> int:
 def engine_logs(command: str) -> Any:
     """Send engine and library logs to $SWIFTCLI_HOME/logs/COMMAND-....log (stderr with -v); once per process."""
     if _session["engine_log"] is None:
-        from swiftcli.config.paths import swiftcli_home
-        from swiftcli.engines.logs import capture_engine_logs
-
         log = capture_engine_logs(swiftcli_home() / "logs", command, verbose=state.verbose())
         if log.terminal is not None:
             stderr.file = log.terminal  # our messages keep reaching the terminal while an engine loads

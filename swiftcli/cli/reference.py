@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import typer
+
+from swiftcli.cli.argv import style
+
 HEADER = """# swiftcli command reference
 
 Generated from the commands' own help by `python -m swiftcli.cli.reference`; do not edit by hand.
@@ -46,8 +50,6 @@ def _default(param: Any) -> str:
 
 
 def _metavar(param: Any) -> str:
-    from swiftcli.cli.argv import style
-
     style(param)  # the metavar help shows
     return str(param.metavar or "")
 
@@ -82,8 +84,7 @@ def command_section(name: str, command: Any) -> str:
 
 
 def render() -> str:
-    import typer
-
+    # lazy: keeps --help and start-up free of FastAPI
     from swiftcli.cli.main import app
 
     group = typer.main.get_command(app)

@@ -6,16 +6,23 @@ that only make sense with a local model, and prints what the local paths print.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from swiftcli.cli.options import check_positive
+from swiftcli.cli.output import stdout
 from swiftcli.config.options import ModelOptions
+from swiftcli.config.sampling import layer_sampling, sampling_to_send
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
-from swiftcli.generation.remote import DEFAULT_CONCURRENCY
+from swiftcli.data.fingerprint import dataset_hash
+from swiftcli.errors import UsageError
+from swiftcli.generation.remote import DEFAULT_CONCURRENCY, RemoteModel
 
 __all__ = ["DEFAULT_CONCURRENCY", "ApiKeyOption", "ApiOptions", "ApiUrlOption", "check_options", "run_chat",
            "run_dataset", "run_queries", "run_rows_remote", "sampling"]
@@ -40,14 +47,11 @@ class ApiOptions:
     concurrency: int = DEFAULT_CONCURRENCY
 
     def __post_init__(self) -> None:
-        from swiftcli.cli.options import check_positive
-
         check_positive(self.concurrency, "max_concurrency")
 
 
 def check_options(model: ModelOptions, engine: EngineConfig, *also_local: tuple[str, bool]) -> None:
     """Refuse, by name, options that load or configure a local model: a server has its own."""
-    from swiftcli.errors import UsageError
 
     given = [f.name for f in fields(ModelOptions)
              if f.name not in _SERVER_MODEL_OPTIONS and getattr(model, f.name) != f.default]
@@ -64,19 +68,17 @@ def check_options(model: ModelOptions, engine: EngineConfig, *also_local: tuple[
 def sampling(gen: GenerationOverrides, **command_defaults: Any) -> dict[str, Any]:
     """What to send: the one sampling rule (`swiftcli.config.sampling`) over the command's defaults and what
     the user typed, checked as a local run checks it; the rest stays the server's default."""
-    from swiftcli.config.sampling import sampling_to_send
 
     return sampling_to_send(gen.given(), **command_defaults)
 
 
 def connect(api: ApiOptions, model: ModelOptions) -> Any:
-    from swiftcli.generation.remote import RemoteModel
-
     return RemoteModel.connect(api.url, api.key, model.model_type or model.model_id_or_path)
 
 
 def run_queries(api: ApiOptions, queries: list[str], output: str, model: ModelOptions, gen: GenerationOverrides,
                 command_defaults: dict[str, Any]) -> None:
+    # lazy: cli.infer and cli.remote_chat import this module (a cycle inside cli)
     from swiftcli.cli.infer import print_answers
 
     values = sampling(gen, **command_defaults)
@@ -91,11 +93,9 @@ def run_queries(api: ApiOptions, queries: list[str], output: str, model: ModelOp
 def run_dataset(api: ApiOptions, selection: Any, target: Path | None, overwrite: bool, output: str,
                 model: ModelOptions, gen: GenerationOverrides, command_defaults: dict[str, Any]) -> None:
     """The dataset mode of `swiftcli infer` through a server: the same rows, result file, resume and summary."""
-    import contextlib
-    from collections.abc import Iterator
-
+    # lazy: cli.infer and cli.remote_chat import this module (a cycle inside cli)
     from swiftcli.cli.infer import answer_dataset
-    from swiftcli.data.fingerprint import dataset_hash
+
 
     values = sampling(gen, **command_defaults)
 
@@ -121,8 +121,8 @@ def run_rows_remote(model: Any, rows: Sequence[Any], sampling: Mapping[str, Any]
                     concurrency: int = DEFAULT_CONCURRENCY) -> Any:
     """`swiftcli.data.runs.run_rows` through a server: rows[start:] with bounded concurrency, each finished row
     to `writer` (which keeps input order, so a result file stays a resumable prefix)."""
-    import time
 
+    # looked up per call, so a lent engine (tests) or a swapped function takes effect
     from swiftcli.data.runs import RunStats, result_row  # here, not in generation: generation knows no data rows
 
     stats = stats or RunStats()
@@ -143,9 +143,8 @@ def run_rows_remote(model: Any, rows: Sequence[Any], sampling: Mapping[str, Any]
 
 def run_chat(api: ApiOptions, model: ModelOptions, gen: GenerationOverrides, markdown: bool = True,
              history_file: Path | None = None) -> None:
-    from swiftcli.cli.output import stdout
+    # lazy: cli.infer and cli.remote_chat import this module (a cycle inside cli)
     from swiftcli.cli.remote_chat import RemoteRepl
-    from swiftcli.config.sampling import layer_sampling
 
     values = sampling(gen)  # bad settings fail before connecting
     remote = connect(api, model)

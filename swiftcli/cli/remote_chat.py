@@ -14,6 +14,10 @@ from rich.text import Text
 from swiftcli.cli import output
 from swiftcli.cli.chat import ChatRepl
 from swiftcli.cli.terminal import AnswerView, ctrl_c_as_byte
+from swiftcli.config.sampling import describe_sent
+from swiftcli.config.spec import GenerationConfig
+from swiftcli.errors import SwiftError
+from swiftcli.generation.chat import ChatSession, TurnStats, stable_text
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,6 @@ class RemoteRepl(ChatRepl):
 
     def __init__(self, remote: Any, sampling: dict[str, Any], session: Any, console: Any, markdown: bool,
                  history_file: Path | None) -> None:
-        from swiftcli.config.spec import GenerationConfig
-
         # /set is checked as a local chat checks it: over the settings sent (the rest are the server's).
         super().__init__(GenerationConfig().copy(**sampling), session, markdown, history_file, console=console)
         self.remote, self.sampling, self.model_name = remote, sampling, remote.model
@@ -44,13 +46,9 @@ class RemoteRepl(ChatRepl):
     @classmethod
     def start(cls, remote: Any, sampling: dict[str, Any], system: str | None, console: Any, markdown: bool,
               history_file: Path | None) -> RemoteRepl:
-        from swiftcli.generation.chat import ChatSession
-
         return cls(remote, sampling, ChatSession(system=system), console, markdown, history_file)
 
     def banner(self) -> None:
-        from swiftcli.config.sampling import describe_sent
-
         self.note(f"{self.remote.model} at {self.remote.base_url}. /help for commands, Ctrl-C stops an answer, "
                   "Ctrl-D or /exit quits.")
         self.note(f"Sampling: {describe_sent(self.sent())}.")
@@ -60,16 +58,11 @@ class RemoteRepl(ChatRepl):
 
     def handle(self, command: Any) -> bool:
         if command.name == "set" and not command.arg:
-            from swiftcli.config.sampling import describe_sent
-
             self.note(f"usage: /set NAME VALUE; now sending: {describe_sent(self.sent())}")
             return False
         return super().handle(command)
 
     def answer(self, query: str) -> None:
-        from swiftcli.errors import SwiftError
-        from swiftcli.generation.chat import TurnStats, stable_text
-
         view = AnswerView(self.console, self.markdown)
         progress = None
         interrupted = False

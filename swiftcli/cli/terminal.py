@@ -11,9 +11,15 @@ import contextlib
 import os
 import select
 import sys
+import termios
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from rich.live import Live
+from rich.markdown import Markdown
+
+from swiftcli.config.paths import swiftcli_home
 
 CTRL_C = b"\x03"
 
@@ -30,8 +36,6 @@ class AnswerView:
 
     def __enter__(self) -> AnswerView:
         if self.markdown:
-            from rich.live import Live
-
             self.live = Live(console=self.console, refresh_per_second=10, transient=True,
                              vertical_overflow="crop")
             self.live.__enter__()
@@ -54,8 +58,6 @@ class AnswerView:
         return "\n".join(lines[-room:]) if len(lines) > room else text
 
     def _render(self, text: str) -> Any:
-        from rich.markdown import Markdown
-
         return Markdown(text)
 
     def __exit__(self, *exc: Any) -> None:
@@ -76,7 +78,6 @@ def terminal_signals_off() -> Iterator[None]:
     if fd is None:
         yield
         return
-    import termios
 
     saved = termios.tcgetattr(fd)
     attrs = termios.tcgetattr(fd)
@@ -98,7 +99,6 @@ def ctrl_c_as_byte() -> Iterator[Any]:
     if fd is None:
         yield lambda: False
         return
-    import termios
 
     saved = termios.tcgetattr(fd)
     attrs = termios.tcgetattr(fd)
@@ -137,12 +137,11 @@ class LineReader:
             self.session = self._prompt_session(history_file)
 
     def _prompt_session(self, history_file: Path | None) -> Any:
+        # lazy: keeps --help and start-up free of prompt_toolkit
         from prompt_toolkit import PromptSession
         from prompt_toolkit.filters import Condition
         from prompt_toolkit.history import FileHistory, InMemoryHistory
         from prompt_toolkit.key_binding import KeyBindings
-
-        from swiftcli.config.paths import swiftcli_home
 
         path = history_file or swiftcli_home() / "chat_history"
         try:

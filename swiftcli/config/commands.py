@@ -9,6 +9,7 @@ short name. Checks that need no model run in `__post_init__`, so a bad value fai
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,6 @@ def check_writable(path: Path, option: str, *, file: bool) -> None:
     """Fail before any model loads when `path` (a file, or a folder with `file=False`) cannot be written. The
     folder is created now (it would be at the first result anyway) and a file is tried in it: permission bits
     alone say nothing to root, or on a read-only or virtual file system."""
-    import tempfile
 
     if path.is_dir() if file else path.exists() and not path.is_dir():
         raise UsageError(f"{option} {path} is a {'folder' if file else 'file'}",

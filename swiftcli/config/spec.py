@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swiftcli.errors import UsageError
+from swiftcli.registry.models import generation_defaults
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,6 @@ class GenerationConfig:
     def for_model(cls, spec: ModelSpec, **overrides: Any) -> GenerationConfig:
         """An engine's defaults: the checkpoint's generation_config.json; where it sets no sampling, the
         registry's defaults for the model type; then ms-swift's fallback (this class's defaults)."""
-        from swiftcli.registry.models import generation_defaults
 
         return cls.from_model_dir(spec.model_dir, defaults=generation_defaults(spec.model_type), **overrides)
 
@@ -247,7 +247,6 @@ def _overrides_class() -> type:
 
 
 if TYPE_CHECKING:
-
     class GenerationOverrides:
         """Sampling settings a user gave; None keeps the model's default (built from GenerationConfig's fields)."""
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from swiftcli.errors import InputError
 
 FIELDS = ("model", "adapters", "template", "system", "backend", "dtype", "generation", "dataset")
@@ -96,14 +98,10 @@ class ResultLock:
     """An exclusive, non-blocking lock on a result file for the whole run."""
 
     def __init__(self, result: Path) -> None:
-        from filelock import FileLock
-
         self.path = result.with_name(result.name + ".lock")
         self._lock = FileLock(str(self.path))
 
     def acquire(self) -> None:
-        from filelock import Timeout
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire(timeout=0)

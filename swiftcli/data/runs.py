@@ -9,6 +9,7 @@ the torn line, checks that the finished lines belong to the same rows, and the r
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +28,8 @@ from swiftcli.data.fingerprint import (
 from swiftcli.data.records import Record, Sample, read_samples
 from swiftcli.engines.base import finished_results
 from swiftcli.errors import InputError
+from swiftcli.generation.core import encode_request
+from swiftcli.generation.thinking import split_thinking
 
 DEFAULT_DATASET_SEED = 42
 DEFAULT_TEST_RATIO = 0.01
@@ -60,7 +63,6 @@ def sample_rows(rows: list[Row], sample: int, seed: int) -> list[Row]:
 def split_validation(rows: list[Row], test_ratio: float, seed: int) -> list[Row]:
     """The validation part of a train/validation split: ceil(ratio * n) rows chosen by a seeded permutation
     (the rule of `datasets.Dataset.train_test_split`), kept in file order."""
-    import math
 
     if not 0 < test_ratio < 1:
         raise InputError(f"dataset_test_ratio must be between 0 and 1, got {test_ratio}")
@@ -69,6 +71,7 @@ def split_validation(rows: list[Row], test_ratio: float, seed: int) -> list[Row]
 
 
 def _permutation(n: int, seed: int) -> list[int]:
+    # lazy: keeps --help and start-up free of numpy
     import numpy as np
 
     return [int(i) for i in np.random.default_rng(seed).permutation(n)]
@@ -299,8 +302,6 @@ def run_rows(
     On KeyboardInterrupt the engine requests are aborted and the interrupt propagates; what the writer
     has written stays a valid prefix.
     """
-    from swiftcli.generation.core import encode_request
-    from swiftcli.generation.thinking import split_thinking
 
     stats = stats or RunStats()
     t0 = time.perf_counter()

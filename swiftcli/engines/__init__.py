@@ -21,6 +21,8 @@ from swiftcli.engines.base import (
     generate_all,
     threaded_capabilities,
 )
+from swiftcli.engines.threaded import ThreadedAsyncEngine
+from swiftcli.engines.vllm import vllm_available
 from swiftcli.errors import UsageError
 
 
@@ -57,8 +59,6 @@ register_backend("pt", sync="swiftcli.engines.pt:PtEngine")
 
 
 def default_backend() -> str:
-    from swiftcli.engines.vllm import vllm_available
-
     return "vllm" if vllm_available() else "pt"
 
 
@@ -123,8 +123,6 @@ def create_async_engine(spec: ModelSpec, config: EngineConfig | None = None, bac
     chosen = _backend(backend)
     config = config or EngineConfig()
     if chosen.asynchronous is None:
-        from swiftcli.engines.threaded import ThreadedAsyncEngine
-
         return ThreadedAsyncEngine(create_engine(spec, config, chosen.name))
     check_backend(spec, config, chosen.name, asynchronous=True)
     return _import(chosen.asynchronous)(spec, config)  # type: ignore[no-any-return]

@@ -25,6 +25,7 @@ _ORIGINAL = "_swiftcli_original_run_engine_core"
 
 def run_engine_core_detached(*args: Any, **kwargs: Any) -> None:
     """The engine core's process entry point, in a new session (module level: spawn pickles it by name)."""
+    # lazy: keeps --help and start-up free of torch, vLLM, transformers, the hub clients, FastAPI
     from vllm.v1.engine.core import EngineCoreProc
 
     try:
@@ -53,6 +54,7 @@ def _stop_with_parent(parent: int) -> None:
 def engine_core_detached() -> Iterator[None]:
     """While vLLM starts its engine core process, make that process begin with `os.setsid()`."""
     try:
+        # lazy: keeps --help free of vLLM, whose internals may move
         from vllm.v1.engine.core import EngineCoreProc
     except ImportError:  # another vLLM layout: start as vLLM does
         yield

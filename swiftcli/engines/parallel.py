@@ -89,6 +89,7 @@ def visible_gpus() -> int:
     """GPUs this process may use (honours CUDA_VISIBLE_DEVICES) without initialising CUDA, so that vLLM can
     still fork its workers afterwards."""
     try:
+        # lazy: keeps start-up free of torch, which may be absent
         import torch
     except ImportError:
         return 0

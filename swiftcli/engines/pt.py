@@ -16,6 +16,7 @@ from swiftcli.engines.base import (
     RequestResult,
     check_context_length,
 )
+from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.errors import InputError, MissingDependencyError
 
 _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "half": "float16", "float": "float32"}
@@ -23,6 +24,7 @@ _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "
 
 def _torch() -> Any:
     try:
+        # lazy: keeps --help free of torch; a missing one is reported by name
         import torch
     except ImportError:
         raise MissingDependencyError("the pt backend needs torch", "install swiftcli[cpu] or torch") from None
@@ -34,9 +36,8 @@ def get_model_tokenizer(
 ) -> tuple[Any, Any]:
     """Load a transformers model (with its LoRA adapters applied) and tokenizer."""
     torch = _torch()
+    # lazy: keeps --help and start-up free of torch, transformers, the hub clients
     from transformers import AutoModelForCausalLM
-
-    from swiftcli.engines.tokenizer import load_tokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     name = _DTYPES.get(dtype or spec.torch_dtype or "bfloat16", "bfloat16")
@@ -255,6 +256,7 @@ class PtEngine:
 
     def _abort_criteria(self, ids: list[str]) -> Any:
         """Ends `generate` early once every request of the batch was aborted (frees the model at once)."""
+        # lazy: keeps --help and start-up free of torch, transformers, the hub clients
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         engine = self

@@ -27,6 +27,7 @@ class SchedulerLimits:
 
 def usage_context(name: str) -> Any:
     """vLLM's UsageContext member of this name."""
+    # lazy: keeps --help and start-up free of torch, vLLM
     from vllm.usage.usage_lib import UsageContext
 
     return UsageContext[name]
@@ -40,6 +41,7 @@ def limits_of(vllm_config: Any) -> SchedulerLimits:
 def planned_limits(args: dict[str, Any], context: str) -> SchedulerLimits:
     """The budgets an engine built from these vLLM engine arguments would get in this context, without
     starting it (vLLM resolves the whole config, reading config.json but no weights)."""
+    # lazy: keeps --help and start-up free of torch, vLLM, transformers, the hub clients
     from vllm.engine.arg_utils import EngineArgs
 
     return limits_of(EngineArgs(**args).create_engine_config(usage_context(context)))

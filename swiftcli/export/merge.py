@@ -8,6 +8,7 @@ infer/deploy/app-ui/eval calls: merge once, then reuse.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftcli.config.spec import ModelSpec, normalize_dtype
+from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.errors import CheckpointError
 from swiftcli.export import atomic
 from swiftcli.export import checkpoint as files
@@ -24,6 +26,7 @@ from swiftcli.export import verify as checks
 from swiftcli.export.chat_template import chat_template_for
 from swiftcli.export.verify import VerificationError, VerifyReport
 from swiftcli.hub.resolve import resolve_model
+from swiftcli.registry.templates import get_template
 
 # --verify defaults to on up to this many parameters: it loads the model twice in float32 (about 8 bytes per
 # parameter at once), which is seconds for small models and minutes plus tens of GiB for large ones.
@@ -135,8 +138,7 @@ def merged_checkpoint(ckpt_dir: str | Path, model_type: str | None = None, model
 
 def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, verify: bool,
                 trust_remote_code: bool, say: Message) -> VerifyReport | None:
-    import gc
-
+    # lazy: keeps --help and start-up free of torch, transformers, peft, the hub clients
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, GenerationConfig
@@ -149,9 +151,6 @@ def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, veri
     model.eval()
     reference = prompts = stop_ids = None
     if verify:
-        from swiftcli.engines.tokenizer import load_tokenizer
-        from swiftcli.registry.templates import get_template
-
         template = get_template(spec.template_type, load_tokenizer(spec, trust_remote_code), spec.default_system)
         prompts = checks.encode_prompts(template)
         stop_ids = template.stop_token_ids

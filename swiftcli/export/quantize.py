@@ -8,6 +8,7 @@ straddle a row (SmolLM2-135M's hidden size 576 is not a multiple of 128, so it g
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -122,12 +123,12 @@ def _config_quantization(model_dir: Path) -> str | None:
 def check_backend(opts: QuantOptions) -> None:
     """Refuse what cannot run here before anything heavy happens."""
     if opts.method == "awq":
+        # lazy: gptqmodel is optional and pulls torch
         import torch
 
         if not torch.cuda.is_available():
             raise UsageError("AWQ quantization needs a CUDA GPU, and none is available here",
                              "use --quant_method gptq (it runs on CPU)")
-    import importlib.util
 
     if importlib.util.find_spec("gptqmodel") is None:
         raise MissingDependencyError("quantization needs gptqmodel, which is not installed", INSTALL_HINT)
@@ -249,6 +250,7 @@ def _quantize_into(spec: ModelSpec, temp: Path, target: Path, opts: QuantOptions
 def _gptqmodel_logs_in(folder: Path) -> Iterator[None]:
     """gptqmodel writes each run's log under ./logs (a module constant; it has no option for it): send them to
     swiftcli's logs folder instead, so that quantizing writes nothing into the working directory."""
+    # lazy: keeps --help and start-up free of torch, transformers, datasets, the hub clients, gptqmodel
     from gptqmodel.looper import loop_processor
 
     saved = getattr(loop_processor, "_PROJECT_LOG_DIR", None)
@@ -265,6 +267,7 @@ def _gptqmodel_logs_in(folder: Path) -> Iterator[None]:
 def _load_for_quantization(spec: ModelSpec, opts: QuantOptions, group_size: int, trust_remote_code: bool,
                            offload: Path) -> Any:
     try:
+        # lazy: keeps --help and start-up free of torch
         from gptqmodel import GPTQModel, QuantizeConfig
     except ImportError as exc:
         raise MissingDependencyError(f"gptqmodel does not import: {exc}", INSTALL_HINT) from None

@@ -80,6 +80,7 @@ def sample(model: Any, prompts: Sequence[tuple[str, list[int]]], stop_ids: Seque
 
     Keeps the logits of every position (prompt and answer) for the comparison.
     """
+    # lazy: keeps --help and start-up free of torch
     import torch
 
     samples = []
@@ -105,6 +106,7 @@ def compare(reference: Sequence[Sample], model: Any) -> VerifyReport:
     If the model's argmax matches the reference token at every answer position, its own greedy decoding
     produces the same tokens (by induction over positions), so one forward pass per prompt suffices.
     """
+    # lazy: keeps --help and start-up free of torch
     import torch
 
     checks = []

@@ -7,6 +7,7 @@ it can be tested without a terminal or a model.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tempfile
@@ -76,7 +77,6 @@ def question_text(line: str) -> str:
 
 def suggest(unknown: str) -> str:
     """A hint for an unknown command: the closest known one, or /help."""
-    import difflib
 
     name = unknown.lstrip("/").split(" ", 1)[0].lower()
     close = difflib.get_close_matches(name, [*COMMANDS, *ALIASES], n=1)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from swiftcli.config.spec import GenerationConfig
-from swiftcli.engines.base import Engine, EngineRequest, RequestResult, generate_all
+from swiftcli.engines.base import Completion, Engine, EngineRequest, RequestResult, generate_all
 from swiftcli.errors import InputError
+from swiftcli.generation.structured import check_structured_output
 from swiftcli.registry.templates import Template
 
 Request = dict[str, Any]
@@ -46,8 +47,6 @@ def encode_request(
                           enable_thinking=config.enable_thinking)
     guided = request.get("structured_outputs")
     if guided is not None:
-        from swiftcli.generation.structured import check_structured_output
-
         guided = check_structured_output(guided)
     return EngineRequest(ids, config, stop=template.stop_words, stop_token_ids=template.stop_token_ids,
                          adapter=adapter, guided=guided)
@@ -106,7 +105,6 @@ def infer_stream(
     encoded = [encode_request(template, r, config) for r in requests]
     index = {e.request_id: i for i, e in enumerate(encoded)}
     states = [RequestResult(e.request_id, len(e.prompt_ids), []) for e in encoded]
-    from swiftcli.engines.base import Completion
 
     for state in states:
         state.outputs = [Completion(0)]
@@ -174,6 +172,7 @@ def inference_stream(
 
 
 def _tqdm(total: int) -> Any:
+    # lazy: keeps --help and start-up free of tqdm
     from tqdm import tqdm
 
     return tqdm(total=total, dynamic_ncols=True)

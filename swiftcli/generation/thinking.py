@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from swiftcli.parsers import get_reasoning_parser
+from swiftcli.registry.tool_prompts import default_reasoning_parser
+
 
 def split_thinking(template: Any, text: str) -> tuple[str | None, str]:
     """(reasoning or None, answer)."""
-    from swiftcli.parsers import get_reasoning_parser
-    from swiftcli.registry.tool_prompts import default_reasoning_parser
 
     parser = get_reasoning_parser(default_reasoning_parser(template.template_type) or "qwen3")
     reasoning, answer = parser.split(text)

@@ -20,6 +20,7 @@ def snapshot_download(model_id: str, revision: str | None = None) -> Path:
 Fetch a model repository (or find it in the hub's cache) and return its local directory."""
     try:
         if use_hf_hub():
+            # lazy: the ModelScope client is optional and heavy
             from huggingface_hub import snapshot_download as hf_download
 
             return Path(hf_download(model_id, revision=revision))

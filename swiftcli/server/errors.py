@@ -34,6 +34,7 @@ class APIError(Exception):
 
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None,
                type: str | None = None) -> dict[str, Any]:
+    # lazy: server.failures imports this module (a cycle inside server)
     from swiftcli.server.failures import redact
 
     kind = type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
@@ -49,7 +50,9 @@ ANTHROPIC_PREFIX = "/v1/messages"
 
 def anthropic_error_body(status: int, message: str) -> dict[str, Any]:
     """Anthropic's envelope `{"type": "error", "error": {"type", "message"}}`, used on /v1/messages."""
+    # lazy: server.failures imports this module (a cycle inside server)
     from swiftcli.server.failures import redact
+
 
     kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": redact(message)}}
@@ -72,6 +75,7 @@ def error_response(exc: APIError, path: str = "") -> JSONResponse:
 
 
 def from_swift_error(exc: SwiftError) -> APIError:
+    # lazy: server.failures imports this module (a cycle inside server)
     from swiftcli.server.failures import to_api_error
 
     return to_api_error(exc)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.responses import JSONResponse
+
 from swiftcli.server.errors import APIError, error_body_for
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -146,8 +148,6 @@ class BodyLimitMiddleware:
         await self.app(scope, _replay([body], receive), send)
 
     async def _refuse(self, scope: Any, receive: Any, send: Any, unread: int | None) -> None:
-        from fastapi.responses import JSONResponse
-
         if unread is not None and unread <= DRAIN_FACTOR * self.max_bytes:
             # Read the rest and drop it: a client still sending when the answer comes and the connection
             # closes sees a reset instead of the 413. Beyond this, closing is cheaper than reading.

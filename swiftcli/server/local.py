@@ -27,6 +27,7 @@ def local_server(engine: Any, template: Any, settings: ServerSettings | None = N
                  ) -> Iterator[str]:
     """Serve `engine` (an AsyncEngine) until the block ends; yields the base URL, `http://127.0.0.1:PORT/v1`.
     The engine is not closed: its owner closes it."""
+    # lazy: keeps --help and start-up free of uvicorn
     import uvicorn
 
     app = create_app(settings or ServerSettings(), engine=engine, template=template)

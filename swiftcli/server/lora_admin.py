@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -89,8 +90,6 @@ def _check_name(name: str, state: Any) -> str:
 
 
 def _check_path(path: str, engine: Any) -> None:
-    from pathlib import Path
-
     if not path or not Path(path).is_absolute():
         # Relative paths would resolve against the server's working directory, which clients cannot know.
         raise APIError(400, "lora_path must be an absolute path on the server", param="lora_path")
