@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SharedEngine
+from engine_lending import lend
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -478,7 +478,7 @@ def engine_runs(vllm_engine, datasets, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval-runs")
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("swiftcli.engines.loader.start_engine", lambda *a, **k: SharedEngine(vllm_engine))
+        lend(mp, vllm_engine)
         for name, extra in (("zero", []), ("one", ["--eval_few_shot", "1", "--seed", "1"])):
             args = [
                 "eval",

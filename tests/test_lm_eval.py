@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SharedEngine
+from engine_lending import lend
 
 pytest.importorskip("lm_eval")
 
@@ -138,8 +138,7 @@ def test_eval_url_scores_multiple_choice_like_lm_eval(deploy_server, served_mc, 
 
 
 @pytest.mark.slow
-def test_local_vllm_scores_multiple_choice_like_lm_eval(vllm_engine, served_mc, tmp_path, monkeypatch):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *a, **k: SharedEngine(vllm_engine))
+def test_local_vllm_scores_multiple_choice_like_lm_eval(lend_session_engine, served_mc, tmp_path):
     out = tmp_path / "vllm"
     result = invoke(["eval", "--eval_dataset", str(QA_MC), "--eval_output_dir", str(out)])
     assert result.exit_code == 0, result.output
@@ -148,7 +147,7 @@ def test_local_vllm_scores_multiple_choice_like_lm_eval(vllm_engine, served_mc, 
 
 @pytest.mark.slow
 def test_pt_scores_and_lm_eval_tasks_fold_into_the_run(pt_engine, transformers_mc, tmp_path, monkeypatch):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *a, **k: SharedEngine(pt_engine))
+    lend(monkeypatch, pt_engine)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "pt"
