@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swiftcli.apiclient import connect_api, openai_client, request_error
+from swiftcli.config.sampling import chat_sampling
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.engines.base import check_context_length, generate_all
 from swiftcli.errors import EngineError, SwiftError, UsageError
@@ -183,18 +184,12 @@ def resolve_remote_model(target: RemoteTarget) -> str:
 
 
 def _request_params(config: GenerationConfig) -> dict[str, Any]:
-    params: dict[str, Any] = {"max_tokens": config.max_new_tokens, "seed": config.seed}
+    # The sampling fields are config.sampling's one mapping (greedy sends temperature 0 alone); fields the openai
+    # client does not name go in extra_body.
+    params: dict[str, Any] = {**chat_sampling(config), "max_tokens": config.max_new_tokens, "seed": config.seed}
     if config.stop:
         params["stop"] = list(config.stop)
-    extra: dict[str, Any] = {}
-    if config.greedy:
-        params["temperature"] = 0.0
-    else:
-        params.update(temperature=config.temperature, top_p=config.top_p)
-        if config.top_k > 0:
-            extra["top_k"] = config.top_k
-    if config.repetition_penalty != 1.0:
-        extra["repetition_penalty"] = config.repetition_penalty
+    extra = {name: params.pop(name) for name in ("top_k", "repetition_penalty") if name in params}
     if extra:
         params["extra_body"] = extra
     return {k: v for k, v in params.items() if v is not None}
