@@ -287,7 +287,10 @@ def test_group_signal_drains_requests_in_flight(sig):
 
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "swiftcli.cli", "deploy", "--port", str(port)],
+    # The drain, not its deadline, is under test: a busy machine may decode the 400 tokens below slower than the
+    # default 30 s allows, and the server then rightly cuts them off.
+    proc = subprocess.Popen([sys.executable, "-m", "swiftcli.cli", "deploy", "--port", str(port),
+                             "--shutdown-timeout", "600"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     root = f"http://127.0.0.1:{port}"
     try:
