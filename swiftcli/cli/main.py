@@ -20,11 +20,15 @@ from swiftcli.cli.app_ui import app_ui_command
 from swiftcli.cli.chat import chat_command
 from swiftcli.cli.check import check_command
 from swiftcli.cli.deploy import deploy_command
+from swiftcli.cli.download import download_command
+from swiftcli.cli.env import env_command
 from swiftcli.cli.eval import eval_app
 from swiftcli.cli.export import export_command
 from swiftcli.cli.infer import infer_command
+from swiftcli.cli.local_models import rm_command
 from swiftcli.cli.models import models_command
 from swiftcli.cli.options import normalize_token
+from swiftcli.cli.progress import install as show_download_progress
 
 HELP = (
     "Fast LLM inference and deployment on vLLM: infer, chat, deploy, export, eval, app-ui.\n\n"
@@ -81,6 +85,7 @@ def root(
     """Fast LLM inference and deployment on vLLM."""
     state.set_flags(verbose, quiet)
     output.set_debug(debug)
+    show_download_progress()
 
 
 app.command("infer", cls=SwiftcliCommand, rich_help_panel="Run")(infer_command)
@@ -91,6 +96,10 @@ app.command("deploy", rich_help_panel="Run")(deploy_command)
 app.command("app-ui", rich_help_panel="Run")(app_ui_command)
 app.command("export", rich_help_panel="Models")(export_command)
 app.command("check", rich_help_panel="Models")(check_command)
+app.command("download", rich_help_panel="Models")(download_command)
+app.command("pull", rich_help_panel="Models", hidden=True)(download_command)
+app.command("rm", rich_help_panel="Models")(rm_command)
+app.command("env", rich_help_panel="Models")(env_command)
 
 
 def _option_table(command: Any) -> tuple[set[str], set[str]]:

@@ -13,16 +13,34 @@ from swiftcli.cli.errors import handled
 @handled
 def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    local: Annotated[bool, typer.Option("--local", help="List the models on this disk (downloaded and converted) "
+                                        "instead: id, hub, revision, size, partial downloads, last use, path.")
+                     ] = False,
+    output_format: Annotated[str | None, typer.Option("--output", "-o", metavar="json",
+                                                      help="json: print JSON instead of a table.")] = None,
 ) -> None:
-    """List registered model types with their hub ids, template and vLLM support.
+    """List registered model types with their hub ids, template and vLLM support; --local lists the models on disk.
 
     [b]Examples[/b]
 
       swiftcli models
 
       swiftcli models --json | jq '.[].model_type'
+
+      swiftcli models --local --output json
     """
     from dataclasses import asdict
+
+    if output_format not in (None, "json", "text"):
+        from swiftcli.errors import UsageError
+
+        raise UsageError(f"--output {output_format} is not json or text")
+    as_json = as_json or output_format == "json"
+    if local:
+        from swiftcli.cli.local_models import show_local_models
+
+        show_local_models(as_json)
+        return
 
     from swiftcli.registry.models import all_models
 

@@ -6,6 +6,7 @@ resolve (merging a LoRA checkpoint first when asked) -> backend -> engine (offli
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,8 @@ def resolve_spec(model: ModelOptions | ModelSpec | str | None) -> ModelSpec:
 
         model = ModelOptions(model_type=model) if model in names() else ModelOptions(model_id_or_path=model)
     ckpt_dir = model.ckpt_dir
+    if model.use_hf is not None:  # the hub client reads USE_HF, here and in engine processes
+        os.environ["USE_HF"] = "1" if model.use_hf else "0"
     if model.merge_lora:
         if not ckpt_dir:
             raise UsageError("--merge_lora true needs --ckpt_dir (a LoRA checkpoint)")
