@@ -59,15 +59,17 @@ class DownloadDisplay:
 
     def _line(self, event: DownloadProgress) -> None:
         now = time.monotonic()
-        if event.finished or now - self._printed.get(event.model_id, 0.0) < PLAIN_EVERY_S:
+        first = event.model_id not in self._printed
+        if event.finished or (not first and now - self._printed[event.model_id] < PLAIN_EVERY_S):
             return
         self._printed[event.model_id] = now
-        elapsed = max(now - self._started[event.model_id], 1e-3)
-        rate = event.done / elapsed
+        if first:  # no rate yet: one event is no measure
+            size = f" ({format_bytes(event.total)})" if event.total else ""
+            output.message(f"Downloading {event.model_id}{size}")
+            return
+        rate = event.done / max(now - self._started[event.model_id], 1e-3)
         total = f" / {format_bytes(event.total)}" if event.total else ""
-        eta = ""
-        if event.total and rate > 0:
-            eta = f", ETA {_duration((event.total - event.done) / rate)}"
+        eta = f", ETA {_duration((event.total - event.done) / rate)}" if event.total and rate > 0 else ""
         output.message(f"Downloading {event.model_id}: {format_bytes(event.done)}{total}, "
                        f"{format_bytes(rate)}/s{eta}")
 

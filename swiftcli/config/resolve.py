@@ -91,12 +91,28 @@ def _local_or_download(model_id_or_path: str, revision: str | None) -> Path:
                 "point --model at a directory with config.json and weights, or use --ckpt_dir for a checkpoint",
             )
         return path.resolve()
-    looks_like_path = model_id_or_path.startswith((".", "/", "~")) or model_id_or_path.count("/") != 1
-    if looks_like_path:
-        raise ModelNotFoundError(f"model path {model_id_or_path} does not exist", "check the path")
-    from swiftcli.hub import snapshot_download
+    _refuse_missing_folder(model_id_or_path, path)
+    from swiftcli.hub.download import snapshot_download
 
-    return snapshot_download(model_id_or_path, revision)
+    try:
+        return snapshot_download(model_id_or_path, revision)
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(f"{exc.message}, and there is no local folder {model_id_or_path}", exc.hint
+                                 ) from exc
+
+
+def _refuse_missing_folder(name: str, path: Path) -> None:
+    """A name that can only be a folder (a path form, or org/name under an existing folder) and does not exist."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise ModelNotFoundError(f"no such folder: {name} (from {Path.cwd()})",
+                                 "check the path; a hub model id looks like org/name")
+    if name.count("/") == 1 and path.parent.is_dir():  # output/checkpoint-100 with output/ here
+        raise ModelNotFoundError(f"no such folder: {name} ({path.parent} exists, but has no {path.name})",
+                                 f"check the path; ls {path.parent} shows what is there")
+    if "/" not in name:
+        raise ModelNotFoundError(
+            f"{name} is not a folder here, a registered model type, or a hub id (org/name)",
+            "swiftcli models lists model types, swiftcli models --local the models on disk")
 
 
 def read_json(path: Path, name: str | None = None) -> dict[str, Any]:

@@ -33,6 +33,10 @@ DISK_MARGIN = 64 * 1024 * 1024
 _TRUE = ("1", "true", "yes", "on")
 
 
+class RepoNotFoundError(ModelNotFoundError):
+    """The hub has no repository of that id (a caller may add that no local folder has that name either)."""
+
+
 def use_hf_hub() -> bool:
     return os.environ.get("USE_HF", "0").strip().lower() in _TRUE
 
@@ -146,7 +150,7 @@ def hf_error(exc: BaseException, model_id: str, revision: str | None) -> SwiftEr
     if isinstance(exc, hf_errors.RepositoryNotFoundError):
         status = exc.response.status_code if exc.response is not None else None
         private = " (or it is private or gated and this request was not logged in)" if status == 401 else ""
-        return ModelNotFoundError(
+        return RepoNotFoundError(
             f"no model {model_id} on Hugging Face ({endpoint}){private}",
             f"check the id; for a private or gated model, {login}")
     if isinstance(exc, hf_errors.HfHubHTTPError) and exc.response is not None:
@@ -210,11 +214,21 @@ def modelscope_error(exc: BaseException, model_id: str, revision: str | None) ->
     if "401" in lowered or "403" in lowered or "login" in lowered or "permission" in lowered or "Auth" in name:
         return ModelNotFoundError(f"ModelScope refused access to {model_id}: {text}", login)
     if "404" in lowered or "not exist" in lowered or "not found" in lowered or "NotExist" in name:
-        return ModelNotFoundError(
+        return RepoNotFoundError(
             f"no model {model_id} on ModelScope: {text}",
             "check the id; models on Hugging Face need USE_HF=1 (or --use_hf)")
+    if "Network" in name or "Connection" in name or "connection" in lowered:
+        reason = "its host name does not resolve" if "resolve" in lowered else "the connection failed"
+        return ModelNotFoundError(
+            f"cannot reach ModelScope ({_modelscope_endpoint()}) to download {model_id}: {reason}",
+            "check the network or MODELSCOPE_ENDPOINT; USE_HF=1 (--use_hf) downloads from Hugging Face; "
+            "--debug shows the client's own error")
     return ModelNotFoundError(f"downloading {model_id} from ModelScope failed: {name}: {text}",
                               "check the network or MODELSCOPE_ENDPOINT; USE_HF=1 downloads from Hugging Face")
+
+
+def _modelscope_endpoint() -> str:
+    return (os.environ.get("MODELSCOPE_ENDPOINT") or os.environ.get("MODELSCOPE_DOMAIN") or "modelscope.cn").strip()
 
 
 # -- shared ---------------------------------------------------------------------------------------------------------
