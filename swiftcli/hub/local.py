@@ -104,6 +104,8 @@ def _modelscope_models(used: dict[str, float]) -> list[LocalModel]:
             continue
         path = Path(repo.local_path)
         partial = sum(f.stat().st_size for f in path.rglob("*.incomplete") if f.is_file())
+        if not repo.size_on_disk and not partial:  # a failed first download leaves an empty folder
+            continue
         when = used.get(str(path.resolve())) or _timestamp(repo.last_accessed)
         rows.append(LocalModel(repo.repo_id, MODELSCOPE, repo.revision, repo.size_on_disk, path, when, partial,
                                path))
