@@ -24,15 +24,15 @@ def download_command(
 ) -> None:
     """Download a model from ModelScope (default) or Hugging Face (--use-hf or USE_HF=1), showing bytes, rate and
     ETA on stderr; print its folder on stdout. A model already cached is not downloaded again; a download that was
-    interrupted completes when run again.
+    interrupted completes when run again. `swiftcli pull` is the same command.
 
     [b]Examples[/b]
 
       swiftcli download Qwen/Qwen2.5-0.5B-Instruct
 
-      USE_HF=1 swiftcli download HuggingFaceTB/SmolLM2-135M-Instruct --local-dir models/smollm2
+      swiftcli download HuggingFaceTB/SmolLM2-135M-Instruct --use-hf --local-dir models/smollm2
 
-      swiftcli infer --model "$(swiftcli download qwen2_5-0_5b-instruct)" "What is the capital of France?"
+      swiftcli download qwen2_5-0_5b-instruct --revision master
     """
     if use_hf:
         os.environ["USE_HF"] = "1"
