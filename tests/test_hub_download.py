@@ -92,14 +92,15 @@ def test_download_shows_progress_lists_and_reuses_the_cache_offline(hub, embedde
     assert len(hub.requests) == asked
 
 
-def test_rerun_after_kill_9_completes_and_leaves_no_partial_file(hub, embedded_spec, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_rerun_after_an_interrupt_completes_and_leaves_no_partial_file(hub, embedded_spec, tmp_path, stop):
     env = hub_env(hub, tmp_path)
     blobs = tmp_path / "hf" / "hub" / "models--swiftcli-test--SmolLM2-135M-Instruct" / "blobs"
     hub.release.clear()
     hub.stall_after = STALL_AFTER
     try:
         proc = subprocess.Popen([sys.executable, "-m", "swiftcli", "download", MODEL], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 90
         partial: list[Path] = []
         while time.monotonic() < deadline and proc.poll() is None:
@@ -108,12 +109,14 @@ def test_rerun_after_kill_9_completes_and_leaves_no_partial_file(hub, embedded_s
                 break
             time.sleep(0.05)
         assert partial, "the download never reached the stall point"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        os.kill(proc.pid, stop)
+        _, stderr = proc.communicate(timeout=30)  # Ctrl-C too: at once, not when the stalled file ends
     finally:
         hub.stall_after = None
         hub.release.set()
-    assert partial[0].is_file()  # kill -9 leaves huggingface_hub's temporary file behind
+    if stop == signal.SIGINT:
+        assert proc.returncode == 130 and "Interrupted." in stderr and "Traceback" not in stderr
+    assert partial[0].is_file()  # huggingface_hub's temporary file stays behind
     [row] = local_models(env)
     assert row["partial"] >= WRITTEN
 

@@ -19,12 +19,16 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from swiftcli.errors import DiskSpaceError, MissingDependencyError, ModelNotFoundError, SwiftError
 from swiftcli.hub.progress import ByteCounter, ProgressCallback, hf_tqdm_class, modelscope_callback_class
 from swiftcli.hub.progress import progress_handler as default_progress_handler
 
+T = TypeVar("T")
 HF = "huggingface"
 MODELSCOPE = "modelscope"
 HUB_NAMES = {HF: "Hugging Face", MODELSCOPE: "ModelScope"}
@@ -93,8 +97,8 @@ def _hf_download(model_id: str, revision: str | None, local_dir: str | Path | No
         check_free_space(target, total, model_id)
         counter = ByteCounter(model_id, HF, callback, total)
         try:
-            path = hf.snapshot_download(model_id, revision=revision, local_dir=local_dir,
-                                        tqdm_class=hf_tqdm_class(counter))  # type: ignore[arg-type]
+            path = run_interruptibly(lambda: hf.snapshot_download(
+                model_id, revision=revision, local_dir=local_dir, tqdm_class=hf_tqdm_class(counter)))
         except BaseException:
             counter.finish(failed=True)
             raise
@@ -192,8 +196,8 @@ def _modelscope_download(model_id: str, revision: str | None, local_dir: str | P
         raise _offline_miss(model_id, MODELSCOPE)
     counter = ByteCounter(model_id, MODELSCOPE, callback)
     try:
-        path = ms_download(model_id, revision=revision, local_dir=local,
-                           progress_callbacks=[modelscope_callback_class(counter)])
+        path = run_interruptibly(lambda: ms_download(model_id, revision=revision, local_dir=local,
+                                                     progress_callbacks=[modelscope_callback_class(counter)]))
     except BaseException as exc:
         counter.finish(failed=True)
         if isinstance(exc, Exception):  # ModelScope raises many types; modelscope_error names them
@@ -232,6 +236,41 @@ def _modelscope_endpoint() -> str:
 
 
 # -- shared ---------------------------------------------------------------------------------------------------------
+
+_running: set[threading.Event] = set()  # one per download in flight, set when it ends
+
+
+def run_interruptibly(download: Callable[[], T]) -> T:
+    """Run a hub client's download in a thread of its own and wait for it, so that Ctrl-C reaches the caller at
+    once. Called directly, the clients' worker pools swallow the first Ctrl-C and finish the files in flight first
+    (minutes for a large file). The thread keeps running after an interrupt; `downloads_running()` tells a
+    program that is about to exit (the CLI then exits without waiting, leaving a partial file that the next
+    download removes)."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()  # not Thread.join: an interrupted join marks a running thread as stopped
+
+    def work() -> None:
+        try:
+            outcome["value"] = download()
+        except BaseException as exc:  # handed to the waiting caller
+            outcome["error"] = exc
+        finally:
+            done.set()
+            _running.discard(done)
+
+    _running.add(done)
+    threading.Thread(target=work, name="swiftcli-download", daemon=True).start()
+    while not done.wait(0.2):
+        pass
+    if "error" in outcome:
+        raise outcome["error"]
+    return cast(T, outcome["value"])
+
+
+def downloads_running() -> int:
+    """Downloads still in flight (after an interrupt of the caller that waited for them)."""
+    return sum(1 for done in list(_running) if not done.is_set())
+
 
 def check_free_space(target: Path, needed: int, model_id: str) -> None:
     """Refuse before downloading when the disk holding `target` has less free space than `needed` plus a margin."""
