@@ -72,8 +72,11 @@ def _make_spec(
 def _fetch_registered(info: ModelInfo, revision: str | None) -> Path:
     if info.embedded:
         from swiftcli.hub.embedded import ensure_embedded_model
+        from swiftcli.hub.usage import record_use
 
-        return ensure_embedded_model()
+        path = ensure_embedded_model()
+        record_use(path)  # `models --local` shows when it was last used
+        return path
     from swiftcli.hub import snapshot_download, use_hf_hub
 
     model_id = info.hf_id if use_hf_hub() else info.modelscope_id
