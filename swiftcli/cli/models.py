@@ -1,4 +1,4 @@
-"""`swiftcli models`: the registered model types."""
+"""`swiftcli models`: the registered model types; `--local`: the models on disk."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ from typing import Annotated
 import typer
 
 from swiftcli.cli.errors import handled
+from swiftcli.cli.options import with_options
+from swiftcli.config.commands import OutputOptions
 
 
+@with_options(out=OutputOptions)
 @handled
 def models_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     local: Annotated[bool, typer.Option("--local", help="List the models on this disk (downloaded and converted) "
                                         "instead: id, hub, revision, size, partial downloads, last use, path.")
                      ] = False,
-    output_format: Annotated[str | None, typer.Option("--output", "-o", metavar="json",
-                                                      help="json: print JSON instead of a table.")] = None,
+    *,
+    out: OutputOptions,
 ) -> None:
     """List registered model types with their hub ids, template and vLLM support; --local lists the models on disk.
 
@@ -25,28 +27,24 @@ def models_command(
 
       swiftcli models
 
-      swiftcli models --json | jq '.[].model_type'
+      swiftcli models --output json | jq '.[].model_type'
 
       swiftcli models --local --output json
     """
     from dataclasses import asdict
 
-    if output_format not in (None, "json", "text"):
-        from swiftcli.errors import UsageError
-
-        raise UsageError(f"--output {output_format} is not json or text")
-    as_json = as_json or output_format == "json"
     if local:
         from swiftcli.cli.local_models import show_local_models
 
-        show_local_models(as_json)
+        show_local_models(out.json)
         return
 
+    from swiftcli.cli.output import result
     from swiftcli.registry.models import all_models
 
     rows = all_models()
-    if as_json:
-        print(json.dumps([asdict(m) for m in rows], indent=2))
+    if out.json:
+        result(json.dumps([asdict(m) for m in rows], indent=2))
         return
     from rich.table import Table
 

@@ -8,7 +8,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
-from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.engines.base import (
+    Completion,
+    EngineCapabilities,
+    EngineRequest,
+    RequestResult,
+    check_context_length,
+)
 from swiftcli.errors import InputError, MissingDependencyError
 
 _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "half": "float16", "float": "float32"}
@@ -69,6 +75,8 @@ class PtEngine:
     settings run as one left-padded batch."""
 
     backend = "pt"
+    # Adapters are applied at load time (peft); prompt logprobs come from one forward pass per request.
+    capabilities = EngineCapabilities(lora=True, prompt_logprobs=True, batched_prompt_logprobs=True)
 
     def __init__(self, spec: ModelSpec, config: EngineConfig | None = None) -> None:
         self.spec = spec

@@ -15,13 +15,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from swiftcli import __version__
+from swiftcli.config.spec import GenerationConfig
 from swiftcli.errors import SwiftError
 from swiftcli.server.admission import ClientGone, admit, until_disconnected
 from swiftcli.server.errors import APIError, error_body, install_handlers
@@ -65,6 +66,8 @@ class ServerSettings:
     runtime_lora: bool = False
     # The sampling a person's chat starts from (config.sampling.chat_sampling), listed in /v1/models.
     chat_sampling: dict[str, float | int] | None = None
+    # The sampling requests start from (deploy: the model's defaults with the user's options); None: the engine's.
+    generation: GenerationConfig | None = None
 
 
 class ServerState:
@@ -87,23 +90,20 @@ class ServerState:
 
     @property
     def engine_dead(self) -> bool:
-        return bool(self.engine is not None and getattr(self.engine, "errored", False))
+        return bool(self.engine is not None and self.engine.errored)
 
     @property
     def vocab_size(self) -> int | None:
-        size = getattr(self.engine, "vocab_size", None)
-        return int(size) if size else len(self.engine.hf_tokenizer)
+        return int(self.engine.vocab_size)
 
     def attach(self, engine: Any, template: Any) -> None:
         for name, path in self.settings.lora_modules.items():
             engine.add_lora(name, path)
         self.engine, self.template = engine, template
-        if self.settings.max_concurrent_requests is None:
-            self.settings.max_concurrent_requests = default_concurrency(engine)
+        if self.settings.max_concurrent_requests is None:  # the state's own copy: the caller's stays as given
+            self.settings = replace(self.settings, max_concurrent_requests=default_concurrency(engine))
         self.tool_parser, self.reasoning_parser = server_parsers(self.settings, template)
-        counter = getattr(engine, "num_unfinished", None)
-        if counter is not None:
-            self.metrics.watch_engine(counter)
+        self.metrics.watch_engine(engine.num_unfinished)
         self.ready = True
 
     @property

@@ -37,7 +37,7 @@ class ServerLimits:
 def default_concurrency(engine: Any) -> int:
     """Requests in flight before 429: twice the sequences the engine batches (one batch running, one
     waiting), so a queue never grows beyond what one batch time drains; TGI's 128 when the engine does not say."""
-    seqs = getattr(engine, "max_num_seqs", None)
+    seqs = engine.max_num_seqs
     return 2 * int(seqs) if seqs else TGI_MAX_CONCURRENT
 
 

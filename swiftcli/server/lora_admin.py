@@ -42,7 +42,7 @@ class UnloadLoRAAdapterRequest(BaseModel):
 
 def install_lora_admin(app: FastAPI, state: Any) -> None:
     """Add the two routes when the server settings ask for runtime LoRA (`runtime_lora`)."""
-    if not getattr(state.settings, "runtime_lora", False):
+    if not state.settings.runtime_lora:
         return
     lock = asyncio.Lock()  # one load/unload at a time: two loads of one name must not race
 
@@ -95,10 +95,8 @@ def _check_path(path: str, engine: Any) -> None:
     if not path or not Path(path).is_absolute():
         # Relative paths would resolve against the server's working directory, which clients cannot know.
         raise APIError(400, "lora_path must be an absolute path on the server", param="lora_path")
-    config = getattr(engine, "config", None)
-    max_rank = getattr(config, "max_lora_rank", None)
     try:
-        check_adapter(path, engine.spec, max_rank)
+        check_adapter(path, engine.spec, engine.capabilities.max_lora_rank)
     except SwiftError as exc:
         raise APIError(400, str(exc), param="lora_path") from None
 

@@ -22,9 +22,7 @@ def sampling_config(base: GenerationConfig, req: SamplingFields, max_tokens: int
             values[name] = value
     if req.logit_bias:
         values["logit_bias"] = logit_bias(req.logit_bias)
-    config = base.copy(**values)
-    config.stop = [*config.stop, *req.stop_list()]
-    return config
+    return base.copy(stop=[*base.stop, *req.stop_list()], **values)
 
 
 def logit_bias(bias: dict[str, float]) -> dict[int, float]:
