@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from swiftcli.cli import output
 from swiftcli.cli.errors import handled
-from swiftcli.errors import UsageError
+from swiftcli.cli.options import with_options
+from swiftcli.config.commands import OutputOptions
 
 
+@with_options(out=OutputOptions)
 @handled
-def env_command(
-    output_format: Annotated[str | None, typer.Option("--output", "-o", metavar="json",
-                                                      help="json: print JSON instead of text.")] = None,
-) -> None:
+def env_command(*, out: OutputOptions) -> None:
     """Show what a bug report needs: versions (swiftcli, Python, vLLM, torch, transformers, hub clients, CUDA and
     driver), devices, vLLM's platform, the paths in use and the set environment variables (secrets redacted).
 
@@ -26,13 +23,11 @@ def env_command(
 
       swiftcli env --output json | jq .versions
     """
-    if output_format not in (None, "json", "text"):
-        raise UsageError(f"--output {output_format} is not json or text")
     from swiftcli.environment import collect
 
     with output.phase("Collecting"):
         info = collect()
-    if output_format == "json":
+    if out.json:
         output.result(json.dumps(info, indent=2))
         return
     output.result(render_text(info))
