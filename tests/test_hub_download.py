@@ -197,7 +197,7 @@ def test_infer_answers_offline_from_the_hub_cache(hub, tmp_path):
     assert swiftcli(env, "download", MODEL).returncode == 0
     asked = len(hub.requests)
     done = swiftcli({**env, "HF_HUB_OFFLINE": "1"}, "infer", "--model", MODEL, "--infer_backend", "pt",
-                    "--dtype", "fp32", "--query", "What is the capital of France?", timeout=600)
+                    "--dtype", "fp32", "What is the capital of France?", timeout=600)
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout  # greedy float32: "The capital of France is Paris."
     assert len(hub.requests) == asked
