@@ -60,10 +60,11 @@ class Repo:
         self.commit = digest.hexdigest()
 
 
-def repo_from_folder(repo_id: str, folder: Path, gated: bool = False) -> Repo:
+def repo_from_folder(repo_id: str, folder: Path, gated: bool = False, names: tuple[str, ...] | None = None) -> Repo:
+    """A repository of the folder's files (or only those in `names`)."""
     files = {}
     for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
+        if path.is_file() and not path.name.startswith(".") and (names is None or path.name in names):
             data = path.read_bytes()
             sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
             files[path.name] = RepoFile(path.name, path, len(data), hashlib.sha256(data).hexdigest(), sha1)

@@ -29,7 +29,7 @@ def hub(embedded_spec):
     files = embedded_spec.model_dir
     endpoint = HubEndpoint({
         MODEL: repo_from_folder(MODEL, files),
-        GATED: repo_from_folder(GATED, files, gated=True),
+        GATED: repo_from_folder(GATED, files, gated=True, names=("config.json", "generation_config.json")),
         HUGE: repo_with_sizes(HUGE, {"config.json": 10, "model.safetensors": 10**16}),
     }).start()
     yield endpoint
@@ -92,6 +92,19 @@ def test_download_shows_progress_lists_and_reuses_the_cache_offline(hub, embedde
     assert len(hub.requests) == asked
 
 
+def test_local_dir_gets_the_files_and_loses_stale_partials(hub, embedded_spec, tmp_path):
+    env = hub_env(hub, tmp_path)
+    target = tmp_path / "models" / "smollm2"
+    stale = target / ".cache" / "huggingface" / "download" / "abc.def.0123abcd.incomplete"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x" * 1000)  # what a killed download into this folder leaves
+    done = swiftcli(env, "download", MODEL, "--local_dir", str(target))
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == target
+    same_files(target, embedded_spec.model_dir)
+    assert not stale.exists()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_rerun_after_an_interrupt_completes_and_leaves_no_partial_file(hub, embedded_spec, tmp_path, stop):
     env = hub_env(hub, tmp_path)
@@ -139,7 +152,8 @@ def test_rerun_after_an_interrupt_completes_and_leaves_no_partial_file(hub, embe
     assert local_models(env) == [] and not blobs.exists()
 
 
-def test_gated_needs_a_login_and_a_granted_token_downloads(hub, tmp_path):
+def test_gated_needs_a_login_and_a_granted_token_downloads(hub, embedded_spec, tmp_path):
+    files = embedded_spec.model_dir
     env = hub_env(hub, tmp_path)
     anonymous = swiftcli(env, "download", GATED)
     assert anonymous.returncode == 1
@@ -150,7 +164,7 @@ def test_gated_needs_a_login_and_a_granted_token_downloads(hub, tmp_path):
     assert refused.returncode == 1 and "is gated" in error_line(refused)
     granted = swiftcli({**env, "HF_TOKEN": GRANTED_TOKEN}, "download", GATED, "--revision", "main")
     assert granted.returncode == 0, granted.stderr
-    assert (Path(granted.stdout.strip()) / "model.safetensors").is_file()
+    assert (Path(granted.stdout.strip()) / "config.json").read_bytes() == (files / "config.json").read_bytes()
 
 
 def test_not_found_offline_miss_and_disk_space_name_their_cause(hub, tmp_path):

@@ -107,9 +107,11 @@ def _hf_download(model_id: str, revision: str | None, local_dir: str | Path | No
         raise
     except Exception as exc:  # every client error is named by hf_error below
         raise hf_error(exc, model_id, revision) from exc
-    from swiftcli.hub.partials import remove_orphans
+    from swiftcli.hub.partials import remove_local_dir_orphans, remove_orphans
 
     remove_orphans()
+    if local_dir is not None:
+        remove_local_dir_orphans(Path(local_dir))
     return Path(path)
 
 

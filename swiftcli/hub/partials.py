@@ -73,3 +73,29 @@ def remove_orphans(cache_dir: Path | None = None, repo_folder: str | None = None
                 continue
             freed += partial.size
     return freed
+
+
+def remove_local_dir_orphans(local_dir: Path) -> int:
+    """Delete partial files in a `--local_dir` download's own metadata folder when no download into that folder is
+    running (every file lock there can be taken); returns the bytes freed. Its partial file names do not say which
+    file they belong to, so the folder is treated as a whole."""
+    folder = local_dir / ".cache" / "huggingface" / "download"
+    partials = [p for p in folder.rglob(f"*{SUFFIX}") if p.is_file()] if folder.is_dir() else []
+    if not partials:
+        return 0
+    for lock_path in folder.rglob("*.lock"):
+        lock = FileLock(str(lock_path), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return 0
+        lock.release()
+    freed = 0
+    for path in partials:
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError:
+            continue
+        freed += size
+    return freed
