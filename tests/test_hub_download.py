@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pexpect
 import pytest
 from hub_endpoint import GRANTED_TOKEN, HubEndpoint, repo_from_folder, repo_with_sizes
 
@@ -215,3 +217,17 @@ def test_infer_answers_offline_from_the_hub_cache(hub, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout  # greedy float32: "The capital of France is Paris."
     assert len(hub.requests) == asked
+
+
+def test_a_terminal_shows_a_progress_bar_with_bytes_rate_and_eta(hub, embedded_spec, tmp_path):
+    env = hub_env(hub, tmp_path)
+    size = sum(f.stat().st_size for f in embedded_spec.model_dir.iterdir() if not f.name.startswith("."))
+    mb = re.escape(f"{size / 1e6:.1f} MB")
+    child = pexpect.spawn(sys.executable, ["-m", "swiftcli", "download", MODEL], env=env, dimensions=(24, 160),
+                          encoding="utf-8", timeout=120)
+    # The bar: bytes done / total, rate, time left (Rich colours each part).
+    child.expect(rf"Downloading {MODEL} .*\d+\.\d/{mb}.*B/s.*\d:\d\d:\d\d")
+    child.expect(rf"Downloaded {MODEL}: {mb} in ")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
