@@ -87,6 +87,14 @@ class _Options:
             if getattr(param, "multiple", False):
                 self.repeat |= names - SINGLE_VALUE
         self.subcommands: dict[str, Any] = getattr(command, "commands", {})
+        self.path = ""  # the sub-command's words after the program's name, for the hint
+
+
+def _refuse(message: str, table: _Options, ctx: Any) -> UsageError:
+    """A usage error whose hint names the sub-command's help (the root's context is all there is yet)."""
+    error = UsageError(message, ctx)
+    error.help_path = " ".join(filter(None, [getattr(ctx, "info_name", None) or "swiftcli", table.path]))  # type: ignore[attr-defined]
+    return error
 
 
 def _normal(token: str) -> str:
@@ -104,7 +112,7 @@ def _canonical(name: str, table: _Options, ctx: Any) -> str:
             if f"--{candidate}" in table.names:
                 return f"--{candidate}"
     if bare in SWIFT_REFUSED:
-        raise UsageError(f"ms-swift's --{bare} is not supported here: {SWIFT_REFUSED[bare]}", ctx)
+        raise _refuse(f"ms-swift's --{bare} is not supported here: {SWIFT_REFUSED[bare]}", table, ctx)
     return name
 
 
@@ -127,7 +135,9 @@ def prepare(args: list[str], root: Any, ctx: Any = None) -> list[str]:
             out.append(token)
             sub = table.subcommands.get(normalize_token(token))
             if sub is not None:
+                path = f"{table.path} {normalize_token(token)}".strip()
                 table, nested = _Options(sub), True
+                table.path = path
             continue
         name, eq, value = token.partition("=")
         name = _canonical(name, table, ctx)
@@ -147,7 +157,7 @@ def _option_tokens(name: str, value: str | None, args: list[str], i: int, table:
         given = value if value is not None else (args[i] if i < len(args) else "")
         i += 0 if value is not None else 1
         if given.strip().lower() != settled[0] and not (name == "--stream" and "--output" in table.names):
-            raise UsageError(f"--{name[2:]} {given}: {settled[1]}", ctx)
+            raise _refuse(f"--{name[2:]} {given}: {settled[1]}", table, ctx)
         return [], i
     if name == "--json" and "--json" not in table.names and "--output" in table.names:
         return ["--output", "json"], i
@@ -195,6 +205,10 @@ _TYPE_WORDS = {"text": "TEXT", "integer": "INTEGER", "float": "FLOAT", "path": "
                "file": "FILE", "directory": "DIR"}
 
 
+# Values whose name says more than their type.
+_NAMED = {"api_url": "URL", "api_key": "KEY", "eval_url": "URL", "host": "ADDRESS", "prompt": "TEXT"}
+
+
 def style_metavars(command: Any) -> None:
     """Give every option of `command` and its sub-commands a metavar in the one style (TEXT, INTEGER, FLOAT,
     PATH, FILE, DIR, BOOL, or a|b choices); switches (--help, --debug) show none. Options added later (--help,
@@ -225,7 +239,7 @@ def style(param: Any) -> None:
             "install_completion", "show_completion", "help"):
         param.metavar = ""
     elif not param.metavar or param.metavar.startswith("<"):
-        param.metavar = _type_word(param)
+        param.metavar = _NAMED.get(param.name) or _type_word(param)
 
 
 def _type_word(param: Any) -> str:

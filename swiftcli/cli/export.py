@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +11,7 @@ from swiftcli.cli.errors import handled
 from swiftcli.cli.options import with_options
 from swiftcli.cli.output import message
 from swiftcli.cli.output import result as result_line
-from swiftcli.config.commands import check_writable
+from swiftcli.config.commands import OutputOptions, check_writable
 from swiftcli.config.spec import MODEL, setting
 from swiftcli.errors import UsageError
 from swiftcli.export.quantize import QuantOptions
@@ -82,9 +84,9 @@ class ExportOptions:
                             n_samples=self.quant_n_samples, seqlen=self.quant_seqlen, batch_size=self.quant_batch_size)
 
 
-@with_options(export=ExportOptions)
+@with_options(export=ExportOptions, out=OutputOptions)
 @handled
-def export_command(*, export: ExportOptions) -> None:
+def export_command(*, export: ExportOptions, out: OutputOptions) -> None:
     """Merge a LoRA checkpoint and/or quantize a model; the output is written atomically (complete or absent)."""
     from swiftcli.cli.output import engine_logs
 
@@ -109,7 +111,12 @@ def export_command(*, export: ExportOptions) -> None:
         )
     if not result.reused:
         message(f"Wrote {result.output_dir} in {result.seconds:.1f} s")
-    result_line(str(result.output_dir))
+    if out.json:
+        verify = dataclasses.asdict(result.verify) if dataclasses.is_dataclass(result.verify) else None
+        result_line(json.dumps({"output_dir": str(result.output_dir), "reused": result.reused,
+                                "seconds": round(result.seconds, 3), "verify": verify}, default=str))
+    else:
+        result_line(str(result.output_dir))
 
 
 export_command.__doc__ = (export_command.__doc__ or "") + EXAMPLES

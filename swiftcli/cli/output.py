@@ -79,8 +79,9 @@ def usage_error(exc: Any) -> int:
     a hint, as for every other error, instead of Click's usage block."""
     stderr.print(Text.assemble(("Error: ", "bold red"), as_help_spells(exc.format_message())))
     ctx = getattr(exc, "ctx", None)
-    if ctx is not None:
-        stderr.print(Text(f"Hint: see '{ctx.command_path} --help'", style="dim"))
+    where = getattr(exc, "help_path", None) or (ctx.command_path if ctx is not None else None)
+    if where:
+        stderr.print(Text(f"Hint: see '{where} --help'", style="dim"))
     return int(getattr(exc, "exit_code", 2))
 
 

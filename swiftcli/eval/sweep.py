@@ -35,6 +35,9 @@ from swiftcli.export.adapters import check_adapter
 from swiftcli.registry.templates import get_template
 
 SWEEP = "sweep.json"
+# Part of every run's resume key. Sweeps made before 2 scored multiple choice by the generated letter whatever
+# their settings said; their runs must not be taken for loglikelihood-scored ones.
+SCORING = 2
 EngineStarter = Callable[[ModelSpec, EngineConfig], Any]
 Progress = Callable[[int], None]
 Message = Callable[[str], None]
@@ -73,7 +76,7 @@ class Sweep:
 def settings_key(datasets: Sequence[EvalDataset], generation: dict[str, Any], settings: dict[str, Any]) -> str:
     """Identity of what a checkpoint's run depends on besides the checkpoint: resuming needs the same one."""
     data = {"datasets": [[d.name, d.sha256, len(d.items)] for d in datasets], "generation": generation,
-            "settings": {k: v for k, v in settings.items() if k != "concurrency"}}
+            "settings": {k: v for k, v in settings.items() if k != "concurrency"}, "scoring": SCORING}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

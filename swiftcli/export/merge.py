@@ -20,6 +20,8 @@ from swiftcli.config.spec import ModelSpec, normalize_dtype
 from swiftcli.errors import CheckpointError
 from swiftcli.export import atomic
 from swiftcli.export import checkpoint as files
+from swiftcli.export import verify as checks
+from swiftcli.export.chat_template import chat_template_for
 from swiftcli.export.verify import VerificationError, VerifyReport
 from swiftcli.hub.resolve import resolve_model
 
@@ -139,8 +141,6 @@ def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, veri
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from swiftcli.export import verify as checks
-
     adapter = spec.adapters[0]
     tokenizer_dir = files.tokenizer_source(adapter, spec.model_dir)
     base = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=torch.float32,
@@ -165,8 +165,6 @@ def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, veri
     del merged, model, base
     gc.collect()
     # The prompt format swiftcli used goes with the weights, so other servers prompt the merge the same way.
-    from swiftcli.export.chat_template import chat_template_for
-
     files.save_tokenizer(tokenizer_dir, temp, trust_remote_code, chat_template_for(spec, trust_remote_code))
     files.write_generation_config([adapter, spec.model_dir], temp, lambda m: say(f"Warning: {m}"))
     files.write_args(adapter, temp, target, {

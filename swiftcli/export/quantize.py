@@ -19,11 +19,14 @@ from typing import Any
 
 from swiftcli.config.paths import swiftcli_home
 from swiftcli.config.spec import ModelSpec
+from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.errors import MissingDependencyError, UsageError
 from swiftcli.export import atomic
 from swiftcli.export import checkpoint as files
+from swiftcli.export.calibration import load_calibration
 from swiftcli.export.merge import ExportResult, merge_lora
 from swiftcli.hub.resolve import read_json, resolve_model
+from swiftcli.registry.templates import get_template
 
 QUANT_METHODS = ("gptq", "awq")
 QUANT_BITS = (4, 8)
@@ -213,10 +216,6 @@ def _target_dir(spec: ModelSpec, ckpt_dir: str | Path | None, output_dir: str | 
 
 def _quantize_into(spec: ModelSpec, temp: Path, target: Path, opts: QuantOptions, group_size: int,
                    trust_remote_code: bool, say: Message) -> None:
-    from swiftcli.engines.tokenizer import load_tokenizer
-    from swiftcli.export.calibration import load_calibration
-    from swiftcli.registry.templates import get_template
-
     tokenizer = load_tokenizer(spec, trust_remote_code)
     template = get_template(spec.template_type, tokenizer, spec.default_system)
     calibration = load_calibration(opts.dataset, template, tokenizer, opts.n_samples, opts.seqlen)

@@ -40,6 +40,7 @@ from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
 from swiftcli.server.sampling import guided_decoding
 from swiftcli.server.serving import Serving
+from swiftcli.server.sse import merge
 from swiftcli.server.tokenize import TOKENIZER_PATHS, add_tokenizer_routes
 from swiftcli.server.tools import plan_tools, server_parsers
 
@@ -279,8 +280,6 @@ def add_generation_routes(app: FastAPI, state: ServerState, serving: Serving) ->
 async def _respond(http: Request, state: ServerState, stream: bool, requests: list[Any],
                    guided: dict[str, Any] | None, full: Callable[..., Any], streamer: Callable[..., Any]
                    ) -> Response:
-    from swiftcli.server.sse import merge
-
     slot = admit(state)
     slot.prompt_tokens = sum(len(r.prompt_ids) for r in requests)
     handed_over = False

@@ -19,6 +19,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 from swiftcli.errors import SwiftError
+from swiftcli.export.adapters import check_adapter
 from swiftcli.server.errors import APIError
 
 logger = logging.getLogger("swiftcli.server")
@@ -89,8 +90,6 @@ def _check_name(name: str, state: Any) -> str:
 
 def _check_path(path: str, engine: Any) -> None:
     from pathlib import Path
-
-    from swiftcli.export.adapters import check_adapter
 
     if not path or not Path(path).is_absolute():
         # Relative paths would resolve against the server's working directory, which clients cannot know.

@@ -7,6 +7,7 @@ from typing import Any
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.server.errors import APIError
 from swiftcli.server.protocol import SamplingFields
+from swiftcli.server.structured import request_constraint
 
 
 def sampling_config(base: GenerationConfig, req: SamplingFields, max_tokens: int | None,
@@ -38,6 +39,4 @@ def logit_bias(bias: dict[str, float]) -> dict[int, float]:
 
 
 def guided_decoding(req: SamplingFields) -> dict[str, Any] | None:
-    from swiftcli.server.structured import request_constraint
-
     return request_constraint(req)

@@ -9,6 +9,7 @@ from typing import Any
 
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.registry.conversation import encode_messages
 from swiftcli.server.admission import Slot
 from swiftcli.server.prompts import check_scoring_fields, completion_prompts, echoed_tokens, vllm_prompt_logprobs
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
@@ -100,8 +101,6 @@ class Serving:
 
     def chat_requests(self, req: ChatCompletionRequest, adapter: str | None,
                       plan: ToolPlan | None = None) -> list[EngineRequest]:
-        from swiftcli.registry.conversation import encode_messages
-
         template = self.state.template
         prompt_ids = encode_messages(template, req.message_dicts(), plan.prompt_tools if plan else None,
                                      req.chat_template_kwargs)
