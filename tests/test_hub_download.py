@@ -231,3 +231,16 @@ def test_a_terminal_shows_a_progress_bar_with_bytes_rate_and_eta(hub, embedded_s
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_modelscope_is_the_default_hub_and_an_unreachable_one_is_named(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MODELSCOPE_")) and k != "USE_HF"}
+    env.update(MODELSCOPE_ENDPOINT="http://127.0.0.1:9", MODELSCOPE_CACHE=str(tmp_path / "ms"),
+               MODELSCOPE_REPO_TREE_PAGE_MAX_ATTEMPTS="1", MODELSCOPE_API_MAX_RETRIES="1",
+               SWIFTCLI_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    done = swiftcli(env, "download", "Qwen/Qwen2.5-0.5B-Instruct")
+    assert done.returncode == 1
+    assert error_line(done) == ("Error: cannot reach ModelScope (http://127.0.0.1:9) to download "
+                                "Qwen/Qwen2.5-0.5B-Instruct: the connection failed")
+    assert "USE_HF=1" in done.stderr
+    assert not list((tmp_path / "ms").rglob("*Qwen*"))  # no empty folder left to look like a model

@@ -202,6 +202,7 @@ def _modelscope_download(model_id: str, revision: str | None, local_dir: str | P
                                                      progress_callbacks=[modelscope_callback_class(counter)]))
     except BaseException as exc:
         counter.finish(failed=True)
+        _remove_empty_tree(cache_dirs()[MODELSCOPE] / "models" / model_id.replace("/", "--"))
         if isinstance(exc, Exception):  # ModelScope raises many types; modelscope_error names them
             raise modelscope_error(exc, model_id, revision) from exc
         raise
@@ -231,6 +232,12 @@ def modelscope_error(exc: BaseException, model_id: str, revision: str | None) ->
             "--debug shows the client's own error")
     return ModelNotFoundError(f"downloading {model_id} from ModelScope failed: {name}: {text}",
                               "check the network or MODELSCOPE_ENDPOINT; USE_HF=1 downloads from Hugging Face")
+
+
+def _remove_empty_tree(folder: Path) -> None:
+    """A failed first download leaves the repository's empty folders behind; a folder with any file stays."""
+    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _modelscope_endpoint() -> str:
