@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from swiftcli.errors import DiskSpaceError, MissingDependencyError, ModelNotFoundError, SwiftError
+from swiftcli.hub.partials import remove_local_dir_orphans, remove_orphans
 from swiftcli.hub.progress import ByteCounter, ProgressCallback, hf_tqdm_class, modelscope_callback_class
 from swiftcli.hub.progress import progress_handler as default_progress_handler
+from swiftcli.hub.usage import record_use
 
 T = TypeVar("T")
 HF = "huggingface"
@@ -69,8 +71,6 @@ def snapshot_download(
         path = _hf_download(model_id, revision, local_dir, callback)
     else:
         path = _modelscope_download(model_id, revision, local_dir, callback)
-    from swiftcli.hub.usage import record_use
-
     record_use(path)
     return path
 
@@ -79,6 +79,7 @@ def snapshot_download(
 
 def _hf_download(model_id: str, revision: str | None, local_dir: str | Path | None,
                  callback: ProgressCallback | None) -> Path:
+    # The hub clients load in functions: `swiftcli --help` and shell completion stay free of them.
     import huggingface_hub as hf
     from huggingface_hub import errors as hf_errors
 
@@ -107,8 +108,6 @@ def _hf_download(model_id: str, revision: str | None, local_dir: str | Path | No
         raise
     except Exception as exc:  # every client error is named by hf_error below
         raise hf_error(exc, model_id, revision) from exc
-    from swiftcli.hub.partials import remove_local_dir_orphans, remove_orphans
-
     remove_orphans()
     if local_dir is not None:
         remove_local_dir_orphans(Path(local_dir))
