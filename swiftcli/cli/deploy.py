@@ -222,11 +222,9 @@ def check_listen(host: str, port: int) -> None:
 def _configure_logging(verbose: bool) -> None:
     import logging
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    log = logging.getLogger("swiftcli")
-    log.addHandler(handler)
-    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    from swiftcli.cli.output import show_logs
+
+    show_logs("swiftcli", logging.INFO if verbose else logging.WARNING)
 
 
 deploy_command.__doc__ = (deploy_command.__doc__ or "") + EXAMPLES
