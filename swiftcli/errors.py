@@ -57,3 +57,7 @@ class OverloadedError(EngineError):
 
 class EngineUnavailableError(EngineError):
     """The engine has stopped (its process died): no request can be served until a restart."""
+
+
+class DiskSpaceError(SwiftError):
+    """Not enough free disk space for a download or an output."""

@@ -9,6 +9,7 @@ It sits above export (a LoRA checkpoint is merged before it loads) and engines; 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -54,6 +55,8 @@ def resolve_spec(model: ModelOptions | ModelSpec | str | None,
     if model is None or isinstance(model, str):
         model = ModelOptions(model_type=model) if model in names() else ModelOptions(model_id_or_path=model)
     ckpt_dir = model.ckpt_dir
+    if model.use_hf is not None:  # the hub client reads USE_HF, here and in engine processes
+        os.environ["USE_HF"] = "1" if model.use_hf else "0"
     if model.merge_lora:
         if not ckpt_dir:
             raise UsageError("--merge_lora true needs --ckpt_dir (a LoRA checkpoint)")

@@ -25,6 +25,7 @@ def handled(func: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(report(exc)) from None
         except KeyboardInterrupt:
             stderr.print("[yellow]Interrupted.[/]")
+            _exit_now_if_downloading()
             raise typer.Exit(130) from None
         except BrokenPipeError:
             if not _stdout_is_gone():
@@ -32,6 +33,18 @@ def handled(func: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1) from None  # as Rich's console does, and Python's documentation advises
 
     return wrapper
+
+
+def _exit_now_if_downloading() -> None:
+    """A hub client's worker threads would keep the process alive until their files finish: exit without them.
+    The partial file they leave is removed by the next download of that model."""
+    from swiftcli.hub.download import downloads_running
+
+    if downloads_running():
+        stderr.print("[dim]The download stopped; running the command again completes it.[/]")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 def _stdout_is_gone() -> bool:

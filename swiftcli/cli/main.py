@@ -21,11 +21,15 @@ from swiftcli.cli.app_ui import app_ui_command
 from swiftcli.cli.chat import chat_command
 from swiftcli.cli.check import check_command
 from swiftcli.cli.deploy import deploy_command
+from swiftcli.cli.download import download_command
+from swiftcli.cli.env import env_command
 from swiftcli.cli.eval import eval_app
 from swiftcli.cli.export import export_command
 from swiftcli.cli.infer import infer_command
+from swiftcli.cli.local_models import rm_command
 from swiftcli.cli.models import models_command
 from swiftcli.cli.options import normalize_token
+from swiftcli.cli.progress import install as show_download_progress
 
 HELP = (
     "Fast LLM inference and deployment on vLLM: infer, chat, deploy, export, eval, app-ui.\n\n"
@@ -105,6 +109,7 @@ def root(
     """Fast LLM inference and deployment on vLLM."""
     state.set_flags(verbose, quiet)
     output.set_debug(debug)
+    show_download_progress()
 
 
 app.command("infer", cls=SwiftcliCommand, rich_help_panel="Run")(infer_command)
@@ -115,6 +120,10 @@ app.command("deploy", cls=SwiftcliCommand, rich_help_panel="Run")(deploy_command
 app.command("app-ui", cls=SwiftcliCommand, rich_help_panel="Run")(app_ui_command)
 app.command("export", cls=SwiftcliCommand, rich_help_panel="Models")(export_command)
 app.command("check", cls=SwiftcliCommand, rich_help_panel="Models")(check_command)
+app.command("download", cls=SwiftcliCommand, rich_help_panel="Models")(download_command)
+app.command("pull", cls=SwiftcliCommand, rich_help_panel="Models", hidden=True)(download_command)
+app.command("rm", cls=SwiftcliCommand, rich_help_panel="Models")(rm_command)
+app.command("env", cls=SwiftcliCommand, rich_help_panel="Models")(env_command)
 
 # expand_multi_values stays importable from here (tests and older callers).
 expand_multi_values = argv.expand_multi_values

@@ -1,10 +1,12 @@
-"""`swiftcli models`: the registered model types."""
+"""`swiftcli models`: the registered model types; `--local`: the models on disk."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Annotated
 
+import typer
 from rich.table import Table
 
 from swiftcli.cli.errors import handled
@@ -16,15 +18,29 @@ from swiftcli.registry.models import all_models
 
 @with_options(out=OutputOptions)
 @handled
-def models_command(*, out: OutputOptions) -> None:
-    """List registered model types with their hub ids, template and vLLM support.
+def models_command(
+    local: Annotated[bool, typer.Option("--local", help="List the models on this disk (downloaded and converted) "
+                                        "instead: id, hub, revision, size, partial downloads, last use, path.")
+                     ] = False,
+    *,
+    out: OutputOptions,
+) -> None:
+    """List registered model types with their hub ids, template and vLLM support; --local lists the models on disk.
 
     [b]Examples[/b]
 
       swiftcli models
 
       swiftcli models --output json | jq '.[].model_type'
+
+      swiftcli models --local --output json
     """
+    if local:
+        # lazy: the hub clients' cache scanners stay out of `models` without --local and out of --help
+        from swiftcli.cli.local_models import show_local_models
+
+        show_local_models(out.json)
+        return
 
     rows = all_models()
     if out.json:

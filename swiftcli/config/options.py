@@ -23,6 +23,8 @@ class ModelOptions:
                                         panel=MODEL)
     system: str | None = setting(None, "System prompt; default the template's.", panel=MODEL)
     revision: str | None = setting(None, "Hub revision to download.", panel=MODEL)
+    use_hf: bool | None = setting(None, "Download from Hugging Face instead of ModelScope (as USE_HF=1).",
+                                  panel=MODEL)
     merge_lora: bool = setting(False, "Merge a LoRA --ckpt-dir first (or reuse the merge).", panel=MODEL)
     infer_backend: str | None = setting(None, "vllm or pt; default vllm when installed.", panel=ENGINE,
                                         choices=("vllm", "pt"))

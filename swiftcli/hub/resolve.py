@@ -11,6 +11,7 @@ from swiftcli.config.spec import ModelSpec, dtype_alias
 from swiftcli.errors import CheckpointError, ModelNotFoundError
 from swiftcli.hub import snapshot_download, use_hf_hub
 from swiftcli.hub.embedded import ensure_embedded_model
+from swiftcli.hub.usage import record_use
 from swiftcli.registry import models as model_registry
 from swiftcli.registry import templates as template_registry
 from swiftcli.registry.models import ModelInfo
@@ -74,7 +75,9 @@ def _make_spec(
 
 def _fetch_registered(info: ModelInfo, revision: str | None) -> Path:
     if info.embedded:
-        return ensure_embedded_model()
+        path = ensure_embedded_model()
+        record_use(path)  # `models --local` shows when it was last used
+        return path
     model_id = info.hf_id if use_hf_hub() else info.modelscope_id
     if model_id is None:
         raise ModelNotFoundError(f"model_type {info.model_type!r} has no id on this hub", "try USE_HF=1 or 0")
@@ -90,10 +93,26 @@ def _local_or_download(model_id_or_path: str, revision: str | None) -> Path:
                 "point --model at a directory with config.json and weights, or use --ckpt_dir for a checkpoint",
             )
         return path.resolve()
-    looks_like_path = model_id_or_path.startswith((".", "/", "~")) or model_id_or_path.count("/") != 1
-    if looks_like_path:
-        raise ModelNotFoundError(f"model path {model_id_or_path} does not exist", "check the path")
-    return snapshot_download(model_id_or_path, revision)
+    _refuse_missing_folder(model_id_or_path, path)
+    try:
+        return snapshot_download(model_id_or_path, revision)
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(f"{exc.message}, and there is no local folder {model_id_or_path}", exc.hint
+                                 ) from exc
+
+
+def _refuse_missing_folder(name: str, path: Path) -> None:
+    """A name that can only be a folder (a path form, or org/name under an existing folder) and does not exist."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise ModelNotFoundError(f"no such folder: {name} (from {Path.cwd()})",
+                                 "check the path; a hub model id looks like org/name")
+    if name.count("/") == 1 and path.parent.is_dir():  # output/checkpoint-100 with output/ here
+        raise ModelNotFoundError(f"no such folder: {name} ({path.parent} exists, but has no {path.name})",
+                                 f"check the path; ls {path.parent} shows what is there")
+    if "/" not in name:
+        raise ModelNotFoundError(
+            f"{name} is not a folder here, a registered model type, or a hub id (org/name)",
+            "swiftcli models lists model types, swiftcli models --local the models on disk")
 
 
 def read_json(path: Path, name: str | None = None) -> dict[str, Any]:
