@@ -91,3 +91,31 @@ def lora_run(embedded_spec, tmp_path_factory):
     root = tmp_path_factory.mktemp("train") / "v0-20260101-000000"
     make_training_run(embedded_spec.model_dir, root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory):
+    """A tiny Idefics3 vision-language model with random weights (benchmarks/make_tiny_vlm.py), built once."""
+    import sys
+    from pathlib import Path
+
+    benchmarks = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        from make_tiny_vlm import make_tiny_vlm
+    finally:
+        sys.path.remove(benchmarks)
+    return make_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-idefics3")
+
+
+@pytest.fixture(scope="session")
+def vlm_engine(tiny_vlm):
+    """One vLLM engine on the tiny vision-language model (float32, up to 4 images a prompt) for the session."""
+    from swiftcli.config import EngineConfig, resolve_model
+    from swiftcli.engines import create_engine
+
+    spec = resolve_model(model_id_or_path=str(tiny_vlm))
+    engine = create_engine(spec, EngineConfig(dtype="float32", max_model_len=1024, max_num_seqs=4,
+                                              limit_mm_per_prompt={"image": 4}), backend="vllm")
+    yield engine
+    engine.close()

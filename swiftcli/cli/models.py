@@ -14,7 +14,7 @@ from swiftcli.cli.errors import handled
 def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List registered model types with their hub ids, template and vLLM support.
+    """List registered model types with their hub ids, template, vLLM support and input (text, image, video).
 
     [b]Examples[/b]
 
@@ -35,9 +35,10 @@ def models_command(
     from swiftcli.cli.output import stdout
 
     table = Table(title="swiftcli model types")
-    for column in ("model_type", "template", "dtype", "vLLM", "ModelScope id", "Hugging Face id"):
+    for column in ("model_type", "template", "dtype", "vLLM", "input", "ModelScope id", "Hugging Face id"):
         table.add_column(column, overflow="fold")
     for m in rows:
         table.add_row(m.model_type + (" (embedded)" if m.embedded else ""), m.template, m.torch_dtype,
-                      "yes" if m.support_vllm else "no", m.modelscope_id or "-", m.hf_id or "-")
+                      "yes" if m.support_vllm else "no", "+".join(("text", *m.modalities)),
+                      m.modelscope_id or "-", m.hf_id or "-")
     stdout.print(table)

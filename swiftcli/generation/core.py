@@ -14,6 +14,8 @@ from typing import Any
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.engines.base import Engine, EngineRequest, RequestResult, generate_all
 from swiftcli.errors import InputError
+from swiftcli.generation.media import CLI_POLICY, MediaPolicy
+from swiftcli.generation.vision import encode_vision, has_media
 from swiftcli.registry.templates import Template
 
 Request = dict[str, Any]
@@ -37,20 +39,27 @@ class InferResult:
 
 
 def encode_request(
-    template: Template, request: Request, config: GenerationConfig, adapter: str | None = None
+    template: Template, request: Request, config: GenerationConfig, adapter: str | None = None,
+    media_policy: MediaPolicy = CLI_POLICY,
 ) -> EngineRequest:
+    """A request as the engine takes it; `images`/`videos` are loaded under `media_policy` (see generation.media)."""
     query = request.get("query")
     if not isinstance(query, str):
         raise InputError("each request needs a 'query' string")
-    ids = template.encode(query, request.get("history") or None, request.get("system"),
-                          enable_thinking=config.enable_thinking)
+    multi_modal_data = None
+    if has_media(request):
+        ids, multi_modal_data, _ = encode_vision(template, request, media_policy,
+                                                 enable_thinking=config.enable_thinking)
+    else:
+        ids = template.encode(query, request.get("history") or None, request.get("system"),
+                              enable_thinking=config.enable_thinking)
     guided = request.get("structured_outputs")
     if guided is not None:
         from swiftcli.generation.structured import check_structured_output
 
         guided = check_structured_output(guided)
     return EngineRequest(ids, config, stop=template.stop_words, stop_token_ids=template.stop_token_ids,
-                         adapter=adapter, guided=guided)
+                         adapter=adapter, guided=guided, multi_modal_data=multi_modal_data)
 
 
 def _results(
