@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -119,6 +119,17 @@ def deploy_command(
         _opt("--reasoning-parser", show_default=False,
              help="Split <think>...</think> into reasoning_content: qwen3, deepseek_r1; default qwen3 for Qwen3."),
     ] = None,
+    allowed_media_domains: Annotated[
+        list[str] | None,
+        _opt("--allowed-media-domains", metavar="HOST|CIDR",
+             help="Hosts or CIDRs image URLs may reach even when private (repeatable, or comma-separated); "
+             "by default only public addresses are fetched."),
+    ] = None,
+    allowed_local_media_path: Annotated[
+        str | None,
+        _opt("--allowed-local-media-path", metavar="DIR",
+             help="Let requests name image files under DIR (file paths are refused otherwise)."),
+    ] = None,
     *,
     model: ModelOptions,
     engine: EngineConfig,
@@ -176,6 +187,7 @@ def deploy_command(
         reasoning_parser=reasoning_parser,
         runtime_lora=bool(enable_runtime_lora),
         chat_sampling=chat_sampling(interactive_generation(spec, given)),
+        media=media_settings(allowed_media_domains, allowed_local_media_path, engine),
     )
     listen = ListenOptions(
         host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"
@@ -280,3 +292,24 @@ def _configure_logging(verbose: bool) -> None:
 
 
 deploy_command.__doc__ = (deploy_command.__doc__ or "") + EXAMPLES
+
+
+def media_settings(domains: list[str] | None, local_path: str | None, engine: EngineConfig) -> Any:
+    """The deploy options that bound requests' images, checked before the engine starts."""
+    import ipaddress
+    import re
+    from pathlib import Path
+
+    from swiftcli.server.media import MediaSettings
+
+    entries = [d.strip() for item in domains or [] for d in item.split(",") if d.strip()]
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", entry):
+                raise _usage(f"--allowed_media_domains: {entry!r} is neither a host name nor a CIDR") from None
+    if local_path is not None and not Path(local_path).is_dir():
+        raise _usage(f"--allowed_local_media_path {local_path} is not a directory")
+    local = str(Path(local_path).resolve()) if local_path else None
+    return MediaSettings(tuple(entries), local, (engine.limit_mm_per_prompt or {}).get("image"))

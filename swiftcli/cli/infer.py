@@ -27,6 +27,8 @@ EXAMPLES = """
 
   swiftcli infer --val-dataset rows.jsonl --result-file out.jsonl    [dim]# run it again to resume[/dim]
 
+  swiftcli infer --model ./my-vlm --query "<image>What is in it?" --images photo.jpg
+
   swiftcli infer --api-url http://127.0.0.1:8000/v1 --query "Hi"    [dim]# a running deploy: no start-up[/dim]
 """
 
@@ -40,6 +42,9 @@ INFER_DEFAULTS = {"temperature": 0.0, "do_sample": False}
 @handled
 def infer_command(
     query: Annotated[list[str] | None, typer.Option("--query", "-q", help="A question (repeatable).")] = None,
+    images: Annotated[list[str] | None, typer.Option(
+        "--images", help="Images for the question: paths, http(s) URLs or data URIs (--images a.jpg b.png); "
+        "<image> in the question marks where each goes.")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json (JSON lines with usage; with a "
                                         "dataset, a JSON summary line).", metavar="text|json")] = "text",
     val_dataset: Annotated[list[str] | None, typer.Option(
@@ -88,6 +93,8 @@ def infer_command(
     from swiftcli.data.selection import DatasetSelection
     from swiftcli.errors import UsageError
 
+    if images is not None and stray:
+        images, stray = [*images, *stray], None  # ms-swift's form: --images a.jpg b.png
     if stray:
         raise UsageError(f"unexpected argument {stray[0]!r}",
                          "questions go in --query TEXT, dataset files in --val_dataset FILE")
@@ -107,6 +114,9 @@ def infer_command(
         api = remote.ApiOptions(api_url, api_key, max_concurrency or remote.DEFAULT_CONCURRENCY)
     elif max_concurrency is not None:
         raise UsageError("--max_concurrency applies to --api_url requests", "add --api_url URL, or leave it out")
+    if images and (api or val_dataset or load_dataset_config):
+        raise UsageError("--images goes with --query (or stdin) on a local model",
+                         "datasets list their images in an 'images' column")
     if val_dataset or load_dataset_config:
         if query:
             raise UsageError("give either --query or a dataset, not both")
@@ -121,8 +131,9 @@ def infer_command(
             run_dataset(selection, target, bool(overwrite), output, model, engine, gen, constraint)
         return
     queries = list(query or [])
+    stdin_request = None
     if not queries:
-        if sys.stdin.isatty():
+        if sys.stdin.isatty() and not images:
             from swiftcli.cli.chat import run_chat
 
             if constraint is not None:
@@ -132,11 +143,30 @@ def infer_command(
         text = sys.stdin.read().strip()
         if not text:
             raise UsageError("stdin was empty: nothing to answer", "pipe a question, or pass --query TEXT")
-        queries = [text]
+        stdin_request = json_request(text)
+        queries = [stdin_request["query"] if stdin_request else text]
     if api:
+        if stdin_request and stdin_request.get("images"):
+            raise UsageError("images in stdin JSON go to a local model, not --api_url")
         remote.run_queries(api, queries, output, model, gen, INFER_DEFAULTS)
     else:
-        run_queries(queries, output, model, engine, gen, constraint)
+        run_queries(queries, output, model, engine, gen, constraint, images=images or [],
+                    stdin_request=stdin_request)
+
+
+def json_request(text: str) -> dict[str, Any] | None:
+    """Piped stdin that is one JSON object (a dataset row: query/messages, images) as a request; None for text."""
+    if not text.startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    from swiftcli.data.records import to_sample
+
+    return to_sample(data, Path.cwd()).request()
 
 
 def print_answers(answers: Any, output: str) -> None:
@@ -154,19 +184,40 @@ def print_answers(answers: Any, output: str) -> None:
 
 
 def run_queries(queries: list[str], output: str, model: ModelOptions, engine: EngineConfig,
-                gen: GenerationOverrides, constraint: dict[str, Any] | None = None) -> None:
+                gen: GenerationOverrides, constraint: dict[str, Any] | None = None, *,
+                images: list[str] | None = None, stdin_request: dict[str, Any] | None = None) -> None:
     from swiftcli.cli.common import load
     from swiftcli.engines.loader import merge_generation
     from swiftcli.generation.core import infer
 
+    extra: dict[str, Any] = {"structured_outputs": constraint} if constraint else {}
+    if images:
+        extra["images"] = images
+    requests = [{"query": q, "system": model.system, **extra} for q in queries]
+    if stdin_request is not None:
+        requests = [{"system": model.system, **stdin_request, **extra}]
+    check_images_early(model, requests)
     session = load("infer", model, engine, gen)
     config = merge_generation(session.engine.generation_config, gen.given(), **INFER_DEFAULTS)
-    requests = [{"query": q, "system": model.system, **({"structured_outputs": constraint} if constraint else {})}
-                for q in queries]
     try:
         print_answers(infer(session.engine, session.template, requests, config), output)
     finally:
         session.close()
+
+
+def check_images_early(model: ModelOptions, requests: list[dict[str, Any]]) -> None:
+    """Before the engine starts: the model takes images, and every image opens."""
+    from swiftcli.engines.loader import resolve_spec
+    from swiftcli.engines.modalities import check_accepts
+    from swiftcli.generation.media import load_image
+    from swiftcli.generation.vision import request_media
+
+    for request in requests:
+        media = request_media(request)
+        if media:
+            check_accepts(resolve_spec(model), media)
+            for ref in media.get("image", []):
+                load_image(ref)
 
 
 def result_target(result_file: Path | None, result_dir: Path | None) -> Path | None:

@@ -74,19 +74,32 @@ def vision_messages(query: str, history: Sequence[Sequence[str]] | None, system:
 def encode_vision(template: Template, request: dict[str, Any], policy: MediaPolicy = CLI_POLICY,
                   *, enable_thinking: bool | None = None) -> tuple[list[int], dict[str, list[Any]], list[str]]:
     """(prompt ids with one placeholder per image, multi-modal data for the engine, the images' sha256)."""
-    if not template.is_hf:
-        raise TemplateError(f"template {template.template_type!r} cannot place images",
-                            "use the model's own chat template (--template_type hf, the default for "
-                            "vision-language models)")
     media = request_media(request)
     if "video" in media:
         raise InputError("video input is not supported yet", "send images (frames) instead")
     images: list[LoadedImage] = load_images(media.get("image", []), policy)
     system = template._resolve_system(request.get("system"))
     messages = vision_messages(str(request.get("query") or ""), request.get("history"), system, len(images))
+    ids = encode_part_messages(template, messages, enable_thinking=enable_thinking)
+    return ids, {"image": [i.image for i in images]}, [i.sha256 for i in images]
+
+
+def split_tags(text: str) -> list[dict[str, Any]]:
+    """Text with `<image>`/`<video>` tags as content parts."""
+    return _parts(text, {"image": 0, "video": 0})
+
+
+def encode_part_messages(template: Template, messages: list[dict[str, Any]], *,
+                         enable_thinking: bool | None = None, template_kwargs: dict[str, Any] | None = None
+                         ) -> list[int]:
+    """Token ids of content-part messages rendered by the model's own chat template, with the generation prompt."""
+    if not template.is_hf:
+        raise TemplateError(f"template {template.template_type!r} cannot place images",
+                            "use the model's own chat template (--template_type hf)")
     switch = template.thinking(enable_thinking)
-    extra = {} if switch is None else {"enable_thinking": switch}
+    extra = dict(template_kwargs or {})
+    if switch is not None:
+        extra["enable_thinking"] = switch
     tokenizer = template._require_tokenizer()
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
-    ids = list(tokenizer.encode(str(text), add_special_tokens=False))
-    return ids, {"image": [i.image for i in images]}, [i.sha256 for i in images]
+    return list(tokenizer.encode(str(text), add_special_tokens=False))

@@ -35,6 +35,7 @@ from swiftcli.server.limits import (
     default_concurrency,
 )
 from swiftcli.server.lora_admin import install_lora_admin
+from swiftcli.server.media import MediaSettings, chat_media
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
 from swiftcli.server.sampling import guided_decoding
@@ -65,6 +66,8 @@ class ServerSettings:
     runtime_lora: bool = False
     # The sampling a person's chat starts from (config.sampling.chat_sampling), listed in /v1/models.
     chat_sampling: dict[str, float | int] | None = None
+    # What requests' images may point at, and how many a prompt may have (see server.media).
+    media: MediaSettings = field(default_factory=MediaSettings)
 
 
 class ServerState:
@@ -249,7 +252,10 @@ def add_generation_routes(app: FastAPI, state: ServerState, serving: Serving) ->
         check_request(req, state.settings.limits, state.vocab_size)
         plan = plan_tools(req, state.tool_parser, state.reasoning_parser, guided_decoding(req))
         guided = plan.guided
-        requests = await state.off_loop(serving.chat_requests, req, adapter, plan)
+        # Fetching and decoding images may wait on the network: a thread of its own, not the tokenizer's.
+        media = await asyncio.to_thread(chat_media, req, state.engine.spec, state.settings.media) \
+            if req.has_media else None
+        requests = await state.off_loop(serving.chat_requests, req, adapter, plan, media)
         model = req.model or state.model_id
         _log(state, "chat", requests, req)
         return await _respond(http, state, req.stream, requests, guided,
