@@ -119,3 +119,17 @@ def test_a_text_only_model_refuses_images_before_loading(pictures):
     assert result.exit_code == 1
     assert "takes text only, not images" in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2  # the error and its hint
+
+
+def test_python_api_takes_images(vlm_engine, pictures):
+    from swiftcli import inference
+
+    template = get_template("hf", vlm_engine.hf_tokenizer)
+    config = GenerationConfig(max_new_tokens=6, temperature=0.0, do_sample=False)
+    a = str(pictures / "a.png")
+    response, history = inference(vlm_engine, template, "<image>What is it?", images=[a],
+                                  generation_config=config)
+    assert response == expected(vlm_engine, {"query": "<image>What is it?", "images": [a]})
+    assert history == [["<image>What is it?", response]]
+    pil = Image.open(a)
+    assert inference(vlm_engine, template, "What is it?", images=[pil], generation_config=config)[0] == response

@@ -242,3 +242,72 @@ def test_fetches_are_checked_at_every_redirect_and_limited(media_server):
     for path, reason in cases.items():
         with pytest.raises(InputError, match=reason):
             load_image(media_server + path, LOCAL_OK)
+
+
+# --- server requests --------------------------------------------------------------------------------------------
+
+def _chat(body):
+    from swiftcli.server.protocol import ChatCompletionRequest
+
+    return ChatCompletionRequest.model_validate({"model": "x", **body})
+
+
+def test_chat_requests_with_image_parts_become_part_messages_in_order():
+    from swiftcli.server.media import part_messages
+
+    req = _chat({"messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:a"}},
+                                     {"type": "text", "text": "and"},
+                                     {"type": "input_image", "image_url": "data:b"}]}]})
+    assert req.has_media
+    messages, refs = part_messages(req)
+    assert refs == ["data:a", "data:b"]
+    assert [p["type"] for p in messages[1]["content"]] == ["image", "text", "image"]
+    swift = _chat({"messages": [{"role": "user", "content": "<image>Hi"}], "images": ["u1", "u2"]})
+    messages, refs = part_messages(swift)
+    assert refs == ["u1", "u2"] and [p["type"] for p in messages[0]["content"]] == ["image", "image", "text"]
+    assert not _chat({"messages": [{"role": "user", "content": "<image> as text"}]}).has_media
+
+
+@pytest.mark.parametrize("body,reason", [
+    ({"messages": [{"role": "user", "content": "<image><image>"}], "images": ["a"]}, "2 <image> tags"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "a"}}]}],
+      "images": ["b"]}, "not both"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "a"}}]}],
+      "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools are not supported"),
+    ({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "a"}}]}]},
+     "video input is not supported"),
+])
+def test_chat_image_requests_we_cannot_honour_are_refused_by_name(body, reason):
+    from swiftcli.server.errors import APIError
+    from swiftcli.server.media import part_messages
+
+    with pytest.raises(APIError, match=reason) as info:
+        part_messages(_chat(body))
+    assert info.value.status == 400
+
+
+def test_too_many_images_are_refused_before_any_fetch():
+    from swiftcli.server.errors import APIError
+    from swiftcli.server.media import MediaSettings, chat_media
+
+    parts = [{"type": "image_url", "image_url": {"url": "http://169.254.169.254/x"}}] * 3
+    spec = ModelSpec(Path("/m"), "x", "hf", modalities=("image",))
+    with pytest.raises(APIError, match="3 images, more than the 2"):
+        chat_media(_chat({"messages": [{"role": "user", "content": parts}]}), spec, MediaSettings(limit_images=2))
+
+
+@pytest.mark.parametrize("args,reason", [
+    (["--allowed_media_domains", "bad host!"], "neither a host name nor a CIDR"),
+    (["--allowed_local_media_path", "/no/such/dir"], "is not a directory"),
+    (["--limit_mm_per_prompt", '{"image": -1}'], "at least 0"),
+])
+def test_deploy_media_options_are_checked_before_the_engine_starts(args, reason):
+    from typer.testing import CliRunner
+
+    from swiftcli.cli.main import app
+
+    result = CliRunner().invoke(app, ["deploy", *args])
+    assert result.exit_code == 2, result.output
+    assert reason in result.stderr

@@ -163,20 +163,23 @@ def inference_stream_vllm(
 
 def inference(
     model: Engine, template: Template, query: str, history: Sequence[Sequence[str]] | None = None,
-    system: str | None = None, *, generation_config: GenerationConfig | None = None, **_: Any,
+    system: str | None = None, *, generation_config: GenerationConfig | None = None,
+    images: Sequence[Any] | None = None, **_: Any,
 ) -> tuple[str, list[list[str]]]:
-    """ms-swift's pt `inference`: one query, returns (response, history)."""
-    request: Request = {"query": query, "history": history or [], "system": system}
+    """ms-swift's pt `inference`: one query, returns (response, history). `images` (paths, URLs, data URIs or PIL
+    images) fill the `<image>` tags of the query and history."""
+    request: Request = {"query": query, "history": history or [], "system": system, "images": images or []}
     result = infer(model, template, [request], generation_config)[0].as_response()
     return result["response"], result["history"]
 
 
 def inference_stream(
     model: Engine, template: Template, query: str, history: Sequence[Sequence[str]] | None = None,
-    system: str | None = None, *, generation_config: GenerationConfig | None = None, **_: Any,
+    system: str | None = None, *, generation_config: GenerationConfig | None = None,
+    images: Sequence[Any] | None = None, **_: Any,
 ) -> Iterator[tuple[str, list[list[str]]]]:
     """ms-swift's pt `inference_stream`: yields (response so far, history)."""
-    request: Request = {"query": query, "history": history or [], "system": system}
+    request: Request = {"query": query, "history": history or [], "system": system, "images": images or []}
     for results in infer_stream(model, template, [request], generation_config):
         r = results[0].as_response()
         yield r["response"], r["history"]

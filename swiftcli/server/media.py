@@ -87,9 +87,14 @@ def part_messages(req: ChatCompletionRequest) -> tuple[list[dict[str, Any]], lis
         if refs:
             raise APIError(400, "give images as content parts or as `images` with <image> tags, not both",
                            param="images")
-        if tags != len(req.images):
+        if tags > len(req.images):
             raise APIError(400, f"the messages have {tags} {IMAGE_TAG} tags but `images` lists "
                            f"{len(req.images)} images", param="images")
+        users = [m for m in messages if m["role"] == "user"]
+        if not users:
+            raise APIError(400, "images need a user message", param="messages")
+        # Images beyond the tags go before the last user message's text, as ms-swift places them.
+        users[-1]["content"] = [{"type": "image"}] * (len(req.images) - tags) + users[-1]["content"]
         refs = list(req.images)
     elif tags:
         raise APIError(400, f"the messages have {tags} {IMAGE_TAG} tags but the request lists no `images`",
