@@ -133,3 +133,18 @@ def test_python_api_takes_images(vlm_engine, pictures):
     assert history == [["<image>What is it?", response]]
     pil = Image.open(a)
     assert inference(vlm_engine, template, "What is it?", images=[pil], generation_config=config)[0] == response
+
+
+def test_chat_attaches_images_with_slash_image_and_tag_prompts(lend_vlm, tiny_vlm, pictures):
+    a, b = str(pictures / "a.png"), str(pictures / "b.png")
+    script = "\n".join([f"/image {a}", "What is it?", "Compare <image>", b, "/stats", "/exit"]) + "\n"
+    result = CliRunner().invoke(app, ["chat", "--model", str(tiny_vlm), "--no-markdown", "--temperature", "0",
+                                      "--max_new_tokens", "6"], input=script)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "This model takes images" in out and "Image 1 attached" in out
+    first = expected(lend_vlm, {"query": "<image>What is it?", "images": [a]})
+    second = expected(lend_vlm, {"query": "Compare <image>", "history": [["<image>What is it?", first]],
+                                 "images": [a, b]})
+    assert first.strip() in out and second.strip() in out
+    assert "history: 2 turns" in out and "Traceback" not in out
