@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from swiftcli.engines.modalities import check_language_only
 from swiftcli.errors import CheckpointError
-from swiftcli.export.adapters import check_language_only
 
 
 def adapter(tmp_path, names, config=None):

@@ -92,6 +92,8 @@ def load(
     spec = resolve_spec(model)
     if given.get("enable_thinking") is not None:
         _check_thinking_switch(spec, config, given["enable_thinking"])
+    if spec.adapters and spec.modalities and backend == "vllm":
+        _check_language_only_adapters(spec)
     engine = start_engine(spec, config, backend, asynchronous)
     try:
         template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system,
@@ -102,6 +104,16 @@ def load(
             engine.close()
         raise
     return Session(spec, engine, template, backend, merge_generation(engine.generation_config, given), asynchronous)
+
+
+def _check_language_only_adapters(spec: ModelSpec) -> None:
+    """vLLM serves a vision-language model's adapter on its language model only: refuse one that trains more."""
+    from swiftcli.config.resolve import read_json
+    from swiftcli.engines.modalities import check_language_only
+
+    for path in spec.adapters:
+        weights = path / "adapter_model.safetensors"
+        check_language_only(path, read_json(path / "adapter_config.json"), weights if weights.is_file() else None)
 
 
 def interactive_generation(spec: ModelSpec, given: dict[str, Any]) -> GenerationConfig:

@@ -10,7 +10,6 @@ and a local path can be the same model).
 from __future__ import annotations
 
 import json
-import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from swiftcli.config.resolve import read_json
 from swiftcli.config.spec import ModelSpec
+from swiftcli.engines.modalities import check_language_only
 from swiftcli.errors import CheckpointError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -91,31 +91,6 @@ def check_adapter(path: str | Path, base_spec: ModelSpec | None = None, max_lora
     target_list = (targets,) if isinstance(targets, str) else tuple(str(t) for t in targets or ())
     return AdapterInfo(path.resolve(), rank, float(config.get("lora_alpha") or rank), target_list,
                        base if isinstance(base, str) else None, modules)
-
-
-# Module names of vision towers and their projectors in the vision-language families vLLM serves.
-_VISION_NAMES = (r"vision_model|vision_tower|visual|vpm|vision_encoder|image_encoder|connector|multi_modal_projector|"
-                 r"mm_projector|mlp1|resampler|merger")
-VISION_MODULES = re.compile(rf"(^|\.)({_VISION_NAMES})(\.|$)")
-# target_modules and modules_to_save may be regular expressions: any mention counts there.
-VISION_MENTION = re.compile(_VISION_NAMES)
-
-
-def check_language_only(path: Path, config: dict[str, Any], weights: Path | None) -> None:
-    """Refuse an adapter that trains a vision tower: vLLM applies LoRA to the language model only and would
-    drop those weights with a log line, serving a different model than the one trained."""
-    names = list(safetensors_shapes(weights)) if weights is not None else []
-    touched = sorted({n for n in names if VISION_MODULES.search(n.removeprefix(PEFT_PREFIX))})
-    targets = config.get("target_modules")
-    if not touched and isinstance(targets, str) and VISION_MENTION.search(targets):
-        touched = [f"target_modules {targets!r}"]
-    touched += [f"modules_to_save {m!r}" for m in config.get("modules_to_save") or []
-                if isinstance(m, str) and VISION_MENTION.search(m)]
-    if touched:
-        raise CheckpointError(
-            f"{path} trains the vision tower ({len(touched)} weights, e.g. {touched[0]}), and vLLM applies LoRA "
-            "adapters to the language model only",
-            "merge the adapter into the model first: --merge_lora true")
 
 
 def engine_rank(rank: int) -> int:
