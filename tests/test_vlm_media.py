@@ -311,3 +311,35 @@ def test_deploy_media_options_are_checked_before_the_engine_starts(args, reason)
     result = CliRunner().invoke(app, ["deploy", *args])
     assert result.exit_code == 2, result.output
     assert reason in result.stderr
+
+
+# --- eval rows ------------------------------------------------------------------------------------------------
+
+def test_eval_rows_carry_their_images(tmp_path):
+    from swiftcli.eval.datasets import load_dataset
+    from swiftcli.eval.loglikelihood import contexts
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(png_bytes())
+    rows = [{"question": "<image>Which colour?", "choices": ["red", "green"], "answer": "B",
+             "images": ["img/a.png"]},
+            {"question": "Which shape?", "choices": ["round", "square"], "answer": "A"}]
+    path = tmp_path / "mc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = load_dataset(path, "mc")
+    first, second = dataset.items
+    assert first.images == [str((tmp_path / "img" / "a.png").resolve())] and second.images == []
+    assert first.request()["images"] == first.images and "images" not in second.request()
+    parts = first.messages()[-1]["content"]
+    assert parts[0]["type"] == "image_url" and parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert parts[1]["type"] == "text"
+    with pytest.raises(InputError, match="--eval_mc_method generate"):
+        contexts(first)
+    contexts(second)
+    from swiftcli.errors import UsageError
+
+    with pytest.raises(UsageError, match="few_shot with images"):
+        load_dataset(path, "mc", few_shot=1)
+    gen = tmp_path / "gen.jsonl"
+    gen.write_text(json.dumps({"query": "<image>What?", "response": "x", "images": ["img/a.png"]}) + "\n")
+    assert load_dataset(gen, "gen").items[0].images == first.images
