@@ -55,7 +55,7 @@ def make_tiny_vlm(out: Path, seed: int = 0) -> Path:
     )
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
-    from swiftcli.config import resolve_model
+    from swiftcli.hub.resolve import resolve_model
 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model().model_dir))

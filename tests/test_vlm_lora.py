@@ -43,9 +43,9 @@ def test_a_real_vision_adapter_is_refused_for_serving_and_merges_whole(tiny_vlm,
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from swiftcli.config import resolve_model
     from swiftcli.export.adapters import check_adapter
     from swiftcli.export.merge import merge_lora
+    from swiftcli.hub.resolve import resolve_model
 
     base = AutoModelForImageTextToText.from_pretrained(str(tiny_vlm), dtype=torch.float32)
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))

@@ -53,7 +53,7 @@ def test_text_models_take_text_only():
 
 
 def test_a_local_directory_is_recognized_as_a_vision_model_from_its_config(tmp_path):
-    from swiftcli.config import resolve_model
+    from swiftcli.hub.resolve import resolve_model
 
     (tmp_path / "vlm").mkdir()
     (tmp_path / "vlm" / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl"}))
@@ -71,7 +71,7 @@ def test_models_command_shows_which_take_images():
 
     from swiftcli.cli.main import app
 
-    result = CliRunner().invoke(app, ["models", "--json"])
+    result = CliRunner().invoke(app, ["models", "--output", "json"])
     assert result.exit_code == 0, result.output
     rows = {r["model_type"]: r for r in json.loads(result.stdout)}
     assert rows["qwen2_5-vl-7b-instruct"]["modalities"] == ["image", "video"]

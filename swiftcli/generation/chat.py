@@ -1,7 +1,8 @@
 """The engine-free part of the chat: commands, conversation state, sampling settings, save and load.
 
 The REPL in `swiftcli.cli.chat` reads lines, hands them to `parse_command` / `InputAssembler`, and keeps a
-`ChatSession`; everything here is plain data so it can be tested without a terminal or a model.
+`ChatSession`; the chat page and the server paths keep the same `Conversation`. Everything here is plain data so
+it can be tested without a terminal or a model.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,14 +179,15 @@ class TurnStats:
 
 
 @dataclass
-class ChatSession:
-    """One conversation: system prompt (None: the template's default), history pairs and sampling settings."""
+class Conversation:
+    """One conversation's turns, as the terminal chat (local or `--api_url`) and the chat page both keep them: a
+    system prompt (None: the template's or the server's default) and the [query, answer] pairs kept so far (none
+    for a single-round template). A local engine gets `request(query)` through the template; a server gets
+    `messages(query)` and applies its own."""
 
     system: str | None = None
     history: list[list[str]] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
     single_round: bool = False
-    turns: list[TurnStats] = field(default_factory=list)
     # Images of the conversation in prompt order (each matches an <image> tag of the history or the question),
     # and those attached to the next question.
     images: list[str] = field(default_factory=list)
@@ -195,6 +198,11 @@ class ChatSession:
         missing = len(self.pending_images) - query.count("<image>")
         return "<image>" * max(0, missing) + query
 
+    @classmethod
+    def of(cls, history: Sequence[Sequence[str]] | None, system: str | None = None) -> Conversation:
+        """A conversation from pairs kept elsewhere (the page's, the API's `history`)."""
+        return cls(system, [[str(q), str(r)] for q, r in history or []])
+
     def request(self, query: str) -> dict[str, Any]:
         request: dict[str, Any] = {"query": query, "history": [] if self.single_round else list(self.history),
                                    "system": self.system}
@@ -202,6 +210,14 @@ class ChatSession:
         if images:
             request["images"] = images
         return request
+
+    def messages(self, query: str) -> list[dict[str, str]]:
+        """The conversation and `query` as OpenAI chat messages."""
+        messages = [{"role": "system", "content": self.system}] if self.system is not None else []
+        for q, r in [] if self.single_round else self.history:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": r}]
+        messages.append({"role": "user", "content": query})
+        return messages
 
     def add_turn(self, query: str, response: str) -> None:
         if not self.single_round:
@@ -218,7 +234,20 @@ class ChatSession:
         """Drop the last turn and return its question, for /regen."""
         if not self.history:
             return None
-        return self.history.pop()[0]
+        query = self.history.pop()[0]
+        tags = query.count("<image>")  # the turn's images go back to the question asked again
+        if tags:
+            self.pending_images[:0] = self.images[-tags:]
+            del self.images[-tags:]
+        return query
+
+
+@dataclass
+class ChatSession(Conversation):
+    """The terminal chat's conversation: its turns, the sampling set with /set, and each answer's counts."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    turns: list[TurnStats] = field(default_factory=list)
 
     def set(self, name: str, value: str) -> tuple[str, Any]:
         key, number = parse_setting(name, value)
