@@ -130,6 +130,7 @@ def test_url_data_uri_and_file_give_the_same_answer_and_transformers_prompt(clie
         assert reply.usage.prompt_tokens == prompt_tokens, name  # the image's tokens are counted
     answer = answers["file"]
     assert answer and answers["url"] == answer and answers["data_uri"] == answer
+    assert answer == reference[0]  # transformers' greedy answer
     responses_style = ask(client, [{"type": "input_image", "image_url": refs["data_uri"]},
                                    {"type": "text", "text": QUESTION}])
     assert responses_style.choices[0].message.content == answer

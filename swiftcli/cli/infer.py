@@ -29,8 +29,6 @@ EXAMPLES = """
 
   swiftcli infer --val-dataset rows.jsonl --result-file out.jsonl    [dim]# run it again to resume[/dim]
 
-  swiftcli infer --model ./my-vlm "<image>What is in it?" --images photo.jpg
-
   swiftcli infer --api-url http://127.0.0.1:8000/v1 "Hi" -o json    [dim]# a running deploy: no start-up[/dim]
 """
 

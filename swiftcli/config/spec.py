@@ -87,6 +87,8 @@ class EngineConfig:
             object.__setattr__(self, "engine_kwargs", {})
         if isinstance(self.engine_kwargs, str):
             object.__setattr__(self, "engine_kwargs", parse_json_object(self.engine_kwargs, "engine_kwargs"))
+        if self.limit_mm_per_prompt is None:
+            object.__setattr__(self, "limit_mm_per_prompt", {})
         if isinstance(self.limit_mm_per_prompt, str):
             object.__setattr__(self, "limit_mm_per_prompt",
                                parse_json_object(self.limit_mm_per_prompt, "limit_mm_per_prompt"))

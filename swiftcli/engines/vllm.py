@@ -308,17 +308,17 @@ class VllmEngine:
             if pending:
                 self.abort(list(pending))
 
-    def _render(self, request: EngineRequest) -> Any:
+    def _render(self, request: EngineRequest, count_only: bool = False) -> Any:
         if request.multi_modal_data:
             check_accepts(self.spec, request.multi_modal_data)
         try:
-            return token_input(self._engine, request.prompt_ids, request.multi_modal_data)
+            return token_input(self._engine, request.prompt_ids, request.multi_modal_data, count_only=count_only)
         except ValueError as exc:  # the processor's and vLLM's checks of the prompt and its images
             raise InputError(_first_line(exc)) from None
 
     def prompt_token_ids(self, request: EngineRequest) -> list[int]:
         """The token ids the engine runs for this request: image placeholders expanded."""
-        return rendered_ids(self._render(request), request.prompt_ids)
+        return rendered_ids(self._render(request, count_only=True), request.prompt_ids)
 
     def abort(self, request_ids: Sequence[str]) -> None:
         self._engine.abort_request(list(request_ids))

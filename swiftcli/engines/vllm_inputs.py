@@ -26,15 +26,21 @@ def _prompt(prompt_ids: list[int], multi_modal_data: MultiModalData | None) -> A
     return prompt
 
 
-def token_input(engine: Any, prompt_ids: list[int], multi_modal_data: MultiModalData | None = None) -> Any:
-    """What `engine` (an LLMEngine or AsyncLLM) accepts for these prompt token ids (and images)."""
+def token_input(engine: Any, prompt_ids: list[int], multi_modal_data: MultiModalData | None = None, *,
+                count_only: bool = False) -> Any:
+    """What `engine` (an LLMEngine or AsyncLLM) accepts for these prompt token ids (and images).
+
+    `count_only`: the input is only looked at, never submitted. vLLM's renderer remembers which images it has sent
+    to the engine and leaves their data out of later requests; an input that is never submitted must not count.
+    """
     prompt = _prompt(prompt_ids, multi_modal_data)
     renderer = getattr(engine, "renderer", None)
     render = getattr(renderer, "render_cmpl", None)
     if renderer is None or render is None:
         return prompt
     # Token prompts need no tokenizer work: rendering only checks them and tags them as engine input.
-    (engine_input,) = render([prompt], renderer.default_cmpl_tok_params)
+    extra = {"skip_mm_cache": True} if count_only and multi_modal_data else {}
+    (engine_input,) = render([prompt], renderer.default_cmpl_tok_params, **extra)
     return engine_input
 
 
