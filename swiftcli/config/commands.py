@@ -51,7 +51,7 @@ class QueryOptions:
     query: list[str] | None = option(None, "A question (repeatable: one --query per question; quote each).")
     images: list[str] | None = option(
         None, "Images for the questions: paths, http(s) URLs or data URIs (repeatable, or ms-swift's --query Q "
-        "--images a.jpg b.png); <image> in a question marks where each goes.")
+        "--images a.jpg b.png); image tags in a question mark where each goes.")
     structured_output: str | None = option(
         None, 'Constrain answers: {"choice": [...]}, {"regex": "..."}, {"json": schema}, {"grammar": "..."}.',
         panel="Generation", metavar="JSON")
