@@ -20,20 +20,11 @@ pytestmark = pytest.mark.slow
 MAX = ["--max_new_tokens", "6"]
 
 
-class _Lent:
-    def __init__(self, engine):
-        self._engine = engine
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
-    def close(self):
-        pass
-
-
 @pytest.fixture
 def lend_vlm(vlm_engine, monkeypatch):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: _Lent(vlm_engine))
+    from engine_lending import lend
+
+    lend(monkeypatch, vlm_engine)
     return vlm_engine
 
 
