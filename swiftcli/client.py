@@ -73,21 +73,24 @@ def inference_client(
     tools: Sequence[dict[str, Any]] | None = None,
     tool_choice: str | dict[str, Any] | None = None,
     messages: Sequence[dict[str, Any]] | None = None,
+    images: Sequence[str] | None = None,
 ) -> Any:
     """One request: a ChatCompletion (chat models) or Completion (base models), or a stream of chunks.
 
     `is_chat_request=None` asks the server whether the model is a chat model. `tools` / `tool_choice` are
     OpenAI's; `messages` replaces query/history/system for conversations with tool calls and results.
+    `images` (URLs, data URIs, or local files, sent inline) fill the `<image>` tags, as ms-swift's client does.
     """
     config = request_config or XRequestConfig()
     client = _client(host, port, api_key, url)
     tool_kwargs = _tool_kwargs(tools, tool_choice)
+    media = _images_body(images)
     if is_chat_request is None:
-        is_chat_request = bool(tool_kwargs or messages) or is_chat_model(client.models.list(), model_type)
+        is_chat_request = bool(tool_kwargs or messages or media) or is_chat_model(client.models.list(), model_type)
     if is_chat_request:
         return client.chat.completions.create(model=model_type, messages=_chat_messages(query, history, system,
                                                                                         messages),
-                                              **config.to_kwargs(chat=True), **tool_kwargs)
+                                              **config.to_kwargs(chat=True), **tool_kwargs, **media)
     return client.completions.create(model=model_type, prompt=_prompt_of(query, history, system),
                                      **config.to_kwargs(chat=False))
 
@@ -107,19 +110,40 @@ async def inference_client_async(
     tools: Sequence[dict[str, Any]] | None = None,
     tool_choice: str | dict[str, Any] | None = None,
     messages: Sequence[dict[str, Any]] | None = None,
+    images: Sequence[str] | None = None,
 ) -> Any:
     """`inference_client` for asyncio: awaits the response, or returns an async iterator of chunks."""
     config = request_config or XRequestConfig()
     client = _client(host, port, api_key, url, asynchronous=True)
     tool_kwargs = _tool_kwargs(tools, tool_choice)
+    media = _images_body(images)
     if is_chat_request is None:
-        is_chat_request = bool(tool_kwargs or messages) or is_chat_model(await client.models.list(), model_type)
+        is_chat_request = bool(tool_kwargs or messages or media) or is_chat_model(await client.models.list(),
+                                                                                   model_type)
     if is_chat_request:
         return await client.chat.completions.create(
             model=model_type, messages=_chat_messages(query, history, system, messages),
-            **config.to_kwargs(chat=True), **tool_kwargs)
+            **config.to_kwargs(chat=True), **tool_kwargs, **media)
     return await client.completions.create(model=model_type, prompt=_prompt_of(query, history, system),
                                            **config.to_kwargs(chat=False))
+
+
+def _images_body(images: Sequence[str] | None) -> dict[str, Any]:
+    """ms-swift's request field `images`; local files go inline as data URIs (a server reads no client paths)."""
+    if not images:
+        return {}
+    import base64
+    import mimetypes
+    from pathlib import Path
+
+    refs = []
+    for ref in images:
+        path = Path(ref).expanduser()
+        if "://" not in ref and not ref.startswith("data:") and path.is_file():
+            media_type = mimetypes.guess_type(path.name)[0] or "image/png"
+            ref = f"data:{media_type};base64,{base64.b64encode(path.read_bytes()).decode()}"
+        refs.append(ref)
+    return {"extra_body": {"images": refs}}
 
 
 def _tool_kwargs(tools: Sequence[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None) -> dict[str, Any]:

@@ -19,10 +19,11 @@ from swiftcli.config.sampling import check_sampling, merge_generation
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines import default_backend
 from swiftcli.engines import loader as engine_loader
+from swiftcli.engines.modalities import check_language_only
 from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.errors import UsageError
 from swiftcli.export.merge import merged_checkpoint
-from swiftcli.hub.resolve import resolve_model
+from swiftcli.hub.resolve import read_json, resolve_model
 from swiftcli.registry.models import names
 from swiftcli.registry.templates import get_template
 
@@ -94,6 +95,8 @@ def load(
     spec = resolve_spec(model, on_message)
     if given.get("enable_thinking") is not None:
         _check_thinking_switch(spec, config, given["enable_thinking"])
+    if spec.adapters and spec.modalities and backend == "vllm":
+        _check_language_only_adapters(spec)
     engine = engine_loader.start_engine(spec, config, backend, asynchronous)
     try:
         template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system,
@@ -104,6 +107,13 @@ def load(
             engine.close()
         raise
     return Session(spec, engine, template, backend, merge_generation(engine.generation_config, given), asynchronous)
+
+
+def _check_language_only_adapters(spec: ModelSpec) -> None:
+    """vLLM serves a vision-language model's adapter on its language model only: refuse one that trains more."""
+    for path in spec.adapters:
+        weights = path / "adapter_model.safetensors"
+        check_language_only(path, read_json(path / "adapter_config.json"), weights if weights.is_file() else None)
 
 
 def _check_thinking_switch(spec: ModelSpec, config: EngineConfig, enable_thinking: bool) -> None:

@@ -83,7 +83,8 @@ def lora_run(embedded_spec, tmp_path_factory):
 
 # Tests that use these start (or share) a real engine, server or model: they are `slow` whether or not they say
 # so, so that `pytest -m "not slow"` is the quick loop the README promises.
-HEAVY_FIXTURES = {"vllm_engine", "pt_engine", "deploy_server", "lend_session_engine", "lora_ckpt", "lora_run"}
+HEAVY_FIXTURES = {"vllm_engine", "pt_engine", "deploy_server", "lend_session_engine", "lora_ckpt", "lora_run",
+                  "tiny_vlm", "vlm_engine"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -107,3 +108,32 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("tests over 10 s without the slow marker")
         for nodeid, seconds in _unmarked_slow:
             terminalreporter.write_line(f"{seconds:6.1f}s {nodeid}")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory):
+    """A tiny Idefics3 vision-language model with random weights (benchmarks/make_tiny_vlm.py), built once."""
+    import sys
+    from pathlib import Path
+
+    benchmarks = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        from make_tiny_vlm import make_tiny_vlm
+    finally:
+        sys.path.remove(benchmarks)
+    return make_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-idefics3")
+
+
+@pytest.fixture(scope="session")
+def vlm_engine(tiny_vlm):
+    """One vLLM engine on the tiny vision-language model (float32, up to 4 images a prompt) for the session."""
+    from swiftcli.config import EngineConfig
+    from swiftcli.engines import create_engine
+    from swiftcli.hub.resolve import resolve_model
+
+    spec = resolve_model(model_id_or_path=str(tiny_vlm))
+    engine = create_engine(spec, EngineConfig(dtype="float32", max_model_len=1024, max_num_seqs=4,
+                                              limit_mm_per_prompt={"image": 4}), backend="vllm")
+    yield engine
+    engine.close()

@@ -114,7 +114,7 @@ class ChatRepl:
             "help": self.show_help, "exit": lambda arg: True, "clear": self.clear, "system": self.system,
             "reset-system": self.reset_system, "set": self.set_value, "regen": self.regen, "save": self.save,
             "load": self.load_history, "stats": self.stats, "multi": self.multi, "single": self.single,
-            "think": self.think,
+            "think": self.think, "image": self.attach_image,
         }
         # name -> (help, handler): one table, so a command cannot be listed without a handler or the reverse
         self.commands = {name: (COMMANDS[name], handler) for name, handler in handlers.items()}
@@ -181,6 +181,42 @@ class ChatRepl:
     def clear(self, arg: str) -> None:
         self.session.clear()
         self.note("History cleared.")
+
+    def attach_image(self, arg: str) -> None:
+        from swiftcli.engines.modalities import check_accepts
+        from swiftcli.generation.media import load_image
+
+        ref = arg.strip()
+        if not ref:
+            self.session.pending_images.clear()
+            self.note("Attached images dropped.")
+            return
+        spec = self.image_spec()
+        if spec is None:
+            from swiftcli.errors import UsageError
+
+            raise UsageError("/image needs a local model", "leave out --api_url to chat with images")
+        check_accepts(spec, {"image": [ref]})
+        load_image(ref)  # a bad path or image fails now, not at the next question
+        self.session.pending_images.append(ref)
+        self.note(f"Image {len(self.session.pending_images)} attached to the next question.")
+
+    def image_spec(self) -> Any:
+        """The model spec whose modalities /image checks; None where images cannot be sent (a server)."""
+        return None
+
+    def ask_tagged_images(self, query: str) -> bool:
+        """ms-swift's way: for each <image> tag beyond the attached images, ask for a path; False if cancelled."""
+        while query.count("<image>") > len(self.session.pending_images):
+            try:
+                ref = self.reader.read("Input an image path or URL <<< ").strip()
+            except (EOFError, KeyboardInterrupt):
+                self.session.pending_images.clear()
+                self.note("Question dropped.")
+                return False
+            if ref:
+                self.attach_image(ref)
+        return True
 
     def system(self, arg: str) -> None:
         self.set_system(arg or None)
@@ -280,12 +316,20 @@ class Repl(ChatRepl):
                   "/help for commands, Ctrl-C stops an answer, Ctrl-D or /exit quits.")
 
         self.note(f"Sampling: {describe_sampling(self.config)} (/set to change).")
+        if "image" in spec.modalities:
+            self.note("This model takes images: /image PATH_OR_URL attaches one to the next question.")
         if self.session.single_round:
             self.console.print(Text(f"Template {template.template_type!r} is single-round: each message is "
                                     "answered on its own and no history is kept.", style="yellow"))
 
+    def image_spec(self) -> Any:
+        return self.loaded.spec
+
     def answer(self, query: str) -> None:
         try:
+            if "<image>" in query and not self.ask_tagged_images(query):
+                return
+            query = self.session.tagged(query)
             request = encode_request(self.template, self.session.request(query), self.current_config())
         except SwiftError as exc:
             output.render_error(exc)

@@ -65,6 +65,13 @@ class ServeOptions:
     task: str = option("chat", "chat: the generation routes; embedding: /v1/embeddings on vLLM's pooling "
                        "runner.", panel=SERVER, metavar="TASK")
 
+    allowed_media_domains: list[str] | None = option(
+        None, "Hosts or CIDRs image URLs may reach even when private (repeatable, or comma-separated); by default "
+        "only public addresses are fetched.", panel=SERVER, metavar="HOST|CIDR")
+    allowed_local_media_path: str | None = option(
+        None, "Let requests name image files under DIR (file paths are refused otherwise).", panel=SERVER,
+        metavar="DIR")
+
     def __post_init__(self) -> None:
         if self.max_concurrent_requests is not None and self.max_concurrent_requests < 1:
             raise UsageError("--max-concurrent-requests must be at least 1")
@@ -142,6 +149,7 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
         task=serve.task,
         # the server's defaults for requests: the model's own (as its engine reads them), then the user's options
         generation=merge_generation(GenerationConfig.from_model_dir(spec.model_dir), given),
+        media=media_settings(serve.allowed_media_domains, serve.allowed_local_media_path, engine),
     )
     level = "info" if verbose() or serve.log_requests else "warning"
     return serve_app(settings, start, ListenOptions(**asdict(listen), log_level=level), announce=output.message)
@@ -257,3 +265,24 @@ def _configure_logging(verbose: bool) -> None:
 
 
 deploy_command.__doc__ = (deploy_command.__doc__ or "") + EXAMPLES
+
+
+def media_settings(domains: list[str] | None, local_path: str | None, engine: EngineConfig) -> Any:
+    """The deploy options that bound requests' images, checked before the engine starts."""
+    import ipaddress
+    import re
+    from pathlib import Path
+
+    from swiftcli.server.media import MediaSettings
+
+    entries = [d.strip() for item in domains or [] for d in item.split(",") if d.strip()]
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", entry):
+                raise _usage(f"--allowed_media_domains: {entry!r} is neither a host name nor a CIDR") from None
+    if local_path is not None and not Path(local_path).is_dir():
+        raise _usage(f"--allowed_local_media_path {local_path} is not a directory")
+    local = str(Path(local_path).resolve()) if local_path else None
+    return MediaSettings(tuple(entries), local, (engine.limit_mm_per_prompt or {}).get("image"))

@@ -71,20 +71,37 @@ def infer_command(
 ) -> None:
     """Answer questions with the model: the answers alone on stdout, or a dataset into a result file."""
 
+    images = list(ask.images or [])
+    if images and ask.query and prompt:
+        images, prompt = [*images, *prompt], None  # ms-swift's form: --query Q --images a.jpg b.png
     queries = questions(prompt, ask.query)
     if task != "chat":
         embed(task, queries, data, api_url, ask.structured_output, model, engine, gen)
         return
     constraint = structured(ask.structured_output)
     api = api_options(api_url, api_key, max_concurrency, model, engine, data, constraint)
+    if images and (api is not None or data.active):
+        raise UsageError("--images goes with a question to a local model",
+                         "datasets list their images in an 'images' column")
     if api is None:
         check_before_loading(model, engine)
     if data.active:
         if queries:
             raise UsageError("give either a question or a dataset, not both")
         answer_rows(data, out.output, model, engine, gen, constraint, api)
-    elif queries or not sys.stdin.isatty():
-        answer_questions(queries or [read_stdin()], out.output, model, engine, gen, constraint, api)
+    elif queries or images or not sys.stdin.isatty():
+        if queries:
+            answer_questions(queries, out.output, model, engine, gen, constraint, api, images)
+        else:
+            text = read_stdin()
+            request = json_request(text)
+            if request is not None and api is not None and request.get("images"):
+                raise UsageError("images in stdin JSON go to a local model, not --api-url")
+            if request is not None and api is None:
+                run_queries([], out.output, model, engine, gen, constraint, images=images,
+                            stdin_request=request)
+            else:
+                answer_questions([text], out.output, model, engine, gen, constraint, api, images)
     else:
         if constraint is not None:
             raise UsageError("--structured-output applies to questions and datasets, not the chat")
@@ -143,11 +160,27 @@ def read_stdin() -> str:
 
 
 def answer_questions(queries: list[str], output: str, model: ModelOptions, engine: EngineConfig,
-                     gen: GenerationOverrides, constraint: dict[str, Any] | None, api: Any) -> None:
+                     gen: GenerationOverrides, constraint: dict[str, Any] | None, api: Any,
+                     images: list[str] | None = None) -> None:
     if api is not None:
         remote.run_queries(api, queries, output, model, gen, INFER_DEFAULTS)
     else:
-        run_queries(queries, output, model, engine, gen, constraint)
+        run_queries(queries, output, model, engine, gen, constraint, images=images)
+
+
+def json_request(text: str) -> dict[str, Any] | None:
+    """Piped stdin that is one JSON object (a dataset row: query/messages, images) as a request; None for text."""
+    if not text.startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    from swiftcli.data.records import to_sample
+
+    return to_sample(data, Path.cwd()).request()
 
 
 def answer_rows(data: DatasetOptions, output: str, model: ModelOptions, engine: EngineConfig,
@@ -175,15 +208,36 @@ def print_answers(answers: Any, output: str) -> None:
 
 
 def run_queries(queries: list[str], output: str, model: ModelOptions, engine: EngineConfig,
-                gen: GenerationOverrides, constraint: dict[str, Any] | None = None) -> None:
+                gen: GenerationOverrides, constraint: dict[str, Any] | None = None, *,
+                images: list[str] | None = None, stdin_request: dict[str, Any] | None = None) -> None:
+    extra: dict[str, Any] = {"structured_outputs": constraint} if constraint else {}
+    if images:
+        extra["images"] = images
+    requests = [{"query": q, "system": model.system, **extra} for q in queries]
+    if stdin_request is not None:
+        requests = [{"system": model.system, **stdin_request, **extra}]
+    check_images_early(model, requests)
     session = load("infer", model, engine, gen)
     config = merge_generation(session.engine.generation_config, gen.given(), **INFER_DEFAULTS)
-    requests = [{"query": q, "system": model.system, **({"structured_outputs": constraint} if constraint else {})}
-                for q in queries]
     try:
         print_answers(infer(session.engine, session.template, requests, config), output)
     finally:
         session.close()
+
+
+def check_images_early(model: ModelOptions, requests: list[dict[str, Any]]) -> None:
+    """Before the engine starts: the model takes images, and every image opens."""
+    from swiftcli.engines.modalities import check_accepts
+    from swiftcli.generation.media import load_image
+    from swiftcli.generation.vision import request_media
+    from swiftcli.loading import resolve_spec
+
+    for request in requests:
+        media = request_media(request)
+        if media:
+            check_accepts(resolve_spec(model), media)
+            for ref in media.get("image", []):
+                load_image(ref)
 
 
 def result_target(result_file: str | None, result_dir: str | None) -> Path | None:

@@ -25,7 +25,8 @@ def models_command(
     *,
     out: OutputOptions,
 ) -> None:
-    """List registered model types with their hub ids, template and vLLM support; --local lists the models on disk.
+    """List registered model types with their hub ids, template, vLLM support and input (text, image, video);
+    --local lists the models on disk.
 
     [b]Examples[/b]
 
@@ -48,9 +49,10 @@ def models_command(
         return
 
     table = Table(title="swiftcli model types")
-    for column in ("model_type", "template", "dtype", "vLLM", "ModelScope id", "Hugging Face id"):
+    for column in ("model_type", "template", "dtype", "vLLM", "input", "ModelScope id", "Hugging Face id"):
         table.add_column(column, overflow="fold")
     for m in rows:
         table.add_row(m.model_type + (" (embedded)" if m.embedded else ""), m.template, m.torch_dtype,
-                      "yes" if m.support_vllm else "no", m.modelscope_id or "-", m.hf_id or "-")
+                      "yes" if m.support_vllm else "no", "+".join(("text", *m.modalities)),
+                      m.modelscope_id or "-", m.hf_id or "-")
     stdout.print(table)

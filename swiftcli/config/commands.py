@@ -50,6 +50,9 @@ class QueryOptions:
     """`infer`'s questions, besides the positional PROMPT and stdin."""
 
     query: list[str] | None = option(None, "A question (repeatable: one --query per question; quote each).")
+    images: list[str] | None = option(
+        None, "Images for the questions: paths, http(s) URLs or data URIs (repeatable, or ms-swift's --query Q "
+        "--images a.jpg b.png); image tags in a question mark where each goes.")
     structured_output: str | None = option(
         None, 'Constrain answers: {"choice": [...]}, {"regex": "..."}, {"json": schema}, {"grammar": "..."}.',
         panel="Generation", metavar="JSON")

@@ -26,6 +26,8 @@ class ModelSpec:
     support_vllm: bool = True
     ckpt_dir: Path | None = None
     quantization: str | None = None
+    # What the model takes besides text ("image", "video"); empty for a text-only model.
+    modalities: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -73,6 +75,9 @@ class EngineConfig:
     max_loras: int = setting(1, "LoRA adapters in one engine step.", cli=False)
     distributed_executor_backend: str | None = setting(
         None, "mp (one node, default) or ray (several).", panel=ENGINE, choices=("mp", "ray"))
+    limit_mm_per_prompt: dict[str, int] = setting(
+        help="Most images/videos per prompt, as JSON, e.g. '{\"image\": 4, \"video\": 1}'; default vLLM's.",
+        panel=ENGINE, default_factory=dict)
     engine_kwargs: dict[str, Any] = setting(
         help="More vLLM engine arguments as JSON, e.g. '{\"max_num_seqs\": 64}'.", panel=ENGINE,
         default_factory=dict)
@@ -83,6 +88,14 @@ class EngineConfig:
             object.__setattr__(self, "engine_kwargs", {})
         if isinstance(self.engine_kwargs, str):
             object.__setattr__(self, "engine_kwargs", parse_json_object(self.engine_kwargs, "engine_kwargs"))
+        if self.limit_mm_per_prompt is None:
+            object.__setattr__(self, "limit_mm_per_prompt", {})
+        if isinstance(self.limit_mm_per_prompt, str):
+            object.__setattr__(self, "limit_mm_per_prompt",
+                               parse_json_object(self.limit_mm_per_prompt, "limit_mm_per_prompt"))
+        for modality, limit in (self.limit_mm_per_prompt or {}).items():
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+                raise UsageError(f"--limit_mm_per_prompt: {modality} must map to a count of at least 0")
         for name in ("tensor_parallel_size", "pipeline_parallel_size", "max_lora_rank", "max_loras"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1")

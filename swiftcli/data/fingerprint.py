@@ -46,6 +46,8 @@ def dataset_hash(samples: Sequence[Any]) -> str:
     digest = hashlib.sha256()
     for sample in samples:
         row = [sample.system, sample.query, sample.response, sample.history]
+        if getattr(sample, "image_sha256", None):
+            row.append(sample.image_sha256)
         digest.update(json.dumps(row, ensure_ascii=True).encode() + b"\n")
     return digest.hexdigest()
 

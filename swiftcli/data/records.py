@@ -3,16 +3,19 @@
 `read_records(path)` yields every row with its file and 1-based line, raising `InputError` that names both on
 malformed input. `to_sample(data)` turns one row into a `Sample(query, response, system, history)`; it accepts
 ms-swift's columns (`query`/`response`/`system`/`history`), OpenAI `messages`, ShareGPT `conversations` and
-alpaca's `instruction`/`input`/`output`.
+alpaca's `instruction`/`input`/`output`, each with images (an `images` column or OpenAI image parts).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +49,17 @@ class Sample:
     response: str | None = None
     system: str | None = None
     history: list[list[str]] = field(default_factory=list)
+    # Image references (paths made absolute against the dataset file, URLs, data URIs) and the sha256 of each
+    # image's bytes (of a URL's text), so that a changed image makes a changed row.
+    images: list[str] = field(default_factory=list)
+    image_sha256: list[str] = field(default_factory=list)
 
     def request(self) -> dict[str, Any]:
         """The row as a request for `swiftcli.generation.infer`."""
-        return {"query": self.query, "history": self.history, "system": self.system}
+        request: dict[str, Any] = {"query": self.query, "history": self.history, "system": self.system}
+        if self.images:
+            request["images"] = list(self.images)
+        return request
 
 
 def dataset_format(path: Path) -> str:
@@ -156,8 +166,23 @@ def _object(data: Any, path: Path, line: int) -> dict[str, Any]:
     return data
 
 
-def to_sample(data: dict[str, Any]) -> Sample:
-    """The request a row asks for; raises InputError (without a location: see `read_samples`) on bad rows."""
+def to_sample(data: dict[str, Any], base_dir: Path | None = None) -> Sample:
+    """The request a row asks for; raises InputError (without a location: see `read_samples`) on bad rows.
+
+    Images come from an `images` column (ms-swift's rows, with `<image>` tags in the text; alpaca rows) or from
+    OpenAI image content parts; relative paths are taken from `base_dir` (the dataset file's folder).
+    """
+    sample = _text_sample(data)
+    images = [*sample.images, *_image_column(data.get("images"))]
+    if _present(data.get("videos")):
+        raise InputError("video rows are not supported yet", "send the frames as images")
+    if not images:
+        return sample
+    refs = [_absolute(ref, base_dir) for ref in images]
+    return replace(sample, images=refs, image_sha256=[media_ref_hash(ref) for ref in refs])
+
+
+def _text_sample(data: dict[str, Any]) -> Sample:
     if "messages" in data and data["messages"] not in (None, ""):
         return _from_messages(_maybe_json(data["messages"], "messages"), "role", "content")
     if "conversations" in data and data["conversations"] not in (None, ""):
@@ -183,7 +208,7 @@ def read_samples(paths: Iterable[str | Path], skip_bad_rows: bool = False,
     for path in paths:
         for record in read_records(path):
             try:
-                sample = to_sample(record.data)
+                sample = to_sample(record.data, Path(path).parent)
                 _check_text(sample)
             except InputError as exc:
                 located = InputError(f"{record.where}: {exc.message}", exc.hint or "or pass --skip_bad_rows true")
@@ -214,6 +239,7 @@ _ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "ass
 def _from_messages(messages: Any, role_key: str, content_key: str) -> Sample:
     if not isinstance(messages, list) or not messages:
         raise InputError("'messages' must be a non-empty list of {role, content} objects")
+    images: list[str] = []
     system: str | None = None
     turns: list[tuple[str, str]] = []
     for i, message in enumerate(messages):
@@ -223,7 +249,7 @@ def _from_messages(messages: Any, role_key: str, content_key: str) -> Sample:
         if role is None:
             raise InputError(f"message {i + 1} has an unknown role {message.get(role_key)!r}",
                              "roles are system, user and assistant")
-        content = _content(message.get(content_key), i + 1)
+        content = _content(message.get(content_key), i + 1, images)
         if role == "system":
             if turns or system is not None:
                 raise InputError(f"message {i + 1}: a system message must come first")
@@ -243,18 +269,82 @@ def _from_messages(messages: Any, role_key: str, content_key: str) -> Sample:
         if (r1, r2) != ("user", "assistant"):
             raise InputError("'messages' must alternate user and assistant turns")
         history.append([q, a])
-    return Sample(query, response, system, history)
+    return Sample(query, response, system, history, images)
 
 
-def _content(value: Any, number: int) -> str:
+def _content(value: Any, number: int, images: list[str]) -> str:
+    """A message's text; OpenAI image parts become `<image>` tags where they stand, their URLs go to `images`."""
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        # OpenAI content parts: keep the text ones.
-        texts = [p.get("text", "") for p in value if isinstance(p, dict) and p.get("type") == "text"]
+        texts = []
+        for part in value:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") in ("text", "input_text"):
+                texts.append(str(part.get("text", "")))
+            elif part.get("type") in IMAGE_PART_TYPES:
+                images.append(_part_url(part, number))
+                texts.append(IMAGE_TAG)
         if texts:
             return "".join(texts)
     raise InputError(f"message {number} has no text content")
+
+
+IMAGE_TAG = "<image>"
+IMAGE_PART_TYPES = ("image_url", "input_image", "image")
+
+
+def _part_url(part: dict[str, Any], number: int) -> str:
+    value = part.get("image_url", part.get("image"))
+    if isinstance(value, dict):
+        value = value.get("url")
+    if not isinstance(value, str) or not value:
+        raise InputError(f"message {number}: an image part needs a URL, path or data URI")
+    return value
+
+
+def _image_column(value: Any) -> list[str]:
+    value = _maybe_json(value, "images")
+    if value in (None, "", []):
+        return []
+    items = [value] if isinstance(value, str | dict) else value
+    if not isinstance(items, list):
+        raise InputError("'images' must be a list of paths or URLs")
+    refs = []
+    for item in items:
+        if isinstance(item, dict):  # ms-swift also writes {"path": ...} or {"bytes": ...}
+            item = item.get("path") or item.get("url")
+        if not isinstance(item, str) or not item:
+            raise InputError("'images' must be a list of paths or URLs")
+        refs.append(item)
+    return refs
+
+
+def _absolute(ref: str, base_dir: Path | None) -> str:
+    if "://" in ref or ref.startswith("data:") or base_dir is None:
+        return ref
+    path = Path(ref).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def media_ref_hash(ref: str) -> str:
+    """sha256 of the image's bytes (a file or data URI: the same picture hashes the same), or of a URL's text."""
+    if ref.startswith("data:"):
+        _, _, payload = ref.partition(",")
+        try:
+            return hashlib.sha256(base64.b64decode(payload, validate=True)).hexdigest()
+        except (binascii.Error, ValueError):
+            raise InputError("an image data URI is not valid base64") from None
+    if "://" in ref and not ref.startswith("file://"):
+        return hashlib.sha256(ref.encode()).hexdigest()
+    path = Path(ref.removeprefix("file://"))
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise InputError(f"image file {ref} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"cannot read image file {ref}: {exc.strerror}") from None
 
 
 def _history(value: Any) -> list[list[str]]:

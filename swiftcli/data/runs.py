@@ -78,8 +78,11 @@ def _permutation(n: int, seed: int) -> list[int]:
 
 
 def result_row(sample: Sample, response: str) -> dict[str, Any]:
-    return {"system": sample.system, "query": sample.query, "response": response, "label": sample.response,
-            "history": sample.history}
+    row: dict[str, Any] = {"system": sample.system, "query": sample.query, "response": response,
+                           "label": sample.response, "history": sample.history}
+    if sample.images:
+        row.update(images=sample.images, images_sha256=sample.image_sha256)
+    return row
 
 
 class ResultFile:
@@ -231,7 +234,8 @@ def _complete_row(raw: bytes) -> dict[str, Any] | None:
 def _same_row(row: dict[str, Any], expected: Row) -> bool:
     sample = expected.sample
     return (row.get("query") == sample.query and row.get("system") == sample.system
-            and row.get("label") == sample.response and (row.get("history") or []) == (sample.history or []))
+            and row.get("label") == sample.response and (row.get("history") or []) == (sample.history or [])
+            and (row.get("images_sha256") or []) == sample.image_sha256)
 
 
 def _ends_with_newline(f: IO[bytes], size: int) -> bool:

@@ -33,6 +33,9 @@ class EngineRequest:
     guided: dict[str, Any] | None = None
     # Log-probabilities of the prompt's own tokens (scoring), with this many alternatives per position.
     prompt_logprobs: int | None = None
+    # Images (and videos) for the prompt's placeholders, by modality: {"image": [PIL.Image, ...]}. The engine
+    # expands each placeholder into the image's tokens, so prompt_ids is then shorter than the prompt it runs.
+    multi_modal_data: dict[str, list[Any]] | None = None
 
 
 @dataclass

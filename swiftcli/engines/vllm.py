@@ -28,11 +28,12 @@ from swiftcli.engines.base import (
     check_context_length,
 )
 from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
+from swiftcli.engines.modalities import check_accepts
 from swiftcli.engines.outputs import to_result
 from swiftcli.engines.parallel import check_parallel_sizes, prepare_cpu_workers, visible_gpus
 from swiftcli.engines.scheduler import OFFLINE, log_limits
 from swiftcli.engines.tokenizer import load_tokenizer
-from swiftcli.engines.vllm_inputs import token_input
+from swiftcli.engines.vllm_inputs import rendered_ids, token_input
 from swiftcli.errors import EngineError, InputError, MissingDependencyError, UsageError
 
 # vLLM logs to stdout by default; results own stdout, so logs go to stderr unless the user says otherwise.
@@ -146,6 +147,8 @@ def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
         args["distributed_executor_backend"] = config.distributed_executor_backend
     if config.enable_lora or spec.adapters:
         args.update(enable_lora=True, max_lora_rank=config.max_lora_rank, max_loras=config.max_loras)
+    if spec.modalities and config.limit_mm_per_prompt:
+        args["limit_mm_per_prompt"] = dict(config.limit_mm_per_prompt)
     args.update(config.engine_kwargs)
     return args
 
@@ -273,8 +276,10 @@ class VllmEngine:
         merged: dict[str, dict[int, Completion]] = {}
         try:
             for request in requests:
+                prompt = self._render(request)
                 max_tokens = check_context_length(
-                    len(request.prompt_ids), request.config.max_new_tokens, self.max_model_len
+                    len(rendered_ids(prompt, request.prompt_ids)), request.config.max_new_tokens,
+                    self.max_model_len
                 )
                 adapter = request.adapter or self.default_adapter
                 try:
@@ -283,7 +288,7 @@ class VllmEngine:
                     raise InputError(_first_line(exc)) from None
                 self._engine.add_request(
                     request.request_id,
-                    token_input(self._engine, request.prompt_ids),
+                    prompt,
                     params,
                     lora_request=self._lora.get(adapter) if adapter else None,
                 )
@@ -306,6 +311,18 @@ class VllmEngine:
         finally:
             if pending:
                 self.abort(list(pending))
+
+    def _render(self, request: EngineRequest, count_only: bool = False) -> Any:
+        if request.multi_modal_data:
+            check_accepts(self.spec, request.multi_modal_data)
+        try:
+            return token_input(self._engine, request.prompt_ids, request.multi_modal_data, count_only=count_only)
+        except ValueError as exc:  # the processor's and vLLM's checks of the prompt and its images
+            raise InputError(_first_line(exc)) from None
+
+    def prompt_token_ids(self, request: EngineRequest) -> list[int]:
+        """The token ids the engine runs for this request: image placeholders expanded."""
+        return rendered_ids(self._render(request, count_only=True), request.prompt_ids)
 
     def abort(self, request_ids: Sequence[str]) -> None:
         self._engine.abort_request(list(request_ids))

@@ -12,6 +12,7 @@ from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
 from swiftcli.engines.detach import engine_core_detached
 from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
+from swiftcli.engines.modalities import check_accepts
 from swiftcli.engines.outputs import to_result
 from swiftcli.engines.scheduler import SERVER, log_limits, usage_context
 from swiftcli.engines.tokenizer import load_tokenizer
@@ -25,7 +26,7 @@ from swiftcli.engines.vllm import (
     sampling_params,
     started_capabilities,
 )
-from swiftcli.engines.vllm_inputs import token_input
+from swiftcli.engines.vllm_inputs import rendered_ids, token_input_async
 from swiftcli.errors import EngineError, EngineUnavailableError, InputError, OverloadedError
 
 
@@ -97,8 +98,14 @@ class AsyncVllmEngine:
 
     async def generate(self, request: EngineRequest, *, guided: dict[str, Any] | None = None
                        ) -> AsyncIterator[RequestResult]:
-        max_tokens = check_context_length(len(request.prompt_ids), request.config.max_new_tokens,
-                                          self.max_model_len)
+        if request.multi_modal_data:
+            check_accepts(self.spec, request.multi_modal_data)
+        try:
+            prompt = await token_input_async(self.llm, request.prompt_ids, request.multi_modal_data)
+        except _client_errors() as exc:  # the processor's and vLLM's checks of the prompt and its images
+            raise InputError(_first_line(exc)) from None
+        max_tokens = check_context_length(len(rendered_ids(prompt, request.prompt_ids)),
+                                          request.config.max_new_tokens, self.max_model_len)
         if request.prompt_logprobs is not None and not self.capabilities.batched_prompt_logprobs:
             # Concurrent requests share engine steps here, and a batched step would kill the engine.
             raise InputError("prompt logprobs (echo with logprobs, prompt_logprobs) are not available on vLLM's CPU "
@@ -109,7 +116,6 @@ class AsyncVllmEngine:
                 from vllm.sampling_params import StructuredOutputsParams
 
                 params.structured_outputs = StructuredOutputsParams(**guided)
-            prompt = token_input(self.llm, request.prompt_ids)
         except _client_errors() as exc:  # vLLM's validation of sampling settings and of the prompt
             raise InputError(_first_line(exc)) from None
         adapter = request.adapter or self.default_adapter

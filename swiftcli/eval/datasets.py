@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swiftcli.data.records import Record, read_records, to_sample
+from swiftcli.data.records import IMAGE_TAG, Record, read_records, to_sample
 from swiftcli.errors import InputError, UsageError
+from swiftcli.generation.vision import split_tags
 
 GENERATION = "generation"
 MULTIPLE_CHOICE = "multiple_choice"
@@ -60,17 +61,26 @@ class EvalItem:
     # Multiple choice scored by loglikelihood: the bare question, and few-shot (question, right option) pairs.
     question: str = ""
     choice_shots: list[list[str]] = field(default_factory=list)
+    # Image references of the row (paths made absolute against the dataset file), for its <image> tags.
+    images: list[str] = field(default_factory=list)
 
     def request(self) -> dict[str, Any]:
-        return {"query": self.query, "history": self.history, "system": self.system}
+        request: dict[str, Any] = {"query": self.query, "history": self.history, "system": self.system}
+        if self.images:
+            request["images"] = list(self.images)
+        return request
 
-    def messages(self, default_system: str | None = None) -> list[dict[str, str]]:
-        """The request as OpenAI chat messages (for --api-url)."""
+    def messages(self, default_system: str | None = None) -> list[dict[str, Any]]:
+        """The request as OpenAI chat messages (for --api-url); images as image_url parts (files inline)."""
         system = self.system if self.system is not None else default_system
-        out = [{"role": "system", "content": system}] if system else []
+        out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
         for query, response in self.history:
             out += [{"role": "user", "content": query}, {"role": "assistant", "content": response}]
-        return [*out, {"role": "user", "content": self.query}]
+        if not self.images:
+            return [*out, {"role": "user", "content": self.query}]
+        if any(IMAGE_TAG in q for q, _ in self.history):
+            raise InputError("rows with images in earlier turns cannot be sent to a server yet")
+        return [*out, {"role": "user", "content": image_parts(self.query, self.images)}]
 
 
 @dataclass
@@ -98,6 +108,37 @@ class Parsed:
     letters: str = ""
     choices: list[str] = field(default_factory=list)
     question: str = ""
+    images: list[str] = field(default_factory=list)
+
+
+def image_parts(query: str, images: list[str]) -> list[dict[str, Any]]:
+    """OpenAI content parts for a question with images: each at its <image> tag, the rest before the text."""
+    refs = [_inline(ref) for ref in images]
+    parts = split_tags(query)
+    tags = sum(p["type"] == "image" for p in parts)
+    parts = [{"type": "image"}] * max(0, len(refs) - tags) + parts
+    out: list[dict[str, Any]] = []
+    for part in parts:
+        if part["type"] == "image":
+            out.append({"type": "image_url", "image_url": {"url": refs.pop(0)}})
+        else:
+            out.append(part)
+    return out
+
+
+def _inline(ref: str) -> str:
+    """A local image file as a data URI: a server reads no client paths."""
+    import base64
+    import mimetypes
+
+    if "://" in ref or ref.startswith("data:"):
+        return ref
+    media_type = mimetypes.guess_type(ref)[0] or "image/png"
+    return f"data:{media_type};base64,{base64.b64encode(Path(ref).read_bytes()).decode()}"
+
+
+def _row_images(data: dict[str, Any], base_dir: Path | None) -> list[str]:
+    return to_sample({"query": "-", "images": data.get("images")}, base_dir).images if data.get("images") else []
 
 
 def detect_kind(data: dict[str, Any]) -> str | None:
@@ -108,25 +149,29 @@ def detect_kind(data: dict[str, Any]) -> str | None:
         if isinstance(data["answer"], str) and GSM8K_ANSWER.search(data["answer"]):
             return GSM8K
     try:
-        sample = to_sample(data)
+        sample = to_sample({k: v for k, v in data.items() if k not in ("images", "videos")})
     except InputError:
         return None
     return GENERATION if sample.response is not None else None
 
 
-def parse_row(data: dict[str, Any], kind: str) -> Parsed:
+def parse_row(data: dict[str, Any], kind: str, base_dir: Path | None = None) -> Parsed:
     if kind == MULTIPLE_CHOICE:
-        return _multiple_choice(data)
-    if kind == GSM8K:
-        return _gsm8k(data)
-    return _generation(data)
+        parsed = _multiple_choice(data)
+    elif kind == GSM8K:
+        parsed = _gsm8k(data)
+    else:
+        return _generation(data, base_dir)
+    parsed.images = _row_images(data, base_dir)
+    return parsed
 
 
-def _generation(data: dict[str, Any]) -> Parsed:
-    sample = to_sample(data)
+def _generation(data: dict[str, Any], base_dir: Path | None = None) -> Parsed:
+    sample = to_sample(data, base_dir)
     if sample.response is None:
         raise ColumnsError("the row has no reference answer", "add a 'response' or a final assistant message")
-    return Parsed(sample.query, sample.response, sample.response, sample.system, sample.history)
+    return Parsed(sample.query, sample.response, sample.response, sample.system, sample.history,
+                  images=sample.images)
 
 
 def _question(data: dict[str, Any]) -> str:
@@ -245,7 +290,7 @@ def load_dataset(
     parsed: list[Parsed | InputError] = []
     for record in records:
         try:
-            parsed.append(parse_row(record.data, kind))
+            parsed.append(parse_row(record.data, kind, path.parent))
         except InputError as exc:
             parsed.append(exc)
     if isinstance(parsed[0], ColumnsError) and all(isinstance(p, InputError) for p in parsed):
@@ -256,6 +301,9 @@ def load_dataset(
             f"--eval-few-shot {few_shot} leaves no row of {path} to score ({len(good)} usable rows)",
             "lower --eval-few-shot",
         )
+    if few_shot > 0 and any(isinstance(p, Parsed) and p.images for p in parsed):
+        raise UsageError(f"--eval_few_shot with images is not supported ({path} has rows with images)",
+                         "drop --eval_few_shot")
     shots = sorted(random.Random(seed).sample(good, few_shot)) if few_shot > 0 else []
     shot_pairs = [[p.query, p.shot_answer] for i in shots if isinstance(p := parsed[i], Parsed)]
     choice_shots = [[p.question, p.choices[p.letters.index(p.reference)]] for i in shots
@@ -297,4 +345,5 @@ def _item(
         row.choices,
         question=row.question,
         choice_shots=choice_shots or [],
+        images=row.images,
     )

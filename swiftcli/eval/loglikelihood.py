@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swiftcli.apiclient import http_client, reply_message
-from swiftcli.errors import EngineError, SwiftError
+from swiftcli.errors import EngineError, InputError, SwiftError
 from swiftcli.eval.datasets import EvalItem
 from swiftcli.eval.runner import Generated, Prediction, RemoteTarget
 
@@ -37,6 +37,9 @@ class Scored:
 
 def contexts(item: EvalItem) -> tuple[str, list[str]]:
     """The prompt (few-shot examples first) and each option as its continuation."""
+    if item.images:
+        raise InputError("multiple choice rows with images are scored by generation",
+                         "pass --eval_mc_method generate")
     shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in item.choice_shots)
     return f"{shots}Question: {item.question}\nAnswer:", [f" {c}" for c in item.choices]
 

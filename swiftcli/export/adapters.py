@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftcli.config.spec import ModelSpec
+from swiftcli.engines.modalities import check_language_only
 from swiftcli.errors import CheckpointError
 from swiftcli.hub.resolve import read_json
 
@@ -80,6 +81,8 @@ def check_adapter(path: str | Path, base_spec: ModelSpec | None = None, max_lora
         raise CheckpointError(f"{path} has LoRA rank {rank}, more than the engine's max_lora_rank {max_lora_rank}",
                               f"start the engine with --max_lora_rank {engine_rank(rank)}")
     weights = _adapter_weights(path)
+    if base_spec is not None and base_spec.modalities:
+        check_language_only(path, config, weights)
     modules = 0
     base = config.get("base_model_name_or_path")
     if base_spec is not None:

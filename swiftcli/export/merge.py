@@ -141,12 +141,13 @@ def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, veri
     # lazy: keeps --help and start-up free of torch, transformers, peft, the hub clients
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
 
+    # A vision-language model merges whole, its vision tower's adapter weights included.
+    model_class = AutoModelForImageTextToText if spec.modalities else AutoModelForCausalLM
     adapter = spec.adapters[0]
     tokenizer_dir = files.tokenizer_source(adapter, spec.model_dir)
-    base = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=torch.float32,
-                                                trust_remote_code=trust_remote_code)
+    base = model_class.from_pretrained(spec.model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code)
     model = PeftModel.from_pretrained(base, str(adapter))
     model.eval()
     reference = prompts = stop_ids = None
@@ -165,6 +166,8 @@ def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, veri
     gc.collect()
     # The prompt format swiftcli used goes with the weights, so other servers prompt the merge the same way.
     files.save_tokenizer(tokenizer_dir, temp, trust_remote_code, chat_template_for(spec, trust_remote_code))
+    if spec.modalities:
+        copy_processor_files(spec.model_dir, temp)
     files.write_generation_config([adapter, spec.model_dir], temp, lambda m: say(f"Warning: {m}"))
     files.write_args(adapter, temp, target, {
         "model_type": spec.model_type, "template_type": spec.template_type, "dtype": save_dtype,
@@ -173,7 +176,7 @@ def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, veri
     if reference is None:
         return None
     say("Checking the merged weights against base + adapter")
-    reloaded = AutoModelForCausalLM.from_pretrained(temp, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    reloaded = model_class.from_pretrained(temp, dtype=torch.float32, trust_remote_code=trust_remote_code)
     reloaded.eval()
     report = checks.compare(reference, reloaded)
     del reloaded
@@ -185,3 +188,15 @@ def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, veri
             "check the adapter (peft version, target modules); --verify false keeps the merge anyway",
         )
     return report
+
+
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
+
+
+def copy_processor_files(model_dir: Path, out: Path) -> None:
+    """The image processor's configuration goes with a merged vision-language model."""
+    import shutil
+
+    for name in PROCESSOR_FILES:
+        if (model_dir / name).is_file() and not (out / name).exists():
+            shutil.copy2(model_dir / name, out / name)

@@ -37,6 +37,8 @@ COMMANDS: dict[str, str] = {
     "stats": "Token counts and speed so far.",
     "think": "/think on|off turns thinking on or off (templates with a switch, e.g. Qwen3); /think show|hide "
              "shows the thinking (dimmed) or hides it.",
+    "image": "/image PATH_OR_URL attaches an image to the next question (models that take images); /image "
+             "alone drops the attached ones. A question with <image> tags asks for each image's path.",
     "multi": "Multi-line input: Enter adds a line; Esc Enter (or a line ending in #) sends. /single goes back.",
     "single": "Back to single-line input.",
 }
@@ -186,6 +188,15 @@ class Conversation:
     system: str | None = None
     history: list[list[str]] = field(default_factory=list)
     single_round: bool = False
+    # Images of the conversation in prompt order (each matches an <image> tag of the history or the question),
+    # and those attached to the next question.
+    images: list[str] = field(default_factory=list)
+    pending_images: list[str] = field(default_factory=list)
+
+    def tagged(self, query: str) -> str:
+        """The question with a tag for each attached image it does not place itself (ms-swift puts them first)."""
+        missing = len(self.pending_images) - query.count("<image>")
+        return "<image>" * max(0, missing) + query
 
     @classmethod
     def of(cls, history: Sequence[Sequence[str]] | None, system: str | None = None) -> Conversation:
@@ -193,7 +204,12 @@ class Conversation:
         return cls(system, [[str(q), str(r)] for q, r in history or []])
 
     def request(self, query: str) -> dict[str, Any]:
-        return {"query": query, "history": [] if self.single_round else list(self.history), "system": self.system}
+        request: dict[str, Any] = {"query": query, "history": [] if self.single_round else list(self.history),
+                                   "system": self.system}
+        images = [*([] if self.single_round else self.images), *self.pending_images]
+        if images:
+            request["images"] = images
+        return request
 
     def messages(self, query: str) -> list[dict[str, str]]:
         """The conversation and `query` as OpenAI chat messages."""
@@ -206,15 +222,24 @@ class Conversation:
     def add_turn(self, query: str, response: str) -> None:
         if not self.single_round:
             self.history.append([query, response])
+            self.images.extend(self.pending_images)
+        self.pending_images.clear()
 
     def clear(self) -> None:
         self.history.clear()
+        self.images.clear()
+        self.pending_images.clear()
 
     def pop_last(self) -> str | None:
         """Drop the last turn and return its question, for /regen."""
         if not self.history:
             return None
-        return self.history.pop()[0]
+        query = self.history.pop()[0]
+        tags = query.count("<image>")  # the turn's images go back to the question asked again
+        if tags:
+            self.pending_images[:0] = self.images[-tags:]
+            del self.images[-tags:]
+        return query
 
 
 @dataclass

@@ -14,7 +14,9 @@ from typing import Any
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.engines.base import Completion, Engine, EngineRequest, RequestResult, generate_all
 from swiftcli.errors import InputError
+from swiftcli.generation.media import CLI_POLICY, MediaPolicy
 from swiftcli.generation.structured import check_structured_output
+from swiftcli.generation.vision import encode_vision, has_media
 from swiftcli.registry.templates import Template
 
 Request = dict[str, Any]
@@ -38,18 +40,25 @@ class InferResult:
 
 
 def encode_request(
-    template: Template, request: Request, config: GenerationConfig, adapter: str | None = None
+    template: Template, request: Request, config: GenerationConfig, adapter: str | None = None,
+    media_policy: MediaPolicy = CLI_POLICY,
 ) -> EngineRequest:
+    """A request as the engine takes it; `images`/`videos` are loaded under `media_policy` (see generation.media)."""
     query = request.get("query")
     if not isinstance(query, str):
         raise InputError("each request needs a 'query' string")
-    ids = template.encode(query, request.get("history") or None, request.get("system"),
-                          enable_thinking=config.enable_thinking)
+    multi_modal_data = None
+    if has_media(request):
+        ids, multi_modal_data, _ = encode_vision(template, request, media_policy,
+                                                 enable_thinking=config.enable_thinking)
+    else:
+        ids = template.encode(query, request.get("history") or None, request.get("system"),
+                              enable_thinking=config.enable_thinking)
     guided = request.get("structured_outputs")
     if guided is not None:
         guided = check_structured_output(guided)
     return EngineRequest(ids, config, stop=template.stop_words, stop_token_ids=template.stop_token_ids,
-                         adapter=adapter, guided=guided)
+                         adapter=adapter, guided=guided, multi_modal_data=multi_modal_data)
 
 
 def _results(
@@ -152,20 +161,23 @@ def inference_stream_vllm(
 
 def inference(
     model: Engine, template: Template, query: str, history: Sequence[Sequence[str]] | None = None,
-    system: str | None = None, *, generation_config: GenerationConfig | None = None, **_: Any,
+    system: str | None = None, *, generation_config: GenerationConfig | None = None,
+    images: Sequence[Any] | None = None, **_: Any,
 ) -> tuple[str, list[list[str]]]:
-    """ms-swift's pt `inference`: one query, returns (response, history)."""
-    request: Request = {"query": query, "history": history or [], "system": system}
+    """ms-swift's pt `inference`: one query, returns (response, history). `images` (paths, URLs, data URIs or PIL
+    images) fill the `<image>` tags of the query and history."""
+    request: Request = {"query": query, "history": history or [], "system": system, "images": images or []}
     result = infer(model, template, [request], generation_config)[0].as_response()
     return result["response"], result["history"]
 
 
 def inference_stream(
     model: Engine, template: Template, query: str, history: Sequence[Sequence[str]] | None = None,
-    system: str | None = None, *, generation_config: GenerationConfig | None = None, **_: Any,
+    system: str | None = None, *, generation_config: GenerationConfig | None = None,
+    images: Sequence[Any] | None = None, **_: Any,
 ) -> Iterator[tuple[str, list[list[str]]]]:
     """ms-swift's pt `inference_stream`: yields (response so far, history)."""
-    request: Request = {"query": query, "history": history or [], "system": system}
+    request: Request = {"query": query, "history": history or [], "system": system, "images": images or []}
     for results in infer_stream(model, template, [request], generation_config):
         r = results[0].as_response()
         yield r["response"], r["history"]

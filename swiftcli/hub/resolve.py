@@ -16,6 +16,7 @@ from swiftcli.registry import models as model_registry
 from swiftcli.registry import templates as template_registry
 from swiftcli.registry.models import ModelInfo
 from swiftcli.registry.templates import TemplateType
+from swiftcli.registry.vision_models import config_modalities
 
 ARGS_FILES = ("args.json", "sft_args.json")
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
@@ -70,6 +71,7 @@ def _make_spec(
         support_vllm=info.support_vllm if info else True,
         ckpt_dir=ckpt_dir,
         quantization=info.quantization if info else _config_quantization(model_dir),
+        modalities=info.modalities if info else config_modalities(_config(model_dir)),
     )
 
 
@@ -232,4 +234,5 @@ def _resolve_ckpt(
         support_vllm=base_spec.support_vllm,
         ckpt_dir=ckpt_dir,
         quantization=base_spec.quantization,
+        modalities=base_spec.modalities,
     )

@@ -1,6 +1,6 @@
 """Model types and chat templates, as data with register()/get()/names()."""
 
-from swiftcli.registry import models, templates
+from swiftcli.registry import models, templates, vision_models
 from swiftcli.registry.models import ModelInfo, ModelType, get_default_template_type
 from swiftcli.registry.templates import Template, TemplateSpec, TemplateType, get_template
 
@@ -14,4 +14,5 @@ __all__ = [
     "get_template",
     "models",
     "templates",
+    "vision_models",
 ]

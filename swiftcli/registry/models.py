@@ -25,6 +25,12 @@ class ModelInfo:
     embedded: bool = False
     # Sampling used when the checkpoint's generation_config.json sets none (GenerationConfig field names).
     generation_defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # What the model takes besides text: "image", "video" (empty for text-only models).
+    modalities: tuple[str, ...] = ()
+
+    @property
+    def takes_images(self) -> bool:
+        return "image" in self.modalities
 
 
 _MODELS: dict[str, ModelInfo] = {}

@@ -73,6 +73,11 @@ def register(spec: TemplateSpec, *, aliases: Sequence[str] = (), exist_ok: bool 
         _ALIASES[alias] = spec.name
 
 
+def alias_hf_template(name: str) -> None:
+    """Accept `name` for the model's own chat template (`hf`): for models whose processor ships the template."""
+    _ALIASES[name] = TemplateType.hf
+
+
 def names() -> list[str]:
     return sorted([*_TEMPLATES, *_ALIASES])
 

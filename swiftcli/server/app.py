@@ -39,6 +39,7 @@ from swiftcli.server.limits import (
     default_concurrency,
 )
 from swiftcli.server.lora_admin import install_lora_admin
+from swiftcli.server.media import MediaSettings, chat_media
 from swiftcli.server.messages import add_messages_routes
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
@@ -76,6 +77,8 @@ class ServerSettings:
     task: str = "chat"
     # The sampling requests start from (deploy: the model's defaults with the user's options); None: the engine's.
     generation: GenerationConfig | None = None
+    # What requests' images may point at, and how many a prompt may have (see server.media).
+    media: MediaSettings = field(default_factory=MediaSettings)
 
 
 class ServerState:
@@ -259,7 +262,10 @@ def add_generation_routes(app: FastAPI, state: ServerState, serving: Serving) ->
         check_request(req, state.settings.limits, state.vocab_size)
         plan = plan_tools(req, state.tool_parser, state.reasoning_parser, guided_decoding(req))
         guided = plan.guided
-        requests = await state.off_loop(serving.chat_requests, req, adapter, plan)
+        # Fetching and decoding images may wait on the network: a thread of its own, not the tokenizer's.
+        media = await asyncio.to_thread(chat_media, req, state.engine.spec, state.settings.media) \
+            if req.has_media else None
+        requests = await state.off_loop(serving.chat_requests, req, adapter, plan, media)
         model = req.model or state.model_id
         _log(state, "chat", requests, req)
         return await _respond(http, state, req.stream, requests, guided,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,6 +17,34 @@ class _Request(BaseModel):
 class TextPart(_Request):
     type: Literal["text"]
     text: str
+
+
+class ImageUrl(_Request):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageUrlPart(_Request):
+    """OpenAI's chat image part: an http(s) URL or a data: URI (see server.media for what is fetched)."""
+
+    type: Literal["image_url"]
+    image_url: ImageUrl | str
+
+
+class InputImagePart(_Request):
+    """The Responses API's image part, also taken in chat messages."""
+
+    type: Literal["input_image"]
+    image_url: str | ImageUrl
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class VideoUrlPart(_Request):
+    type: Literal["video_url"]
+    video_url: ImageUrl | str
+
+
+ContentPart = TextPart | ImageUrlPart | InputImagePart | VideoUrlPart
 
 
 class FunctionCall(_Request):
@@ -64,7 +92,7 @@ class StructuredOutputs(BaseModel):
 
 class ChatMessage(_Request):
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[Annotated[ContentPart, Field(discriminator="type")]] | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
     reasoning_content: str | None = None
@@ -75,7 +103,11 @@ class ChatMessage(_Request):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    @property
+    def has_media(self) -> bool:
+        return isinstance(self.content, list) and any(not isinstance(p, TextPart) for p in self.content)
 
 
 class StreamOptions(_Request):
@@ -149,6 +181,12 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    # ms-swift's request shape: images for the `<image>` tags in the messages' text.
+    images: list[str] | None = None
+
+    @property
+    def has_media(self) -> bool:
+        return bool(self.images) or any(m.has_media for m in self.messages)
 
     def message_dicts(self) -> list[dict[str, Any]]:
         """Messages as plain dicts (content as text), what the templates render."""

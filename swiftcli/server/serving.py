@@ -9,8 +9,10 @@ from typing import Any
 
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.generation.vision import encode_part_messages
 from swiftcli.registry.conversation import encode_messages
 from swiftcli.server.admission import Slot
+from swiftcli.server.media import ChatMedia
 from swiftcli.server.prompts import check_scoring_fields, completion_prompts, echoed_tokens, vllm_prompt_logprobs
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
 from swiftcli.server.sampling import sampling_config
@@ -100,10 +102,13 @@ class Serving:
         return min(default, room) if default else room
 
     def chat_requests(self, req: ChatCompletionRequest, adapter: str | None,
-                      plan: ToolPlan | None = None) -> list[EngineRequest]:
+                      plan: ToolPlan | None = None, media: ChatMedia | None = None) -> list[EngineRequest]:
         template = self.state.template
-        prompt_ids = encode_messages(template, req.message_dicts(), plan.prompt_tools if plan else None,
-                                     req.chat_template_kwargs)
+        if media is not None:
+            prompt_ids = encode_part_messages(template, media.messages, template_kwargs=req.chat_template_kwargs)
+        else:
+            prompt_ids = encode_messages(template, req.message_dicts(), plan.prompt_tools if plan else None,
+                                         req.chat_template_kwargs)
         max_tokens = self._check_room(prompt_ids, req.max_completion_tokens or req.max_tokens)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         config = sampling_config(self.defaults, req, max_tokens, logprobs)
@@ -112,7 +117,8 @@ class Serving:
         stop_ids = [] if req.ignore_eos else template.stop_token_ids
         stop_ids = [*stop_ids, *(req.stop_token_ids or [])]
         return [EngineRequest(prompt_ids, config, request_id=f"chatcmpl-{uuid.uuid4().hex}", stop=stop,
-                              stop_token_ids=stop_ids, adapter=adapter)]
+                              stop_token_ids=stop_ids, adapter=adapter,
+                              multi_modal_data={"image": media.images} if media else None)]
 
     def completion_requests(self, req: CompletionRequest, adapter: str | None) -> tuple[list[EngineRequest],
                                                                                         list[str]]:
