@@ -134,6 +134,11 @@ def deploy_command(
     from swiftcli.server.app import ServerSettings
     from swiftcli.server.run import ListenOptions, serve
 
+    if engine.headless:  # a worker node: its engines only; the head node serves the API
+        from swiftcli.cli.scaling import run_worker_node
+
+        run_worker_node(model, engine)
+        return
     loras = parse_lora_modules(lora_modules or [])
     check_parsers(tool_call_parser, reasoning_parser)
     check_listen(host, port, ssl_keyfile, ssl_certfile)
@@ -154,7 +159,7 @@ def deploy_command(
             raise _usage("--enable_runtime_lora needs the vllm backend", "drop --infer_backend pt")
         engine.enable_lora = True
         engine.max_loras = max(engine.max_loras, len(loras), RUNTIME_MAX_LORAS)
-    output.engine_logs("deploy")
+    log = output.engine_logs("deploy")
     _configure_logging(verbose() or bool(log_requests))
     spec = resolve_spec(model)  # a wrong model fails here, before the server starts
     check_adapters(loras, spec, engine)
@@ -176,6 +181,7 @@ def deploy_command(
         reasoning_parser=reasoning_parser,
         runtime_lora=bool(enable_runtime_lora),
         chat_sampling=chat_sampling(interactive_generation(spec, given)),
+        engine_log=log.path.name if log.path else None,
     )
     listen = ListenOptions(
         host, port, ssl_keyfile, ssl_certfile, shutdown_timeout, "info" if verbose() or log_requests else "warning"

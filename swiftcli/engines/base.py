@@ -33,6 +33,8 @@ class EngineRequest:
     guided: dict[str, Any] | None = None
     # Log-probabilities of the prompt's own tokens (scoring), with this many alternatives per position.
     prompt_logprobs: int | None = None
+    # The data-parallel replica to run on (engines.data_parallel); None lets the engine choose.
+    replica: int | None = None
 
 
 @dataclass

@@ -79,6 +79,7 @@ def load(
     Raises SwiftError subclasses on bad input.
     """
     from swiftcli.engines import default_backend
+    from swiftcli.engines.data_parallel import check_scaling
     from swiftcli.registry.templates import get_template
 
     given = dict(generation or {})
@@ -89,6 +90,7 @@ def load(
     if isinstance(model, ModelOptions):
         backend = backend or model.infer_backend
     backend = backend or default_backend()
+    check_scaling(config, backend)
     spec = resolve_spec(model)
     if given.get("enable_thinking") is not None:
         _check_thinking_switch(spec, config, given["enable_thinking"])

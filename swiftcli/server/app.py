@@ -65,6 +65,8 @@ class ServerSettings:
     runtime_lora: bool = False
     # The sampling a person's chat starts from (config.sampling.chat_sampling), listed in /v1/models.
     chat_sampling: dict[str, float | int] | None = None
+    # The engine log's file name (under $SWIFTCLI_HOME/logs), named when an engine rank dies; never its path.
+    engine_log: str | None = None
 
 
 class ServerState:
@@ -104,6 +106,9 @@ class ServerState:
         counter = getattr(engine, "num_unfinished", None)
         if counter is not None:
             self.metrics.watch_engine(counter)
+        replicas = getattr(engine, "replicas", None)
+        if replicas is not None and replicas():
+            self.metrics.watch_replicas(replicas)
         self.ready = True
 
     @property
@@ -186,6 +191,15 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     return app
 
 
+def dead_engine_message(state: ServerState) -> str:
+    """"the engine has stopped", naming the data-parallel rank that stopped and the log it wrote to."""
+    failure = getattr(state.engine, "failure", None)
+    if not failure:
+        return "the engine has stopped"
+    where = f"; its log: {state.settings.engine_log} under $SWIFTCLI_HOME/logs" if state.settings.engine_log else ""
+    return f"the engine has stopped: data-parallel {failure} exited{where}"
+
+
 def add_info_routes(app: FastAPI, state: ServerState) -> None:
     """/health, /version, /metrics and /v1/models."""
 
@@ -195,7 +209,7 @@ def add_info_routes(app: FastAPI, state: ServerState) -> None:
             return JSONResponse({"status": "error", "message": "the model could not be loaded; see the server log"},
                                 status_code=503)
         if state.engine_dead:
-            return JSONResponse({"status": "error", "message": "the engine has stopped"}, status_code=503)
+            return JSONResponse({"status": "error", "message": dead_engine_message(state)}, status_code=503)
         if state.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
         if not state.ready:
