@@ -23,10 +23,11 @@ def display_name(model: ModelOptions) -> str:
 def load(command: str, model: ModelOptions, engine: EngineConfig, gen: Any, *, asynchronous: bool = False
          ) -> Session:
     """Load for a command: `gen` is the GenerationOverrides the user gave (checked before anything loads)."""
-    from swiftcli.cli.scaling import refuse_worker_options
+    from swiftcli.cli.scaling import check_ray_address, refuse_worker_options
     from swiftcli.engines.loader import load as load_session
 
     refuse_worker_options(command, engine)
+    check_ray_address(engine, dataset=False)
 
     output.engine_logs(command)
     with output.phase(f"Loading {display_name(model)}"):

@@ -126,6 +126,7 @@ def deploy_command(
 ) -> None:
     """Serve the model with an OpenAI-compatible API (chat, completions, streaming, LoRA, metrics)."""
     from swiftcli.cli import output
+    from swiftcli.cli.scaling import check_ray_address, run_worker_node
     from swiftcli.cli.state import verbose
     from swiftcli.config.sampling import chat_sampling
     from swiftcli.config.spec import GenerationConfig
@@ -134,9 +135,8 @@ def deploy_command(
     from swiftcli.server.app import ServerSettings
     from swiftcli.server.run import ListenOptions, serve
 
+    check_ray_address(engine, dataset=False)
     if engine.headless:  # a worker node: its engines only; the head node serves the API
-        from swiftcli.cli.scaling import run_worker_node
-
         run_worker_node(model, engine)
         return
     loras = parse_lora_modules(lora_modules or [])

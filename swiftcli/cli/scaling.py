@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from swiftcli.cli import output
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig
@@ -31,3 +35,40 @@ def run_worker_node(model: ModelOptions, engine: EngineConfig) -> None:
     output.message(f"Worker node {engine.node_rank} of {engine.nnodes}: serving {spec.name} for the head node at "
                    f"{head}" + (f"; engine logs in {log.path}" if log.path else ""))
     run_headless(spec, engine)
+
+
+def ray_dataset_answerer(model: ModelOptions, engine: EngineConfig, gen: Any, skip_bad_rows: bool,
+                         defaults: dict[str, Any]) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """`infer --val_dataset ... --ray_address ADDR`: a context that connects to the cluster and yields the row
+    answerer (data.ray_runs), with swiftcli's template and sampling, as a local engine's would be."""
+
+    @contextlib.contextmanager
+    def connected() -> Iterator[Any]:
+        from swiftcli.config.spec import GenerationConfig
+        from swiftcli.data.ray_runs import RayAnswerer, import_ray_llm
+        from swiftcli.engines.loader import merge_generation, resolve_spec
+        from swiftcli.engines.tokenizer import load_tokenizer
+        from swiftcli.registry.templates import get_template
+
+        import_ray_llm()
+        spec = resolve_spec(model)
+        config = merge_generation(GenerationConfig.from_model_dir(spec.model_dir), gen.given(), **defaults)
+        template = get_template(spec.template_type, load_tokenizer(spec, engine.trust_remote_code),
+                                spec.default_system, enable_thinking=config.enable_thinking)
+        output.engine_logs("infer")
+        answerer = RayAnswerer(str(engine.ray_address), spec, engine, template, config, skip_bad_rows)
+        with output.phase(f"Connecting to Ray at {engine.ray_address}"):
+            answerer.connect()
+        try:
+            yield lambda rows, writer, done, stats, on_row: answerer(rows, writer, done, stats, on_row)
+        finally:
+            answerer.close()
+
+    return connected
+
+
+def check_ray_address(engine: EngineConfig, dataset: bool) -> None:
+    """--ray_address serves --distributed_executor_backend ray, or a dataset run through Ray Data; nothing else."""
+    if engine.ray_address and engine.distributed_executor_backend != "ray" and not dataset:
+        raise UsageError("--ray_address needs --distributed_executor_backend ray, or a dataset (--val_dataset) "
+                         "to run through Ray Data")

@@ -112,6 +112,8 @@ def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
     if config.enable_lora or spec.adapters:
         args.update(enable_lora=True, max_lora_rank=config.max_lora_rank, max_loras=config.max_loras)
     args.update(vllm_scaling_args(config))
+    if config.ray_address and config.distributed_executor_backend == "ray":
+        os.environ["RAY_ADDRESS"] = config.ray_address  # vLLM's Ray executor joins the cluster named here
     args.update(config.engine_kwargs)
     return args
 
