@@ -107,3 +107,64 @@ def test_cpu_replicas_get_a_core_each(embedded_spec, monkeypatch):
     args = engine_args(embedded_spec, EngineConfig(data_parallel_size=2))
     assert args["data_parallel_size"] == 2
     assert os.environ[parallel.BIND_VARIABLE] == "0|1"  # vLLM gives replica r the r-th group
+
+
+class FakeReplicas:
+    """An AsyncVllmEngine stand-in: answers each request after a delay that grows with its prompt, on its replica."""
+
+    def __init__(self):
+        self.engine_args, self.scheduler_limits, self.max_model_len = {}, None, 100
+        self.hf_tokenizer = self.generation_config = None
+        self.lora_names, self.errored = [], False
+        self.seen, self.cancelled = {}, []
+
+    async def generate(self, request):
+        import asyncio
+
+        from swiftcli.engines.base import Completion, RequestResult
+
+        self.seen[request.request_id] = request.replica
+        try:
+            await asyncio.sleep(0.01 * len(request.prompt_ids))
+            yield RequestResult(request.request_id, len(request.prompt_ids), [Completion(0, "x")], finished=False)
+            await asyncio.sleep(0.01 * len(request.prompt_ids))
+            yield RequestResult(request.request_id, len(request.prompt_ids), [Completion(0, "xy")], finished=True)
+        except asyncio.CancelledError:
+            self.cancelled.append(request.request_id)
+            raise
+
+    async def aclose(self):
+        pass
+
+
+def test_data_parallel_bridge_spreads_returns_and_cancels(monkeypatch):
+    from swiftcli.config.spec import GenerationConfig
+    from swiftcli.engines.base import EngineRequest
+    from swiftcli.engines.data_parallel import DataParallelVllmEngine
+
+    fake = FakeReplicas()
+
+    async def start(spec, config):
+        return fake
+
+    monkeypatch.setattr(DataParallelVllmEngine, "_start", staticmethod(start))
+    engine = DataParallelVllmEngine(None, EngineConfig(data_parallel_size=2))  # type: ignore[arg-type]
+    try:
+        requests = [EngineRequest([1] * n, GenerationConfig(), request_id=f"r{n}") for n in (9, 1, 5, 3)]
+        finals = list(engine.final_results(requests))
+        assert sorted(r.request_id for r in finals) == ["r1", "r3", "r5", "r9"] and all(r.finished for r in finals)
+        assert fake.seen == {"r9": 0, "r5": 1, "r3": 1, "r1": 1}  # 9 tokens on one replica, 5+3+1 on the other
+        states = list(engine.stream(requests[:1]))
+        assert [s.outputs[0].text for s in states] == ["x", "xy"]
+
+        stream = engine.final_results([EngineRequest([1] * 50, GenerationConfig(), request_id="slow")])
+        stream.close()  # never started: nothing to cancel
+        stream = engine.stream([EngineRequest([1] * 50, GenerationConfig(), request_id="slow"),
+                                EngineRequest([1], GenerationConfig(), request_id="fast")])
+        first = next(stream)
+        assert first.request_id == "fast"
+        stream.close()  # the slow one is still running: closing aborts it
+        assert "slow" in fake.cancelled
+    finally:
+        engine.close()
+    assert not engine._thread.is_alive()

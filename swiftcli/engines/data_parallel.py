@@ -145,7 +145,9 @@ class DataParallelVllmEngine:
         replicas = spread_by_length([len(r.prompt_ids) for r in requests], self.replicas)
         placed = [replace(r, replica=replica) for r, replica in zip(requests, replicas, strict=True)]
         results: queue.Queue[Any] = queue.Queue()
-        job = asyncio.run_coroutine_threadsafe(self._drive(placed, results, final_only), self._loop)
+        driver: dict[str, Any] = {}
+        ended = threading.Event()
+        job = asyncio.run_coroutine_threadsafe(self._drive(placed, results, final_only, driver, ended), self._loop)
         finished = 0
         try:
             while finished < len(placed):
@@ -163,11 +165,19 @@ class DataParallelVllmEngine:
                 yield item
         finally:
             if not job.done():
-                job.cancel()  # cancels each request's generator, which aborts it in vLLM
-                with contextlib.suppress(BaseException):
-                    job.result(timeout=30)
+                # Cancelling the driver cancels each request's generator, which aborts it in vLLM; wait for that,
+                # so that the engine holds none of these requests once the stream is closed.
+                task = driver.get("task")
+                if task is None:
+                    job.cancel()
+                else:
+                    self._loop.call_soon_threadsafe(task.cancel)
+                    ended.wait(30)
 
-    async def _drive(self, requests: list[EngineRequest], results: queue.Queue[Any], final_only: bool) -> None:
+    async def _drive(self, requests: list[EngineRequest], results: queue.Queue[Any], final_only: bool,
+                     driver: dict[str, Any], ended: threading.Event) -> None:
+        driver["task"] = asyncio.current_task()
+
         async def one(request: EngineRequest) -> None:
             async for state in self._engine.generate(request):
                 if state.finished or not final_only:
@@ -184,6 +194,7 @@ class DataParallelVllmEngine:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            ended.set()
 
     def abort(self, request_ids: Sequence[str]) -> None:
         for request_id in request_ids:
