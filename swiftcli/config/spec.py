@@ -81,7 +81,7 @@ class EngineConfig:
         None, "Data-parallel replicas on this node; default all (one node) or an even share (--nnodes).",
         panel=SCALING)
     data_parallel_address: str | None = setting(
-        None, "Head node address of the data-parallel engines; default --master_addr.", panel=SCALING)
+        None, "Head node address of the data-parallel engines; default --master-addr.", panel=SCALING)
     nnodes: int = setting(1, "Nodes in a multi-node vLLM launch (TP/PP or DP across hosts).", panel=SCALING)
     node_rank: int = setting(0, "This node's rank: 0 on the head, 1.. on workers.", panel=SCALING)
     master_addr: str | None = setting(None, "The head node's address (needed on every worker node).",
@@ -91,8 +91,8 @@ class EngineConfig:
     headless: bool = setting(False, "Run this node's engines with no API server (a worker node of deploy).",
                              panel=SCALING)
     ray_address: str | None = setting(
-        None, "A running Ray cluster (ray start --head): with --distributed_executor_backend ray, or for "
-        "infer --val_dataset through Ray Data.", panel=SCALING)
+        None, "A running Ray cluster (ray start --head): with --distributed-executor-backend ray, or for "
+        "infer --val-dataset through Ray Data.", panel=SCALING)
 
     def __post_init__(self) -> None:
         if self.engine_kwargs is None:
