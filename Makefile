@@ -43,8 +43,11 @@ run: install
 test: install-test
 	$(BIN)/python -m pytest -q tests
 
+# ruff, mypy, and the layer order (import-linter; the contract is in pyproject.toml).
 lint: install-test
 	$(BIN)/ruff check swiftcli tests benchmarks
+	$(BIN)/mypy swiftcli
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python benchmarks/offline.py

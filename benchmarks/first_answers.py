@@ -95,8 +95,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 
-    from swiftcli.config import EngineConfig, resolve_model
+    from swiftcli.config import EngineConfig
     from swiftcli.engines import create_engine
+    from swiftcli.hub.resolve import resolve_model
     from swiftcli.registry.templates import get_template
 
     spec = resolve_model()

@@ -18,7 +18,7 @@ stage_install() {
   { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     $PY -c "import torch, transformers, vllm; print('torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"
     $PY -m swiftcli.cli --version; date -u; } | tee "$OUT/versions.txt"
-  $PY -c "from swiftcli.config import resolve_model; print(resolve_model().model_dir)"  # converts the embedded model once
+  $PY -c "from swiftcli.hub.resolve import resolve_model; print(resolve_model().model_dir)"  # converts the embedded model once
 }
 
 stage_examples() {

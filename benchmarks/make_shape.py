@@ -20,7 +20,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jin
 
 
 def make_shape(out: Path, shape: dict[str, int]) -> Path:
-    from swiftcli.config import resolve_model
+    from swiftcli.hub.resolve import resolve_model
 
     embedded = resolve_model().model_dir
     base = json.loads((embedded / "config.json").read_text())

@@ -83,8 +83,9 @@ class Setup:
                                engine_kwargs=dict(self.engine_kwargs))
 
     def spec_and_args(self) -> tuple[object, dict]:
-        from swiftcli.config import EngineConfig, resolve_model
+        from swiftcli.config import EngineConfig
         from swiftcli.engines.vllm import engine_args
+        from swiftcli.hub.resolve import resolve_model
 
         spec = resolve_model(model_id_or_path=self.model) if self.model else resolve_model()
         config = EngineConfig(dtype=self.dtype, tensor_parallel_size=self.tensor_parallel_size,
@@ -251,9 +252,10 @@ def run_cli(queries: list[str], max_tokens: int, dtype: str | None) -> dict[str,
 
 def run_pt(queries: list[str], max_tokens: int, dtype: str) -> dict[str, object]:
     from swiftcli import get_template
-    from swiftcli.config import EngineConfig, GenerationConfig, resolve_model
+    from swiftcli.config import EngineConfig, GenerationConfig
     from swiftcli.engines import create_engine
     from swiftcli.engines.base import EngineRequest, generate_all
+    from swiftcli.hub.resolve import resolve_model
 
     spec = resolve_model()
     t0 = time.perf_counter()
@@ -274,7 +276,7 @@ def run_hf(queries: list[str], max_tokens: int, dtype: str) -> dict[str, object]
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from swiftcli.config import resolve_model
+    from swiftcli.hub.resolve import resolve_model
 
     model_dir = resolve_model().model_dir
     device = "cuda" if torch.cuda.is_available() else "cpu"

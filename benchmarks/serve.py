@@ -166,8 +166,8 @@ class Setup:
                             engine_kwargs=dict(self.engine_kwargs))
 
     def engine_args(self) -> dict:
-        from swiftcli.config import resolve_model
         from swiftcli.engines.vllm import engine_args
+        from swiftcli.hub.resolve import resolve_model
 
         return engine_args(resolve_model(model_id_or_path=self.model_dir), self.config())
 
@@ -359,7 +359,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     model_dir = args.model
     if model_dir is None:
-        from swiftcli.config import resolve_model
+        from swiftcli.hub.resolve import resolve_model
 
         model_dir = str(resolve_model().model_dir)
     setup = Setup(model_dir, args.served_model_name, args.tensor_parallel_size, json.loads(args.engine_kwargs),

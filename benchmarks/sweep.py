@@ -32,7 +32,7 @@ FORMS = ["Tell me about {}.", "Give one fact about {}.", "Write a haiku about {}
 def make_inputs(folder: Path, checkpoints: int, rows: int) -> tuple[Path, Path]:
     from checkpoints import make_training_run
 
-    from swiftcli.config import resolve_model
+    from swiftcli.hub.resolve import resolve_model
 
     run = folder / "output" / "v0-bench"
     make_training_run(resolve_model().model_dir, run, tuple(10 * (i + 1) for i in range(checkpoints)),

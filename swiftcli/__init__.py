@@ -8,7 +8,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from swiftcli.torch_extensions import hide_mismatched_extensions
+
 __version__ = "0.1.0"
+
+hide_mismatched_extensions()
 
 _EXPORTS: dict[str, str] = {
     "ModelType": "swiftcli.registry.models",
@@ -19,15 +23,15 @@ _EXPORTS: dict[str, str] = {
     "ModelSpec": "swiftcli.config.spec",
     "EngineConfig": "swiftcli.config.spec",
     "GenerationConfig": "swiftcli.config.spec",
-    "resolve_model": "swiftcli.config.resolve",
+    "resolve_model": "swiftcli.hub.resolve",
     "create_engine": "swiftcli.engines",
     "create_async_engine": "swiftcli.engines",
     "register_backend": "swiftcli.engines",
-    "load": "swiftcli.engines.loader",
-    "Session": "swiftcli.engines.loader",
+    "load": "swiftcli.loading",
+    "Session": "swiftcli.loading",
     "ModelOptions": "swiftcli.config.options",
-    "get_vllm_engine": "swiftcli.engines.compat",
-    "get_model_tokenizer": "swiftcli.engines.compat",
+    "get_vllm_engine": "swiftcli.compat",
+    "get_model_tokenizer": "swiftcli.compat",
     "inference_vllm": "swiftcli.generation.core",
     "inference_stream_vllm": "swiftcli.generation.core",
     "inference": "swiftcli.generation.core",
@@ -51,13 +55,13 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from swiftcli.compat import get_model_tokenizer, get_vllm_engine
     from swiftcli.config.options import ModelOptions
-    from swiftcli.config.resolve import resolve_model
     from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
     from swiftcli.engines import create_async_engine, create_engine, register_backend
-    from swiftcli.engines.compat import get_model_tokenizer, get_vllm_engine
-    from swiftcli.engines.loader import Session, load
     from swiftcli.errors import SwiftError
     from swiftcli.generation.core import inference, inference_stream, inference_stream_vllm, inference_vllm
+    from swiftcli.hub.resolve import resolve_model
+    from swiftcli.loading import Session, load
     from swiftcli.registry.models import ModelType, get_default_template_type
     from swiftcli.registry.templates import Template, TemplateType, get_template

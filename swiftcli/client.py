@@ -13,80 +13,23 @@ Results are the openai package's own types: ChatCompletion / Completion, or an i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from typing import Any
 
+from swiftcli.apiclient import XRequestConfig, is_chat_model, openai_client
+from swiftcli.generation.chat import Conversation
+
+__all__ = ["XRequestConfig", "get_model_list_client", "get_model_list_client_async", "inference_client",
+           "inference_client_async", "messages_of"]
+
 History = Sequence[Sequence[str]]
-
-# Sampling fields the OpenAI schema lacks; sent in the body all the same (vLLM and swiftcli read them).
-_EXTRA_FIELDS = ("top_k", "repetition_penalty", "ignore_eos", "min_p", "min_tokens", "stop_token_ids",
-                 "skip_special_tokens", "include_stop_str_in_output", "structured_outputs", "chat_template_kwargs")
-_CHAT_ONLY = ("chat_template_kwargs",)
-
-
-@dataclass
-class XRequestConfig:
-    """Sampling settings of one request; None leaves the server's default."""
-
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    repetition_penalty: float | None = None
-    n: int = 1
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logprobs: bool | int | None = None
-    top_logprobs: int | None = None
-    ignore_eos: bool | None = None
-    min_p: float | None = None
-    min_tokens: int | None = None
-    logit_bias: dict[str, float] | None = None
-    stop_token_ids: list[int] | None = None
-    skip_special_tokens: bool | None = None
-    include_stop_str_in_output: bool | None = None
-    response_format: dict[str, Any] | None = None
-    # vLLM's constraint: {"json": schema} | {"regex": ...} | {"choice": [...]} | {"grammar": ...}
-    structured_outputs: dict[str, Any] | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
-
-    def to_kwargs(self, chat: bool) -> dict[str, Any]:
-        """Keyword arguments for openai's `create()`: standard fields directly, the rest in `extra_body`."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        extra = {name: values.pop(name) for name in _EXTRA_FIELDS if values.get(name) is not None}
-        for name in _EXTRA_FIELDS:
-            values.pop(name, None)
-        if not chat:
-            for name in _CHAT_ONLY:
-                if extra.pop(name, None) is not None:
-                    from swiftcli.errors import InputError
-
-                    raise InputError(f"{name} is for chat requests")
-            values.pop("top_logprobs", None)
-            if isinstance(values.get("logprobs"), bool):
-                values["logprobs"] = 1 if values["logprobs"] else None
-        elif isinstance(values.get("logprobs"), int) and not isinstance(values["logprobs"], bool):
-            values["top_logprobs"] = values["top_logprobs"] or values["logprobs"]
-            values["logprobs"] = True
-        kwargs = {k: v for k, v in values.items() if v is not None}
-        if extra:
-            kwargs["extra_body"] = extra
-        return kwargs
-
 
 def _base_url(host: str, port: int | str, url: str | None) -> str:
     return (url or f"http://{host}:{port}/v1").rstrip("/")
 
 
 def _client(host: str, port: int | str, api_key: str, url: str | None, asynchronous: bool = False) -> Any:
-    import openai
-
-    cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-    # No silent retries: a 429 or 503 reaches the caller as it happened.
-    return cls(base_url=_base_url(host, port, url), api_key=api_key or "EMPTY", max_retries=0)
+    # swiftcli.apiclient's client: a refused connection is tried again, a 429 or 503 reaches the caller as it was.
+    return openai_client(_base_url(host, port, url), api_key, asynchronous=asynchronous)
 
 
 def get_model_list_client(host: str = "127.0.0.1", port: int | str = 8000, api_key: str = "EMPTY",
@@ -102,20 +45,9 @@ async def get_model_list_client_async(host: str = "127.0.0.1", port: int | str =
         return await client.models.list()
 
 
-def _is_chat(models: Any, model_type: str) -> bool:
-    for model in models.data:
-        if model.id == model_type:
-            flag = (model.model_extra or {}).get("is_chat")
-            return True if flag is None else bool(flag)
-    return True  # servers that do not say are chat servers
-
-
 def messages_of(query: str, history: History | None = None, system: str | None = None) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system}] if system is not None else []
-    for q, r in history or []:
-        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": r}]
-    messages.append({"role": "user", "content": query})
-    return messages
+    """OpenAI chat messages for a query after `history` ([query, response] pairs), under `system` if given."""
+    return Conversation(system, [list(pair) for pair in history or []]).messages(query)
 
 
 def _prompt_of(query: str, history: History | None, system: str | None) -> str:
@@ -152,7 +84,7 @@ def inference_client(
     client = _client(host, port, api_key, url)
     tool_kwargs = _tool_kwargs(tools, tool_choice)
     if is_chat_request is None:
-        is_chat_request = bool(tool_kwargs or messages) or _is_chat(client.models.list(), model_type)
+        is_chat_request = bool(tool_kwargs or messages) or is_chat_model(client.models.list(), model_type)
     if is_chat_request:
         return client.chat.completions.create(model=model_type, messages=_chat_messages(query, history, system,
                                                                                         messages),
@@ -182,7 +114,7 @@ async def inference_client_async(
     client = _client(host, port, api_key, url, asynchronous=True)
     tool_kwargs = _tool_kwargs(tools, tool_choice)
     if is_chat_request is None:
-        is_chat_request = bool(tool_kwargs or messages) or _is_chat(await client.models.list(), model_type)
+        is_chat_request = bool(tool_kwargs or messages) or is_chat_model(await client.models.list(), model_type)
     if is_chat_request:
         return await client.chat.completions.create(
             model=model_type, messages=_chat_messages(query, history, system, messages),

@@ -34,7 +34,7 @@ def lend_session_engine(vllm_engine, monkeypatch):
 
 @pytest.fixture(scope="session")
 def embedded_spec():
-    from swiftcli.config import resolve_model
+    from swiftcli.hub.resolve import resolve_model
 
     return resolve_model()
 
@@ -91,3 +91,31 @@ def lora_run(embedded_spec, tmp_path_factory):
     root = tmp_path_factory.mktemp("train") / "v0-20260101-000000"
     make_training_run(embedded_spec.model_dir, root)
     return root
+
+
+# Tests that use these start (or share) a real engine, server or model: they are `slow` whether or not they say
+# so, so that `pytest -m "not slow"` is the quick loop the README promises.
+HEAVY_FIXTURES = {"vllm_engine", "pt_engine", "deploy_server", "lend_session_engine", "lora_ckpt", "lora_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+QUICK_TEST_SECONDS = 10.0
+_unmarked_slow: list[tuple[str, float]] = []
+
+
+def pytest_runtest_logreport(report):
+    """Note tests that took long without the `slow` marker: they belong out of the quick loop."""
+    if report.when == "call" and report.duration > QUICK_TEST_SECONDS and "slow" not in report.keywords:
+        _unmarked_slow.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unmarked_slow:
+        terminalreporter.section("tests over 10 s without the slow marker")
+        for nodeid, seconds in _unmarked_slow:
+            terminalreporter.write_line(f"{seconds:6.1f}s {nodeid}")

@@ -358,13 +358,13 @@ def test_busy_port_is_a_usage_error_before_loading_anything() -> None:
 def test_api_url_that_is_not_a_url_is_a_usage_error() -> None:
     result = invoke("app-ui", "--port", str(free_port()), "--api_url", "localhost:8000")
     assert result.exit_code == 2, result.output
-    assert "Error: --api_url must be an http(s) URL" in result.output
+    assert "Error: --api-url must be an http(s) URL" in result.output
 
 
 def test_api_url_and_a_local_checkpoint_exclude_each_other(tmp_path: Path) -> None:
     result = invoke("app-ui", "--api_url", "http://127.0.0.1:1/v1", "--ckpt_dir", str(tmp_path))
     assert result.exit_code == 2, result.output
-    assert "Error: --api_url chats with a running server" in result.output
+    assert "Error: --api-url chats with a running server" in result.output
 
 
 def test_help_has_examples_and_stays_light() -> None:
@@ -395,6 +395,7 @@ def test_rendering_keeps_errors_out_of_the_model_history() -> None:
     assert messages[3]["content"] == "**Error:** too long"
 
 
+@pytest.mark.slow
 def test_engine_requests_carry_the_page_settings(embedded_spec: Any) -> None:
     """How the page's controls become an EngineRequest (template encoding, system box, room left)."""
     from types import SimpleNamespace

@@ -32,7 +32,7 @@ def test_bad_logins_are_usage_errors_that_do_not_echo_the_secret(tmp_path):
     result = invoke("app-ui", "--auth_file", str(empty))
     assert result.exit_code == 2 and "holds no USER:PASSWORD line" in result.stderr
     result = invoke("app-ui", "--auth_file", str(tmp_path / "missing"))
-    assert result.exit_code == 2 and "cannot read --auth_file" in result.stderr
+    assert result.exit_code == 2 and "cannot read --auth-file" in result.stderr
     result = invoke("app-ui", "--max_concurrency", "0")
     assert result.exit_code == 2
 

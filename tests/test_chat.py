@@ -145,13 +145,51 @@ class ScriptedEngine:
             self.closed += 1
 
 
+def test_conversation_is_one_model_for_the_terminal_and_the_server():
+    from swiftcli.generation.chat import Conversation
+
+    turns = Conversation.of([("Hi", "Hello!")], "Be brief.")
+    assert turns.messages("Capital?") == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Capital?"}]
+    assert turns.request("Capital?") == {"query": "Capital?", "history": [["Hi", "Hello!"]], "system": "Be brief."}
+    single = Conversation(single_round=True)
+    single.add_turn("q", "a")
+    assert single.history == [] and single.messages("q") == [{"role": "user", "content": "q"}]
+    assert isinstance(ChatSession(), Conversation)
+
+
+def test_chat_with_a_server_keeps_the_conversation_and_sends_set(tmp_path):
+    """`chat --api_url` against a server that records each request: the same REPL and conversation as a local
+    chat; /set changes what the next request sends; /clear empties the history sent."""
+    from recording_server import RecordingServer
+
+    saved = tmp_path / "c.json"
+    script = "\n".join(["Capital of France?", "/set temperature 0.5", "And of Italy?", f"/save {saved}",
+                        "/clear", "Hello", "/think on", "/exit"]) + "\n"
+    with RecordingServer() as server:
+        server.chat_sampling = {"temperature": 0.0, "repetition_penalty": 1.1}
+        result = CliRunner().invoke(app, ["chat", "--api_url", server.url, "--no-markdown", "--system",
+                                          "Be brief."], input=script, env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        first, second, third = server.bodies
+    out = result.output
+    assert f"recorder at {server.url}" in out and "Sampling: greedy, repetition_penalty 1.1" in out, out
+    assert (first["temperature"], first["repetition_penalty"]) == (0.0, 1.1)
+    assert second["temperature"] == 0.5 and [m["content"] for m in second["messages"]] == [
+        "Be brief.", "Capital of France?", "Paris.", "And of Italy?"]
+    assert [m["role"] for m in third["messages"]] == ["system", "user"]
+    assert "has no thinking switch" in out and "Traceback" not in out
+    assert json.loads(saved.read_text())["model"] == "recorder"
+
+
 def test_plain_stream_never_shows_a_broken_character(monkeypatch, embedded_spec):
     from rich.console import Console
     from transformers import AutoTokenizer
 
     from swiftcli.cli.chat import Repl
     from swiftcli.config.spec import GenerationConfig
-    from swiftcli.engines.loader import Session
+    from swiftcli.loading import Session
     from swiftcli.registry.templates import get_template
 
     engine = ScriptedEngine(["你", "你\ufffd", "你好", "你好，世\ufffd", "你好，世界"])
@@ -178,6 +216,7 @@ def plain(text: str) -> str:
     return ANSI.sub("", text)
 
 
+@pytest.mark.slow
 def test_repl_in_a_terminal(tmp_path):
     pexpect = pytest.importorskip("pexpect")
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="ERROR", PROMPT_TOOLKIT_NO_CPR="1",

@@ -40,6 +40,7 @@ def test_bool_option_takes_a_value():
     assert result.exit_code == 2
 
 
+@pytest.mark.slow
 def test_infer_query_prints_only_the_answer(tmp_path):
     """A newcomer's first command, without a terminal: the answer alone on stdout, at most 2 lines on stderr,
     and the engine's chatter in the log file under $SWIFTCLI_HOME/logs."""
@@ -59,6 +60,7 @@ def test_infer_query_prints_only_the_answer(tmp_path):
     assert "EngineCore" in text or "vllm" in text.lower()
 
 
+@pytest.mark.slow
 def test_verbose_shows_engine_logs():
     proc = subprocess.run([sys.executable, "-m", "swiftcli.cli", "-v", "infer", "--max_new_tokens", "4",
                            "--query", "Hi"],

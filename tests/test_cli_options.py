@@ -40,8 +40,7 @@ def test_usage_lines_show_no_hidden_parameters():
     """infer's hidden catch-all for stray words (it says "questions go in --query") showed as `[]...`."""
     usage = [line.strip() for line in run_cli("infer", "--help", env={"COLUMNS": "80"}).stdout.splitlines()
              if "Usage:" in line]
-    assert usage == ["Usage: swiftcli infer [OPTIONS]"]
-    assert "Usage: swiftcli infer [OPTIONS]\n" in run_cli("infer", "--bogus").stderr
+    assert usage == ["Usage: swiftcli infer [OPTIONS] [PROMPT]"]
 
 
 def test_root_help_mentions_the_other_spellings_once():
@@ -60,25 +59,26 @@ def test_space_separated_values_become_repeated_options():
     command = typer.main.get_command(app)
     args = ["eval", "--eval_dataset", "a.jsonl", "b.jsonl", "--eval-limit", "3", "--stop_words", "x", "y"]
     assert expand_multi_values(args, command) == [
-        "eval", "--eval_dataset", "a.jsonl", "--eval_dataset", "b.jsonl", "--eval-limit", "3",
-        "--stop_words", "x", "--stop_words", "y"]
-    # a value that looks like a sub-command, a negative number, or an option ends the list
-    args = ["infer", "--val_dataset", "a.jsonl", "--val_dataset_sample", "-1", "--query", "q1", "q2"]
+        "eval", "--eval-dataset", "a.jsonl", "--eval-dataset", "b.jsonl", "--eval-limit", "3",
+        "--stop", "x", "--stop", "y"]
+    # a value that looks like a sub-command, a negative number, or an option ends the list; --query takes one
+    args = ["infer", "--val_dataset", "a.jsonl", "b.csv", "--val_dataset_sample", "-1", "--query", "q1", "q2"]
     assert expand_multi_values(args, command) == [
-        "infer", "--val_dataset", "a.jsonl", "--val_dataset_sample", "-1", "--query", "q1", "--query", "q2"]
+        "infer", "--val-dataset", "a.jsonl", "--val-dataset", "b.csv", "--val-dataset-sample", "-1", "--query", "q1",
+        "q2"]
     assert expand_multi_values(["eval", "compare", "a", "b"], command) == ["eval", "compare", "a", "b"]
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--temperature", "-1"], "temperature must be >= 0"),
-    (["--top_p", "5"], "top_p must be in (0, 1]"),
-    (["--top-k", "-7"], "top_k"),
-    (["--max_new_tokens", "0"], "max_new_tokens must be at least 1"),
-    (["--repetition_penalty", "0"], "repetition_penalty"),
-    (["--seed", str(2**70)], "seed must fit in 64 bits"),
-    (["--tensor_parallel_size", "0"], "tensor_parallel_size must be at least 1"),
-    (["--gpu_memory_utilization", "1.5"], "gpu_memory_utilization"),
-    (["--engine_kwargs", "[1]"], "engine_kwargs must be a JSON object"),
+    (["--temperature", "-1"], "--temperature must be >= 0"),
+    (["--top_p", "5"], "--top-p must be in (0, 1]"),
+    (["--top-k", "-7"], "--top-k"),
+    (["--max_new_tokens", "0"], "--max-new-tokens must be at least 1"),
+    (["--repetition_penalty", "0"], "--repetition-penalty"),
+    (["--seed", str(2**70)], "--seed must fit in 64 bits"),
+    (["--tensor_parallel_size", "0"], "--tensor-parallel-size must be at least 1"),
+    (["--gpu_memory_utilization", "1.5"], "--gpu-memory-utilization"),
+    (["--engine_kwargs", "[1]"], "--engine-kwargs must be a JSON object"),
     (["--dtype", "int3"], "unknown dtype"),
 ])
 def test_bad_settings_fail_before_loading(args, words):

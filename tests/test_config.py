@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from swiftcli.config import resolve_model
 from swiftcli.errors import CheckpointError, EngineError, ModelNotFoundError
+from swiftcli.hub.resolve import resolve_model
 
 
 def _full_checkpoint(embedded_spec, path: Path, args: dict | None, args_file: str = "args.json") -> Path:

@@ -78,12 +78,12 @@ def test_cli_takes_ms_swift_spelling_and_refuses_before_loading(tmp_path, monkey
     result = runner.invoke(app, ["infer", "--query", "Hi", "--vllm_data_parallel_size", "2",
                                  "--infer_backend", "pt"])
     assert result.exit_code == 2, result.output
-    assert "--data_parallel_size needs the vllm backend" in result.stderr
+    assert "--data-parallel-size needs the vllm backend" in result.stderr
     result = runner.invoke(app, ["infer", "--query", "Hi", "--headless", "true", "--nnodes", "2", "--node_rank", "1",
                                  "--data_parallel_size", "2", "--master_addr", "127.0.0.1"])
     assert result.exit_code == 2 and "infer runs on the head node" in result.stderr
     result = runner.invoke(app, ["deploy", "--nnodes", "2", "--node_rank", "1", "--headless", "true"])
-    assert result.exit_code == 2 and "needs --master_addr" in result.stderr
+    assert result.exit_code == 2 and "needs --master-addr" in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2  # the error and its hint
 
 
@@ -93,7 +93,7 @@ def test_more_replicas_than_cores_refused_before_the_engine(monkeypatch):
     monkeypatch.delenv(parallel.AUTO_MARK, raising=False)
     result = runner.invoke(app, ["infer", "--query", "Hi", "--data_parallel_size", "3"])
     assert result.exit_code == 2, result.output
-    assert "--data_parallel_size 3 needs 3 CPU cores on this node, but 2 are available" in result.stderr
+    assert "--data-parallel-size 3 needs 3 CPU cores on this node, but 2 are available" in result.stderr
     assert "up to 2 fits" in result.stderr and "Traceback" not in result.output
 
 
@@ -116,6 +116,9 @@ class FakeReplicas:
         self.engine_args, self.scheduler_limits, self.max_model_len = {}, None, 100
         self.hf_tokenizer = self.generation_config = None
         self.lora_names, self.errored = [], False
+        from swiftcli.engines.base import EngineCapabilities
+
+        self.capabilities = EngineCapabilities()
         self.seen, self.cancelled = {}, []
 
     async def generate(self, request):

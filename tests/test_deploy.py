@@ -609,12 +609,18 @@ class _BrokenEngine:
 
     backend = "fake"
     max_model_len = 64
+    max_num_seqs = None
+    errored = False
     lora_names: list[str] = []
 
     def __init__(self, spec, tokenizer):
         from swiftcli.config.spec import GenerationConfig
 
         self.spec, self.hf_tokenizer, self.generation_config = spec, tokenizer, GenerationConfig()
+        self.vocab_size = len(tokenizer)
+
+    def num_unfinished(self):
+        return 0
 
     async def generate(self, request, *, guided=None):
         raise RuntimeError("secret internal detail")
@@ -665,6 +671,10 @@ def test_the_in_process_server_leaves_the_process_logging_alone(embedded_spec):
 
     class Idle:
         backend, spec, lora_names, max_model_len, max_num_seqs, vocab_size = "fake", embedded_spec, [], 128, 2, 100
+        errored = False
+
+        def num_unfinished(self):
+            return 0
 
     logger = logging.getLogger("swiftcli.tests.recorder")
     handler = Recorder()

@@ -238,6 +238,17 @@ def test_compare_counts_flips_and_writes_html(datasets, tmp_path):
     html = page.read_text(encoding="utf-8")
     assert html.startswith("<!doctype html>") and 'style="width:66.67%"' in html
     assert "<script" not in html and "http" not in html.split("<body>")[1]
+    as_json = invoke(["eval", "compare", str(a), str(b), "--output", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    assert data["flips"] == [{"dataset": "mc", "matched": 3, "wrong_to_right": 1, "right_to_wrong": 1,
+                              "both_right": 1, "both_wrong": 0, "unmatched": 0}]
+    (tmp_path / "plain").write_text("x")
+    unwritable = invoke(["eval", "compare", str(a), str(b), "--html", str(tmp_path / "plain" / "r.html")])
+    assert unwritable.exit_code == 1 and "--html" in unwritable.output and "cannot be written" in unwritable.output
+    assert "Traceback" not in unwritable.output
+    row = next(r for r in data["metrics"] if r["metric"] == "accuracy")
+    assert row["a"] == row["b"] == pytest.approx(200 / 3, abs=1e-3) and row["delta"] == pytest.approx(0.0)
 
 
 def test_output_dir_with_a_run_is_refused_and_nothing_is_half_written(datasets, tmp_path):
@@ -258,7 +269,32 @@ def test_cli_usage_errors_are_one_line(tmp_path, datasets):
     assert not out.exists()
     assert invoke(["eval"]).exit_code == 2
     result = invoke(["eval", "--eval_dataset", str(datasets[0]), "--eval_type", "essay"])
-    assert result.exit_code == 2 and "--eval_type must be one of" in result.output
+    assert result.exit_code == 2 and "'--eval-type': 'essay' is not one of" in result.output
+
+
+def test_missing_dataset_and_unwritable_output_are_refused_before_loading(tmp_path, datasets, monkeypatch):
+    def no_engine(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr("swiftcli.engines.loader.start_engine", no_engine)
+    monkeypatch.chdir(tmp_path)
+    result = invoke(["eval", "--eval_dataset", "nope", "--eval_output_dir", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "--eval-dataset nope does not exist" in result.output
+    assert "format" not in result.output and not (tmp_path / "out").exists()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = invoke(["eval", "--eval_dataset", str(datasets[1]), "--eval_output_dir", str(blocker / "run")])
+    assert result.exit_code == 1 and f"--eval-output-dir {blocker / 'run'} cannot be written" in result.output
+    assert "Traceback" not in result.output
+    # The folders created to try writing are gone again.
+    result = invoke(["eval", "--eval_dataset", "nope", "--eval_output_dir", str(tmp_path / "new" / "deep")])
+    assert result.exit_code == 1 and not (tmp_path / "new").exists()
+    for args, said in ((["--eval_few_shot", "-1"], "--eval-few-shot must be 0 or more"),
+                       (["--eval_concurrency", "0"], "--eval-concurrency must be at least 1"),
+                       (["--lm_eval_include_path", str(tmp_path)], "--lm-eval-include-path needs --lm-eval-tasks"),
+                       (["--output", "yaml"], "--output must be text or json")):
+        result = invoke(["eval", "--eval_dataset", str(datasets[1]), *args])
+        assert result.exit_code == 2 and said in result.output, result.output
 
 
 def test_eval_help_imports_nothing_heavy():
@@ -379,6 +415,25 @@ def test_remote_run_with_key_concurrency_and_a_failing_row(openai_style_server, 
     assert 1 < _OpenAIStyle.most_in_flight <= 2
 
 
+def test_api_url_and_key_from_the_shared_options_and_json_output(openai_style_server, datasets, tmp_path,
+                                                                 monkeypatch):
+    """--api-url/--api-key as infer and chat spell them, SWIFTCLI_API_URL/SWIFTCLI_API_KEY from the environment,
+    and --output json prints summary.json itself on stdout."""
+    args = ["--eval_dataset", str(datasets[1]), "--eval_mc_method", "generate"]
+    typed = invoke(["eval", "--api_url", openai_style_server, "--api_key", "sekret", *args, "--eval_output_dir",
+                    str(tmp_path / "typed"), "--output", "json"])
+    assert typed.exit_code == 0, typed.output
+    printed = json.loads(typed.stdout)
+    assert printed == load_run(tmp_path / "typed").summary and printed["settings"]["eval_url"] == openai_style_server
+    assert "sekret" not in (tmp_path / "typed" / "summary.json").read_text()
+    monkeypatch.setenv("SWIFTCLI_API_URL", openai_style_server)
+    monkeypatch.setenv("SWIFTCLI_API_KEY", "sekret")
+    result = CliRunner().invoke(app, ["eval", *args, "--eval_output_dir", str(tmp_path / "env")],
+                                env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert load_run(tmp_path / "env").summary["model"]["backend"] == "remote" and "accuracy" in result.stdout
+
+
 def test_remote_errors_are_clear(openai_style_server, datasets, tmp_path):
     result = invoke(
         [
@@ -391,7 +446,7 @@ def test_remote_errors_are_clear(openai_style_server, datasets, tmp_path):
             str(tmp_path / "a"),
         ]
     )
-    assert result.exit_code == 1 and "needs a valid API key" in result.output and "--eval_token" in result.output
+    assert result.exit_code == 1 and "needs a valid API key" in result.output and "--api-key" in result.output
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -83,8 +83,8 @@ def greedy_tokens(engine, spec, adapter: str | None = None) -> dict[str, list[in
 
 
 def test_merge_writes_a_full_checkpoint(merged, adapter):
-    from swiftcli.config import resolve_model
     from swiftcli.export.atomic import COMPLETE_MARKER, leftovers
+    from swiftcli.hub.resolve import resolve_model
 
     out, result = merged
     names = {p.name for p in out.iterdir()}
@@ -116,8 +116,9 @@ def test_second_run_reuses_and_force_redoes(merged, adapter):
 
 def test_merged_pt_matches_peft_adapter(merged, adapter):
     """transformers in float32: the merged checkpoint and the unmerged peft adapter pick the same tokens."""
-    from swiftcli.config import EngineConfig, resolve_model
+    from swiftcli.config import EngineConfig
     from swiftcli.engines import create_engine
+    from swiftcli.hub.resolve import resolve_model
 
     tokens = {}
     for name, ckpt in (("pt_merged", merged[0]), ("pt_peft", adapter)):
@@ -172,9 +173,13 @@ def test_gptq_int4_loads_in_vllm_cpu(merged, monkeypatch, tmp_path):
     from swiftcli.engines import create_engine
 
     out, _ = merged
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     result = invoke("export", "--ckpt_dir", str(out), "--quant_bits", "4", "--quant_n_samples", "16",
                     "--quant_seqlen", "128")
     assert result.exit_code == 0, result.output
+    assert list(workdir.iterdir()) == []  # gptqmodel's logs go to swiftcli's logs folder, not the cwd
     quantized = Path(result.stdout.strip().splitlines()[-1])
     assert quantized == out.with_name("checkpoint-10-merged-gptq-int4")
     assert "group size 64" in result.stderr  # 576 is not a multiple of 128
@@ -331,7 +336,7 @@ def test_bad_input_errors(merged, adapter, tmp_path, monkeypatch):
 
 def test_vllm_lora_matches_merged(vllm_engine, adapter):
     """vLLM serving the adapter unmerged (float32) picks the same tokens as vLLM on the merged weights."""
-    from swiftcli.config import resolve_model
+    from swiftcli.hub.resolve import resolve_model
 
     assert "vllm_merged" in results, "run the whole module: the merged tokens come from an earlier test"
     vllm_engine.add_lora("export-test", str(adapter))

@@ -126,7 +126,7 @@ def test_cli_bad_input_is_a_one_line_error(tmp_path):
 
     runner = CliRunner()
     result = runner.invoke(app, ["infer", "--val_dataset", str(tmp_path / "missing.jsonl")])
-    assert result.exit_code == 1 and "missing.jsonl does not exist" in result.stderr
+    assert result.exit_code == 2 and "missing.jsonl does not exist" in result.stderr
     bad = write(tmp_path / "rows.jsonl", '{"query": "a"}\n{"response": "no query"}\n')
     result = runner.invoke(app, ["infer", "--val_dataset", str(bad)])
     assert result.exit_code == 1 and "rows.jsonl:2: the row has no query" in result.stderr
@@ -137,8 +137,8 @@ def test_cli_bad_input_is_a_one_line_error(tmp_path):
     good = write(tmp_path / "good.jsonl", '{"query": "a"}\n')
     result = runner.invoke(app, ["infer", "--val_dataset", str(good), str(bad)])
     assert result.exit_code == 1 and "rows.jsonl:2" in result.stderr
-    result = runner.invoke(app, ["infer", "What is 2+2?"])
-    assert result.exit_code == 2 and "--query" in result.stderr
+    result = runner.invoke(app, ["infer", "What", "is", "2+2?"])  # unquoted: refused with the quoted command
+    assert result.exit_code == 2 and 'swiftcli infer "What is 2+2?"' in result.stderr
     result = runner.invoke(app, ["infer", "--val_dataset", str(bad), "--result_file", "a", "--result_dir", "b"])
     assert result.exit_code == 2
 
@@ -156,6 +156,7 @@ def lines(path):
     return path.read_text(encoding="utf-8").splitlines()
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume(tmp_path, monkeypatch, request):
     """A run killed with SIGKILL leaves a valid prefix; the same command resumes it without duplicates.
 
@@ -309,6 +310,6 @@ def test_load_dataset_config_takes_the_validation_split(session_engine, embedded
 def test_load_dataset_config_errors(embedded_spec, tmp_path):
     ckpt = full_checkpoint(tmp_path, embedded_spec, {"dataset": ["AI-ModelScope/alpaca-gpt4-data-en"]})
     result = CliRunner().invoke(app, ["infer", "--ckpt_dir", str(ckpt), "--load_dataset_config", "true"])
-    assert result.exit_code == 1 and "hub dataset" in result.stderr and "--val_dataset" in result.stderr
+    assert result.exit_code == 1 and "hub dataset" in result.stderr and "--val-dataset" in result.stderr
     result = CliRunner().invoke(app, ["infer", "--load_dataset_config", "true"])
-    assert result.exit_code == 2 and "--ckpt_dir" in result.stderr
+    assert result.exit_code == 2 and "--ckpt-dir" in result.stderr

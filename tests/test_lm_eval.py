@@ -186,4 +186,4 @@ def test_lm_eval_task_errors_come_before_the_model_loads(tmp_path, monkeypatch):
     for result in (unknown, hub):
         assert "Traceback" not in result.output
     bad = invoke(["eval", "--eval_dataset", str(QA_MC), "--eval_mc_method", "letters"])
-    assert bad.exit_code != 0 and "--eval_mc_method must be loglikelihood or generate" in bad.output
+    assert bad.exit_code == 2 and "'--eval-mc-method': 'letters' is not one of loglikelihood, generate" in bad.output

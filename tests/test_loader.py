@@ -11,8 +11,15 @@ import pytest
 
 import swiftcli
 from swiftcli.config.spec import EngineConfig, GenerationConfig
-from swiftcli.engines import BACKENDS, create_async_engine, register_backend
-from swiftcli.engines.base import Completion, EngineRequest, RequestResult
+from swiftcli.engines import (
+    BACKENDS,
+    backend_capabilities,
+    capabilities_of,
+    create_async_engine,
+    register_backend,
+    require_capability,
+)
+from swiftcli.engines.base import Completion, EngineCapabilities, EngineRequest, RequestResult
 from swiftcli.errors import UsageError
 
 
@@ -121,3 +128,83 @@ def test_a_typed_temperature_turns_sampling_on_over_a_greedy_default():
 def test_stop_strings_given_on_the_command_line_are_kept():
     config = GenerationConfig(stop=["a"]).copy(stop=["Paris"])
     assert config.stop == ["Paris"] and GenerationConfig(stop=["a"]).copy().stop == ["a"]
+
+
+# --- capabilities: what a backend can do is declared, not guessed from its name
+
+
+class GuidedEchoEngine(EchoEngine):
+    """EchoEngine that declares structured output and final-only results, and records what it was asked."""
+
+    capabilities = EngineCapabilities(structured_output=True, final_results=True)
+
+    def __init__(self, spec, config):
+        super().__init__(spec, config)
+        self.guided: list[dict | None] = []
+        self.final_calls = 0
+
+    def stream(self, requests):
+        self.guided.extend(r.guided for r in requests)
+        return super().stream(requests)
+
+    def final_results(self, requests):
+        self.final_calls += 1
+        return (r for r in self.stream(requests) if r.finished)
+
+
+@pytest.fixture
+def guided_backend():
+    register_backend("echo-guided", sync=f"{__name__}:GuidedEchoEngine")
+    yield "echo-guided"
+    BACKENDS.pop("echo-guided")
+
+
+def _guided_run(backend, spec):
+    async def run():
+        engine = create_async_engine(spec, EngineConfig(), backend)
+        try:
+            request = EngineRequest([5, 6], GenerationConfig(max_new_tokens=2))
+            states = [s async for s in engine.generate(request, guided={"choice": ["yes", "no"]})]
+        finally:
+            await engine.aclose()
+        return engine, states
+
+    return asyncio.run(run())
+
+
+def test_a_backend_that_declares_structured_output_gets_constraints(guided_backend, embedded_spec):
+    engine, states = _guided_run(guided_backend, embedded_spec)
+    assert engine.capabilities.structured_output and not engine.capabilities.runtime_lora
+    assert engine.engine.guided == [{"choice": ["yes", "no"]}] and states[-1].finished
+    require_capability(guided_backend, "structured_output", "response_format")  # no error
+
+
+def test_a_backend_that_declares_nothing_is_refused_by_name(echo_backend, embedded_spec):
+    from swiftcli.errors import InputError
+
+    assert backend_capabilities(echo_backend) == EngineCapabilities()  # the conservative default
+    with pytest.raises(InputError, match="structured outputs.*echo has none"):
+        _guided_run(echo_backend, embedded_spec)
+    with pytest.raises(UsageError, match="--lora_modules needs a backend with adapters added at runtime, which "
+                                         "the echo backend does not have") as caught:
+        require_capability(echo_backend, "runtime_lora", "--lora_modules", asynchronous=True)
+    assert caught.value.hint == "use --infer_backend vllm"
+
+
+def test_final_only_results_are_used_when_declared(guided_backend, echo_backend, embedded_spec):
+    from swiftcli.engines.base import generate_all
+
+    request = EngineRequest([1, 2, 3], GenerationConfig(max_new_tokens=3))
+    guided = GuidedEchoEngine(embedded_spec, EngineConfig())
+    assert generate_all(guided, [request])[0].outputs[0].token_ids == [1, 2, 3] and guided.final_calls == 1
+    plain = EchoEngine(embedded_spec, EngineConfig())
+    assert capabilities_of(plain) == EngineCapabilities()
+    assert generate_all(plain, [request])[0].finished
+
+
+def test_builtin_backends_declare_what_they_can_do():
+    vllm, pt = backend_capabilities("vllm"), backend_capabilities("pt")
+    assert vllm.lora and vllm.runtime_lora and vllm.structured_output and vllm.final_results
+    assert pt.lora and pt.prompt_logprobs and not pt.structured_output and not pt.runtime_lora
+    assert not backend_capabilities("pt", asynchronous=True).runtime_lora
+    assert backend_capabilities("vllm", asynchronous=True).runtime_lora

@@ -160,6 +160,10 @@ def test_routes_exist_only_when_enabled(embedded_spec):
     class _NoEngine:  # the routes are added or not before any request: no engine needed to see that
         spec = embedded_spec
         lora_names: list[str] = []
+        max_num_seqs, errored = None, False
+
+        def num_unfinished(self):
+            return 0
 
     template = SimpleNamespace(template_type=embedded_spec.template_type)  # the server picks its parsers by it
     app = create_app(ServerSettings(), engine=_NoEngine(), template=template)
@@ -173,4 +177,5 @@ def test_runtime_lora_needs_the_vllm_backend():
 
     result = CliRunner().invoke(app, ["deploy", "--enable_runtime_lora", "true", "--infer_backend", "pt"],
                                 env={"COLUMNS": "120"})
-    assert result.exit_code == 2 and "--enable_runtime_lora needs the vllm backend" in result.output
+    assert result.exit_code == 2 and "--enable-runtime-lora needs a backend with adapters added at runtime" in (
+        " ".join(result.output.split()))

@@ -54,12 +54,11 @@ def test_rank_above_the_limit_raises_it_and_says_so(adapter, embedded_spec, caps
     config = json.loads((adapter / "adapter_config.json").read_text())
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "r": 8, "rank_pattern": {"q_proj": 24}}))
     engine = EngineConfig(enable_lora=True, max_lora_rank=16)
-    check_adapters({"wide": str(adapter)}, embedded_spec, engine)
-    assert engine.max_lora_rank == 32
+    assert check_adapters({"wide": str(adapter)}, embedded_spec, engine).max_lora_rank == 32
+    assert engine.max_lora_rank == 16  # the caller's config is left as it was
     assert "Raising --max_lora_rank from 16 to 32: adapter wide has rank 24." in capsys.readouterr().err
     engine = EngineConfig(enable_lora=True, max_lora_rank=64)
-    check_adapters({"wide": str(adapter)}, embedded_spec, engine)
-    assert engine.max_lora_rank == 64
+    assert check_adapters({"wide": str(adapter)}, embedded_spec, engine).max_lora_rank == 64
 
 
 def test_the_session_adapter_passes(lora_ckpt, embedded_spec):

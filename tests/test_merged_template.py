@@ -74,8 +74,8 @@ def merged(lora_run, tmp_path_factory):
 def test_merged_checkpoint_prompts_exactly_as_swiftcli(merged):
     from transformers import AutoTokenizer
 
-    from swiftcli.config.resolve import resolve_model
     from swiftcli.engines.tokenizer import load_tokenizer
+    from swiftcli.hub.resolve import resolve_model
 
     assert (merged / "chat_template.jinja").is_file()
     assert "chat_template" not in json.loads((merged / "tokenizer_config.json").read_text())

@@ -37,6 +37,7 @@ def test_eager_pipeline_refused_on_cpu(embedded_spec, monkeypatch):
         engine_args(embedded_spec, EngineConfig(pipeline_parallel_size=2, enforce_eager=True))
 
 
+@pytest.mark.slow
 def test_tp2_refused_by_the_cli_before_loading():
     from typer.testing import CliRunner
 

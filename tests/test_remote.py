@@ -70,29 +70,31 @@ def test_chat_sampling_a_server_lists_is_read_only_when_valid():
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (["--ckpt_dir", "ckpt", "--infer_backend", "pt"], "--ckpt_dir, --infer_backend"),
-        (["--dtype", "bf16", "--max_model_len", "512"], "--dtype, --max_model_len"),
-        (["--template_type", "chatml"], "--template_type"),
-        (["--val_dataset", "x.jsonl", "--load_dataset_config", "true"], "--load_dataset_config"),
+        (["--ckpt_dir", "ckpt", "--infer_backend", "pt"], "--ckpt-dir, --infer-backend"),
+        (["--dtype", "bf16", "--max_model_len", "512"], "--dtype, --max-model-len"),
+        (["--template_type", "chatml"], "--template-type"),
+        (["--val_dataset", "x.jsonl", "--load_dataset_config", "true"], "--load-dataset-config"),
     ],
 )
-def test_local_model_options_are_refused_by_name(args, named):
+def test_local_model_options_are_refused_by_name(args, named, tmp_path):
+    (tmp_path / "x.jsonl").write_text('{"query": "hi"}\n')
+    args = [str(tmp_path / a) if a == "x.jsonl" else a for a in args]
     result = invoke("infer", "--api_url", "http://127.0.0.1:9/v1", "--query", "hi", *args)
     assert result.exit_code == 2, result.output
-    assert f"--api_url asks a running server; {named} configure a local model" in result.output
+    assert f"--api-url asks a running server; {named} configure a local model" in result.output
     assert "Traceback" not in result.output
 
 
 def test_chat_refuses_local_options_and_checks_sampling_before_connecting():
     result = invoke("chat", "--api_url", "http://127.0.0.1:9/v1", "--merge_lora", "true")
-    assert result.exit_code == 2 and "--merge_lora configure a local model" in result.output, result.output
+    assert result.exit_code == 2 and "--merge-lora configure a local model" in result.output, result.output
     result = invoke("chat", "--api_url", "http://127.0.0.1:9/v1", "--top_p", "2")
-    assert result.exit_code == 2 and "top_p must be in (0, 1]" in result.output, result.output
+    assert result.exit_code == 2 and "--top-p must be in (0, 1]" in result.output, result.output
 
 
 def test_max_concurrency_needs_api_url_and_the_url_comes_from_the_environment():
     result = invoke("infer", "--query", "hi", "--max_concurrency", "4")
-    assert result.exit_code == 2 and "--max_concurrency applies to --api_url" in result.output, result.output
+    assert result.exit_code == 2 and "--max-concurrency applies to --api-url" in result.output, result.output
     result = invoke("infer", "--query", "hi", env={"SWIFTCLI_API_URL": "http://127.0.0.1:9/v1"})
     assert result.exit_code == 1, result.output
     assert "Error: cannot reach http://127.0.0.1:9/v1" in result.output and "Traceback" not in result.output
@@ -168,6 +170,7 @@ def test_chat_through_the_server(deploy_server):
     assert "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_api_key_is_sent_and_a_wrong_one_refused(tmp_path: Path):
     """A keyed server (pt backend: quick to start); the key from --api_key or SWIFTCLI_API_KEY."""
     from server_utils import start_server

@@ -68,6 +68,7 @@ def test_user_budget_wins(embedded_spec, restore_binding):
     assert scheduler.planned_limits(args, scheduler.SERVER).max_num_seqs == 7
 
 
+@pytest.mark.slow
 def test_deploy_logs_vllm_server_budgets(embedded_spec, restore_binding):
     """A live `swiftcli -v deploy`: the budgets it logs are those of its running engine, and equal vLLM's
     server's for the same engine arguments."""

@@ -215,6 +215,10 @@ def test_429_carries_retry_after(embedded_spec):
 
     class Busy:
         backend, spec, lora_names, max_model_len, max_num_seqs, vocab_size = "fake", Spec(), [], 128, 3, 100
+        errored = False
+
+        def num_unfinished(self):
+            return 0
 
     template = SimpleNamespace(template_type=embedded_spec.template_type)  # the server picks its parsers by it
     app = create_app(ServerSettings(), engine=Busy(), template=template)
@@ -237,6 +241,7 @@ def _engine_core(pid: int) -> psutil.Process:
     raise AssertionError("no engine core process under the server")
 
 
+@pytest.mark.slow
 def test_dead_engine_errors_streams_turns_health_503_and_exits_nonzero():
     from server_utils import start_server
 
@@ -270,6 +275,7 @@ def test_dead_engine_errors_streams_turns_health_503_and_exits_nonzero():
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_group_signal_drains_requests_in_flight(sig):
     """A signal to the whole process group (Ctrl-C in a terminal, or a supervisor's SIGTERM) still drains."""
@@ -319,6 +325,7 @@ def _wait_ready(proc: subprocess.Popen, root: str, timeout: float = 600) -> None
     raise TimeoutError("the server did not become ready")
 
 
+@pytest.mark.slow
 def test_engine_core_exits_when_the_server_is_killed():
     """In its own session the engine core gets no group signal, so it watches its parent instead."""
     from server_utils import start_server

@@ -77,7 +77,7 @@ def test_bad_sweeps_fail_before_any_engine(tmp_path, data_files, lora_run):
         expand_checkpoints(f"{lora_run / 'checkpoint-10'},{tmp_path / 'missing'}")
     result = invoke(["eval", "--eval_dataset", str(data_files[0]), "--ckpt_dir", str(lora_run / "checkpoint-*"),
                      "--merge_lora", "true", "--eval_output_dir", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "--merge_lora true merges one checkpoint" in result.output
+    assert result.exit_code == 2 and "--merge-lora true merges one checkpoint" in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -180,3 +180,63 @@ def test_sweep_resumes_without_evaluating_again(sweep_run, data_files, lora_run,
     result = invoke(["eval", "--eval_dataset", str(data_files[0]), "--max_new_tokens", "24",
                      "--ckpt_dir", str(lora_run / "checkpoint-*"), "--eval_output_dir", str(out)])
     assert result.exit_code == 2 and "holds a run made with other datasets or settings" in result.output
+
+
+# Twelve questions a 135M model gets partly right, so that scores differ between methods and checkpoints.
+MC12 = """question,A,B,C,D,answer
+What is the capital of France?,Berlin,Paris,Rome,Madrid,B
+Which planet is known as the Red Planet?,Venus,Jupiter,Mars,Saturn,C
+What is 2+2?,3,4,5,6,B
+Which animal barks?,cat,dog,cow,fish,B
+What colour is the sky on a clear day?,green,red,blue,black,C
+How many days are in a week?,five,six,seven,eight,C
+What do bees make?,milk,honey,silk,wool,B
+Which is the largest ocean?,Atlantic,Indian,Arctic,Pacific,D
+What is frozen water called?,steam,ice,sand,glass,B
+Which season comes after winter?,spring,summer,autumn,night,A
+What is the opposite of hot?,warm,cold,wet,loud,B
+How many legs does a spider have?,four,six,eight,ten,C
+"""
+
+
+@pytest.mark.slow
+def test_sweep_scores_equal_single_eval_runs(lend_session_engine, lora_run, data_files, tmp_path, monkeypatch):
+    """A sweep scores each checkpoint exactly as `eval --ckpt_dir CKPT --vllm_enable_lora true` does: multiple
+    choice by loglikelihood (recorded as such), the same per-option loglikelihoods, the same metrics."""
+    vllm_engine = lend_session_engine
+    mc12 = tmp_path / "mc12.csv"
+    mc12.write_text(MC12)
+    data = ["--eval_dataset", str(mc12), "--eval_dataset", str(data_files[0]), "--max_new_tokens", "24"]
+    swept = invoke(["eval", *data, "--ckpt_dir", str(lora_run / "checkpoint-*"), "--eval_output_dir",
+                    str(tmp_path / "sweep")])
+    assert swept.exit_code == 0, swept.output
+    scores: dict[str, tuple[float, float]] = {}
+    for step in (10, 20, 30):
+        name = f"checkpoint-{step}"
+        # What a VllmEngine started for this one checkpoint does: the adapter loaded, and the default for requests.
+        vllm_engine.add_lora(f"single-{name}", str(lora_run / name))
+        monkeypatch.setattr(vllm_engine, "default_adapter", f"single-{name}")
+        single = invoke(["eval", *data, "--ckpt_dir", str(lora_run / name), "--vllm_enable_lora", "true",
+                         "--eval_output_dir", str(tmp_path / name)])
+        assert single.exit_code == 0, single.output
+        a, b = (json.loads((path / "summary.json").read_text()) for path in (tmp_path / "sweep" / name,
+                                                                              tmp_path / name))
+        assert [d["metrics"] for d in a["datasets"]] == [d["metrics"] for d in b["datasets"]], name
+        assert [d["method"] for d in a["datasets"]] == [d["method"] for d in b["datasets"]]
+        mc = a["datasets"][0]
+        assert set(mc["metrics"]) == {"accuracy", "accuracy_norm"} and "loglikelihood" in mc["method"]["accuracy"]
+        assert a["settings"]["mc_method"] == b["settings"]["mc_method"] == "loglikelihood"
+        rows = [[json.loads(line) for line in (path / "samples.jsonl").read_text().splitlines()]
+                for path in (tmp_path / "sweep" / name, tmp_path / name)]
+        for x, y in zip(*rows, strict=True):
+            assert x["prediction"] == y["prediction"] and x["correct"] == y["correct"]
+            if x["dataset"] == "mc12":
+                assert x["loglikelihoods"] == pytest.approx(y["loglikelihoods"], abs=1e-4)
+        scores[name] = (mc["metrics"]["accuracy"], mc["metrics"]["accuracy_norm"])
+    # The sweep's table and best checkpoint rest on those same numbers.
+    table = {r["checkpoint"]: r for r in json.loads((tmp_path / "sweep" / "sweep.json").read_text())["checkpoints"]}
+    for name, (accuracy, _) in scores.items():
+        single = json.loads((tmp_path / name / "summary.json").read_text())
+        mains = [d["metrics"][d["main_metric"]] for d in single["datasets"]]
+        assert table[name]["score"] == pytest.approx(sum(mains) / len(mains), abs=1e-4) and mains[0] == accuracy
+    print("sweep == single eval; mc12 (accuracy, accuracy_norm) per checkpoint:", scores)

@@ -9,16 +9,16 @@ import os
 import signal
 import socket
 import sys
-from typing import Annotated, Any
-
-import typer
+from dataclasses import dataclass
+from typing import Any
 
 from swiftcli.cli.errors import handled
-from swiftcli.cli.options import BoolValue, parse_bool, with_options
+from swiftcli.cli.options import with_options
+from swiftcli.cli.remote import DEFAULT_CONCURRENCY, ApiKeyOption, ApiUrlOption
+from swiftcli.config.commands import SERVER, ListenConfig, option
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
-
-SERVER_PANEL = "Server"
+from swiftcli.errors import UsageError
 
 EXAMPLES = """
 
@@ -28,70 +28,72 @@ EXAMPLES = """
 
   swiftcli app-ui --ckpt-dir output/checkpoint-100 --merge-lora true --port 7861
 
-  swiftcli app-ui --api-url http://127.0.0.1:8000/v1 --api-key $OPENAI_API_KEY
+  swiftcli app-ui --api-url http://127.0.0.1:8000/v1 --api-key "$SWIFTCLI_API_KEY"
 """
 
 
-@with_options(model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides)
+@dataclass(frozen=True)
+class PageOptions:
+    """Where the chat page is served, who may use it, and how many answers it generates at once."""
+
+    host: str = option(ListenConfig.host, "Address to bind; 0.0.0.0 exposes the page to your network.",
+                       panel=SERVER)
+    port: int = option(7860, "Port to serve the page on.", panel=SERVER)
+    share: bool = option(False, "Also publish a public gradio.live link.", panel=SERVER)
+    auth: list[str] | None = option(None, "Require this login (repeatable); other local users can read it in the "
+                                    "process list, so prefer --auth-file.", panel=SERVER, metavar="USER:PASSWORD")
+    auth_file: str | None = option(None, "Require a login from FILE: one USER:PASSWORD per line (# comments).",
+                                   panel=SERVER, metavar="FILE")
+    max_concurrency: int = option(DEFAULT_CONCURRENCY, "Answers generated at once over all tabs; more wait in "
+                                  "the queue.", panel=SERVER)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise UsageError(f"--port must be between 1 and 65535, not {self.port}")
+        if self.max_concurrency < 1:
+            raise UsageError(f"--max-concurrency must be at least 1, not {self.max_concurrency}")
+
+
+@with_options(page=PageOptions, model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides)
 @handled
 def app_ui_command(
-    api_url: Annotated[str | None, typer.Option(
-        "--api-url", rich_help_panel=SERVER_PANEL,
-        help="Chat with a running OpenAI-compatible server (e.g. swiftcli deploy) instead of loading a model.")
-    ] = None,
-    api_key: Annotated[str | None, typer.Option(
-        "--api-key", rich_help_panel=SERVER_PANEL, envvar="OPENAI_API_KEY", show_envvar=False,
-        help="API key for --api-url (default $OPENAI_API_KEY).")] = None,
-    host: Annotated[str, typer.Option("--host", rich_help_panel=SERVER_PANEL, show_default=True,
-                                      help="Address to bind; 0.0.0.0 exposes the page to your network.")
-                    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", rich_help_panel=SERVER_PANEL, show_default=True,
-                                      help="Port to serve the page on.")] = 7860,
-    share: Annotated[BoolValue, typer.Option("--share", rich_help_panel=SERVER_PANEL, parser=parse_bool,
-                                             metavar="BOOL", show_default=True,
-                                             help="Also publish a public gradio.live link.")] = False,  # type: ignore[assignment]
-    auth: Annotated[list[str] | None, typer.Option(
-        "--auth", rich_help_panel=SERVER_PANEL, metavar="USER:PASSWORD",
-        help="Require this login (repeatable); other local users can read it in the process list, so prefer "
-             "--auth-file.")] = None,
-    auth_file: Annotated[str | None, typer.Option(
-        "--auth-file", rich_help_panel=SERVER_PANEL, metavar="FILE",
-        help="Require a login from FILE: one USER:PASSWORD per line (# comments).")] = None,
-    max_concurrency: Annotated[int, typer.Option(
-        "--max-concurrency", rich_help_panel=SERVER_PANEL, show_default=True,
-        help="Answers generated at once over all tabs; more wait in the queue.")] = 16,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
     *,
+    page: PageOptions,
     model: ModelOptions,
     engine: EngineConfig,
     gen: GenerationOverrides,
 ) -> None:
     """Chat in the browser: streamed Markdown answers, a system prompt, sampling controls, Stop."""
-    from swiftcli.errors import UsageError
-
-    if not 0 < port < 65536:
-        raise UsageError(f"--port must be between 1 and 65535, not {port}")
     if api_url and (model.ckpt_dir or model.infer_backend or model.merge_lora):
-        raise UsageError("--api_url chats with a running server; --ckpt_dir, --merge_lora and --infer_backend "
+        raise UsageError("--api-url chats with a running server; --ckpt-dir, --merge-lora and --infer-backend "
                          "load a local model", "give one or the other")
-    if max_concurrency < 1:
-        raise UsageError(f"--max_concurrency must be at least 1, not {max_concurrency}")
-    logins = parse_auth(auth or [], auth_file)
-    check_port_free(host, port)
+    logins = parse_auth(page.auth or [], page.auth_file)
+    check_port_free(page.host, page.port)
     if not api_url:
+        from swiftcli.cli.common import check_before_loading
         from swiftcli.cli.output import engine_logs
 
+        check_before_loading(model, engine)
         engine_logs("app-ui")  # first: the page's request log below must bind the terminal, not the engine log
     show_request_logs()
     if api_url:
         backend, defaults = api_backend(api_url, api_key, model, engine, gen)
     else:
         backend, defaults = engine_backend(model, engine, gen)
+    serve_page(backend, defaults, page, logins)
+
+
+def serve_page(backend: Any, defaults: Any, page: PageOptions, logins: list[tuple[str, str]] | None) -> None:
+    """Serve until Ctrl-C or SIGTERM, then close the backend (and its engine)."""
     from swiftcli.webui import build_app, serve
 
-    demo = build_app(backend, defaults, concurrency=max_concurrency)
+    demo = build_app(backend, defaults, concurrency=page.max_concurrency)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the page as Ctrl-C does
     try:
-        serve(demo, host=host, port=port, share=bool(share), on_ready=announce(backend.model_name), auth=logins)
+        serve(demo, host=page.host, port=page.port, share=page.share, on_ready=announce(backend.model_name),
+              auth=logins)
     finally:
         signal.signal(signal.SIGTERM, previous)
         close_backend(backend)

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from swiftcli.cli import output
 from swiftcli.cli.errors import handled
-from swiftcli.cli.options import with_options
+from swiftcli.cli.options import PromptArgument, questions, with_options
 from swiftcli.cli.remote import ApiKeyOption, ApiUrlOption
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
@@ -26,7 +26,7 @@ EXAMPLES = """
 
 [b]Examples[/b]
 
-  swiftcli chat
+  swiftcli chat "What is the capital of France?"
 
   swiftcli chat --model-type qwen2_5-7b-instruct --system "Answer in French." --temperature 0.7
 
@@ -37,6 +37,7 @@ EXAMPLES = """
 @with_options(model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides)
 @handled
 def chat_command(
+    prompt: PromptArgument = None,
     no_markdown: Annotated[bool, typer.Option("--no-markdown",
                                               help="Print answers as plain text instead of rendered Markdown.")]
     = False,
@@ -52,7 +53,10 @@ def chat_command(
 ) -> None:
     """Chat with the model in the terminal: streaming answers, history, /help for commands."""
     from swiftcli.cli.remote import ApiOptions
+    from swiftcli.cli.terminal import queue_input
 
+    for question in questions(prompt, command="chat"):  # the first question, as if typed
+        queue_input(question)
     run_chat(model, engine, gen, markdown=not no_markdown, history_file=history_file,
              api=ApiOptions(api_url, api_key) if api_url else None)
 
@@ -70,18 +74,26 @@ def run_chat(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides
 
     loaded = load("chat", model, engine, gen)
     session = ChatSession(system=model.system, single_round=not loaded.template.support_multi_round)
-    from swiftcli.engines.loader import interactive_generation
+    from swiftcli.config.sampling import interactive_generation
 
     Repl(loaded, interactive_generation(loaded.spec, gen.given()), session, markdown, history_file).run()
 
 
-class Repl:
-    def __init__(self, loaded: Any, config: Any, session: Any, markdown: bool, history_file: Path | None,
+class ChatRepl:
+    """The terminal chat: the input loop, the commands and the conversation (`ChatSession`). Where answers come
+    from is a subclass's: `Repl` (a local engine) or `cli.remote_chat.RemoteRepl` (a server).
+
+    `template` is what the commands ask of the chat template: template_type, support_system, default_system,
+    has_thinking_switch."""
+
+    model_name: str
+    template: Any
+
+    def __init__(self, config: Any, session: Any, markdown: bool, history_file: Path | None,
                  console: Any = None) -> None:
         from swiftcli.cli.terminal import LineReader
         from swiftcli.generation.chat import COMMANDS
 
-        self.loaded = loaded
         self.config = config
         self.session = session
         self.console = console or output.stdout
@@ -139,15 +151,7 @@ class Repl:
                 self.answer(text)
 
     def banner(self) -> None:
-        spec, template = self.loaded.spec, self.loaded.template
-        self.note(f"{spec.name} ({self.loaded.backend}, template {template.template_type}). "
-                  "/help for commands, Ctrl-C stops an answer, Ctrl-D or /exit quits.")
-        from swiftcli.config.sampling import describe_sampling
-
-        self.note(f"Sampling: {describe_sampling(self.config)} (/set to change).")
-        if self.session.single_round:
-            self.console.print(Text(f"Template {template.template_type!r} is single-round: each message is "
-                                    "answered on its own and no history is kept.", style="yellow"))
+        raise NotImplementedError
 
     def note(self, text: str) -> None:
         self.console.print(Text(text, style="dim"))
@@ -211,7 +215,7 @@ class Repl:
         if not arg:
             self.note("usage: /save FILE")
             return
-        path = self.session.save(arg, self.loaded.spec.name)
+        path = self.session.save(arg, self.model_name)
         self.note(f"Saved {len(self.session.history)} turns to {path}.")
 
     def load_history(self, arg: str) -> None:
@@ -242,7 +246,7 @@ class Repl:
         self.note(think_command(self, arg))
 
     def set_system(self, text: str | None) -> None:
-        template = self.loaded.template
+        template = self.template
         if text is not None and not template.support_system:
             self.console.print(Text(f"Template {template.template_type!r} has no system prompt.", style="red"))
             return
@@ -262,6 +266,30 @@ class Repl:
     # ---- answering ----
 
     def answer(self, query: str) -> None:
+        raise NotImplementedError
+
+
+class Repl(ChatRepl):
+    """The terminal chat with a local engine: answers stream from `loaded.engine` through its template."""
+
+    def __init__(self, loaded: Any, config: Any, session: Any, markdown: bool, history_file: Path | None,
+                 console: Any = None) -> None:
+        self.loaded = loaded
+        self.model_name, self.template = loaded.spec.name, loaded.template
+        super().__init__(config, session, markdown, history_file, console)
+
+    def banner(self) -> None:
+        spec, template = self.loaded.spec, self.template
+        self.note(f"{spec.name} ({self.loaded.backend}, template {template.template_type}). "
+                  "/help for commands, Ctrl-C stops an answer, Ctrl-D or /exit quits.")
+        from swiftcli.config.sampling import describe_sampling
+
+        self.note(f"Sampling: {describe_sampling(self.config)} (/set to change).")
+        if self.session.single_round:
+            self.console.print(Text(f"Template {template.template_type!r} is single-round: each message is "
+                                    "answered on its own and no history is kept.", style="yellow"))
+
+    def answer(self, query: str) -> None:
         from swiftcli.cli.chat_thinking import ThinkingAnswerView
         from swiftcli.cli.terminal import ctrl_c_as_byte
         from swiftcli.errors import SwiftError
@@ -269,11 +297,11 @@ class Repl:
         from swiftcli.generation.core import encode_request
 
         try:
-            request = encode_request(self.loaded.template, self.session.request(query), self.current_config())
+            request = encode_request(self.template, self.session.request(query), self.current_config())
         except SwiftError as exc:
             output.render_error(exc)
             return
-        view = ThinkingAnswerView(self.console, self.markdown, self.loaded.template, self.show_thinking)
+        view = ThinkingAnswerView(self.console, self.markdown, self.template, self.show_thinking)
         state = None
         interrupted = False
         t0 = time.perf_counter()
@@ -309,10 +337,12 @@ class Repl:
                                              (f" after {tokens} tokens; not kept in the history.", "dim")))
             return
         response = state.outputs[0].text if state is not None and state.outputs else ""
-        self.session.add_turn(query, split_thinking(self.loaded.template, response)[1])  # history without thinking
+        self.session.add_turn(query, split_thinking(self.template, response)[1])  # history without thinking
         reason = state.outputs[0].finish_reason if state is not None and state.outputs else None
         cut = ", cut at max_new_tokens" if reason == "length" else ""
         self.note(f"{tokens} tokens, {stats.tokens_per_second:.1f} tok/s, {seconds:.1f} s{cut}")
+
+
 
 
 chat_command.__doc__ = (chat_command.__doc__ or "") + EXAMPLES

@@ -10,7 +10,7 @@ from swiftcli.cli.terminal import AnswerView
 
 def think_command(repl: Any, arg: str) -> str:
     """Apply `/think ARG` to the REPL; returns the note to show."""
-    template = repl.loaded.template
+    template = repl.template
     word = arg.strip().lower()
     if word in ("show", "hide"):
         repl.show_thinking = word == "show"

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from swiftcli.cli.errors import handled
-from swiftcli.cli.options import BoolValue, parse_bool, with_options
+from swiftcli.cli.options import with_options
+from swiftcli.cli.output import result
+from swiftcli.config.commands import OutputOptions, check_writable, option
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig
+from swiftcli.errors import UsageError
 
 CHECK_PANEL = "Check"
 
@@ -26,59 +30,60 @@ EXAMPLES = """
 """
 
 
-def _opt(*names: str, help: str, **kwargs: Any) -> Any:
-    kwargs.setdefault("show_default", True)
-    return typer.Option(*names, help=help, rich_help_panel=CHECK_PANEL, **kwargs)
+@dataclass(frozen=True)
+class CheckOptions:
+    """What `check` compares and how strictly."""
+
+    prompt: list[str] | None = option(None, "A prompt to compare on (repeatable); default four built-in ones.",
+                                      panel=CHECK_PANEL)
+    prompts_file: str | None = option(None, "A file of prompts: one per line (.txt) or .jsonl/.json/.csv rows "
+                                      "with a query.", panel=CHECK_PANEL, metavar="FILE")
+    max_new_tokens: int = option(32, "Tokens to compare per prompt.", panel=CHECK_PANEL)
+    near_tie: float = option(0.1, "A divergence where both sides' logprob margin is below this is a near-tie "
+                             "(dtype/kernel noise), not a failure.", panel=CHECK_PANEL)
+    max_logprob_gap: float = option(0.05, "Fail when a shared token's logprobs differ by more.", panel=CHECK_PANEL)
+    check_merged: bool = option(True, "For a LoRA checkpoint, also merge it and run the merge on vLLM.",
+                                panel=CHECK_PANEL)
+    output_json: str | None = option(None, "Also write the report here as JSON.", panel=CHECK_PANEL,
+                                     metavar="FILE")
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise UsageError("--max-new-tokens must be at least 1")
+        if self.near_tie < 0 or self.max_logprob_gap < 0:
+            raise UsageError("--near-tie and --max-logprob-gap must be >= 0")
+        if self.prompts_file and not Path(self.prompts_file).expanduser().is_file():
+            raise UsageError(f"--prompts-file {self.prompts_file} does not exist")
+        if self.output_json:
+            check_writable(Path(self.output_json).expanduser(), "--output-json", file=True)
 
 
-@with_options(model=ModelOptions, engine=EngineConfig)
+@with_options(check=CheckOptions, out=OutputOptions, model=ModelOptions, engine=EngineConfig)
 @handled
-def check_command(
-    prompt: Annotated[list[str] | None, _opt("--prompt", help="A prompt to compare on (repeatable); default "
-                                                                "four built-in ones.", show_default=False)] = None,
-    prompts_file: Annotated[Path | None, _opt("--prompts-file",
-                                              help="A file of prompts: one per line (.txt) or .jsonl/.json/.csv "
-                                                   "rows with a query.", show_default=False)] = None,
-    max_new_tokens: Annotated[int, _opt("--max-new-tokens",
-                                        help="Tokens to compare per prompt.")] = 32,
-    near_tie: Annotated[float, _opt("--near-tie",
-                                    help="A divergence where both sides' logprob margin is below this is a near-tie "
-                                         "(dtype/kernel noise), not a failure.")] = 0.1,
-    max_logprob_gap: Annotated[float, _opt("--max-logprob-gap",
-                                           help="Fail when a shared token's logprobs differ by more.")] = 0.05,
-    check_merged: Annotated[BoolValue, _opt("--check-merged", parser=parse_bool, metavar="BOOL",
-                                            help="For a LoRA checkpoint, also merge it and run the merge on vLLM.")
-                            ] = True,  # type: ignore[assignment]
-    output_json: Annotated[Path | None, _opt("--output-json", help="Also write the report here.",
-                                             show_default=False)] = None,
-    *,
-    model: ModelOptions,
-    engine: EngineConfig,
-) -> None:
+def check_command(*, check: CheckOptions, out: OutputOptions, model: ModelOptions, engine: EngineConfig) -> None:
     """Run the same prompts greedily on vLLM and on transformers and compare them token by token.
 
-    With a LoRA --ckpt_dir: transformers + adapter (the reference) vs vLLM + adapter vs the merged model on vLLM.
+    With a LoRA --ckpt-dir: transformers + adapter (the reference) vs vLLM + adapter vs the merged model on vLLM.
     Float32 by default (on CPU, what vLLM serves); --dtype bf16 checks the serving dtype, where near-ties flip.
     Exit code 1 when a side diverges where both were sure, a logprob gap is too large, or a side cannot run.
     """
-    from swiftcli.errors import UsageError
+    import json
 
     if model.merge_lora:
-        raise UsageError("check compares the merged model by itself: drop --merge_lora",
-                         "use --check_merged false to skip the merge")
+        raise UsageError("check compares the merged model by itself: drop --merge-lora",
+                         "use --check-merged false to skip the merge")
     if model.infer_backend is not None:
-        raise UsageError("check runs both backends: drop --infer_backend")
-    if max_new_tokens < 1:
-        raise UsageError("--max_new_tokens must be at least 1")
-    if near_tie < 0 or max_logprob_gap < 0:
-        raise UsageError("--near_tie and --max_logprob_gap must be >= 0")
-    prompts = _prompts(prompt or [], prompts_file)
-    report = _run(model, engine, prompts, max_new_tokens, near_tie, max_logprob_gap, bool(check_merged))
-    print_report(report)
-    if output_json is not None:
-        import json
-
-        output_json.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        raise UsageError("check runs both backends: drop --infer-backend")
+    prompts = _prompts(check.prompt or [], Path(check.prompts_file) if check.prompts_file else None)
+    report = _run(model, engine, prompts, check.max_new_tokens, check.near_tie, check.max_logprob_gap,
+                  check.check_merged)
+    document = json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
+    if out.json:
+        result(document)
+    else:
+        print_report(report)
+    if check.output_json is not None:
+        Path(check.output_json).expanduser().write_text(document + "\n", encoding="utf-8")
     if not report.ok:
         raise typer.Exit(1)
 
@@ -105,11 +110,14 @@ def _prompts(given: list[str], path: Path | None) -> list[str]:
 def _run(model: ModelOptions, engine: EngineConfig, prompts: list[str], max_new_tokens: int, near_tie: float,
          max_gap: float, check_merged: bool) -> Any:
     from swiftcli.cli import output
+    from swiftcli.cli.common import check_before_loading
     from swiftcli.engines import loader
     from swiftcli.eval.parity import run_parity
+    from swiftcli.loading import resolve_spec
 
+    check_before_loading(model, engine)
     output.engine_logs("check")
-    spec = loader.resolve_spec(model)
+    spec = resolve_spec(model, output.message)
     dtype = engine.dtype or "float32"
     dtype = {"half": "float16", "float": "float32"}.get(dtype, dtype)
 

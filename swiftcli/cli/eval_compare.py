@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,51 +25,57 @@ def compare_command(
     run_a: Annotated[Path, typer.Argument(help="A run directory (or its summary.json).")],
     run_b: Annotated[Path, typer.Argument(help="The run to compare it with.")],
     html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
+    output_format: Annotated[str, typer.Option(
+        "--output", "-o", metavar="text|json", show_default=True,
+        help="text: two tables; json: the metrics, deltas and flips on stdout.")] = "text",
 ) -> None:
     """Compare two runs: every metric side by side with its delta, and samples that flipped right/wrong."""
-    from rich.table import Table
-
-    from swiftcli.cli.output import stderr, stdout
+    from swiftcli.cli.output import result, stderr, stdout
+    from swiftcli.errors import UsageError
     from swiftcli.eval.compare import compare_runs, render_html
     from swiftcli.eval.report import load_run
 
+    if output_format not in ("text", "json"):
+        raise UsageError(f"--output must be text or json, not {output_format!r}")
     comparison = compare_runs(load_run(run_a), load_run(run_b))
+    if output_format == "json":
+        result(json.dumps(comparison.to_json(), ensure_ascii=False, indent=2))
+    else:
+        stdout.print(_metrics_table(comparison))
+        stdout.print(_flips_table(comparison))
+    for warning in comparison.warnings:
+        stderr.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+    if html is not None:
+        _write_text(html, render_html(comparison))
+        stderr.print(f"[dim]wrote {html}[/]", highlight=False)
+
+
+def _metrics_table(comparison: Any) -> Any:
+    from rich.table import Table
+
     label_a, label_b = comparison.a.label, comparison.b.label
-    metrics = Table(title="metrics", title_justify="left")
+    table = Table(title="metrics", title_justify="left")
     for column in ("dataset", "metric", f"A: {label_a}", f"B: {label_b}", "B - A"):
-        metrics.add_column(column, justify="left" if column in ("dataset", "metric") else "right")
+        table.add_column(column, justify="left" if column in ("dataset", "metric") else "right")
     for row in comparison.metrics:
         delta = row.delta
         shown = round(delta or 0.0, 2)
         style = "green" if shown > 0 else "red" if shown < 0 else ""
-        metrics.add_row(
-            row.dataset,
-            row.metric,
-            _num(row.a),
-            _num(row.b),
-            "-" if delta is None else f"[{style}]{_signed(delta)}[/]" if style else _signed(delta),
-        )
-    flips = Table(title="samples", title_justify="left")
+        signed = "-" if delta is None else f"[{style}]{_signed(delta)}[/]" if style else _signed(delta)
+        table.add_row(row.dataset, row.metric, _num(row.a), _num(row.b), signed)
+    return table
+
+
+def _flips_table(comparison: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title="samples", title_justify="left")
     for column in ("dataset", "matched", "wrong->right", "right->wrong", "both right", "both wrong"):
-        flips.add_column(column, justify="left" if column == "dataset" else "right")
+        table.add_column(column, justify="left" if column == "dataset" else "right")
     for f in comparison.flips:
-        flips.add_row(
-            f.dataset,
-            str(f.matched),
-            str(f.wrong_to_right),
-            str(f.right_to_wrong),
-            str(f.both_right),
-            str(f.both_wrong),
-        )
-    console = stdout
-    console.print(metrics)
-    console.print(flips)
-    err = stderr
-    for warning in comparison.warnings:
-        err.print(f"[yellow]Warning:[/] {warning}", highlight=False)
-    if html is not None:
-        _write_text(html, render_html(comparison))
-        err.print(f"[dim]wrote {html}[/]", highlight=False)
+        table.add_row(f.dataset, str(f.matched), str(f.wrong_to_right), str(f.right_to_wrong), str(f.both_right),
+                      str(f.both_wrong))
+    return table
 
 
 def _signed(delta: float) -> str:
@@ -84,12 +91,15 @@ def _write_text(path: Path, text: str) -> None:
     import os
     import tempfile
 
-    from swiftcli.errors import UsageError
+    from swiftcli.errors import InputError, UsageError
 
     if path.is_dir():
         raise UsageError(f"--html {path} is a directory", "give a file name, e.g. report.html")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"--html {path} cannot be written: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

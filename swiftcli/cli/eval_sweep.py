@@ -1,12 +1,15 @@
-"""`swiftcli eval --ckpt_dir 'output/v0-*/checkpoint-*'`: every checkpoint of a run, a table, a chart, the best."""
+"""`swiftcli eval --ckpt-dir 'output/v0-*/checkpoint-*'`: every checkpoint of a run, a table, a chart, the best."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
+from swiftcli.eval.settings import EvalSettings
 
 
 def check_sweep_options(model: ModelOptions) -> None:
@@ -14,20 +17,24 @@ def check_sweep_options(model: ModelOptions) -> None:
     from swiftcli.errors import UsageError
 
     if model.merge_lora:
-        raise UsageError("--merge_lora true merges one checkpoint; a sweep serves its LoRA checkpoints as adapters",
-                         "drop --merge_lora, or give --ckpt_dir a single checkpoint")
+        raise UsageError("--merge-lora true merges one checkpoint; a sweep serves its LoRA checkpoints as adapters",
+                         "drop --merge-lora, or give --ckpt-dir a single checkpoint")
 
 
-def run_sweep_command(datasets: list[Any], output_dir: Path, settings: dict[str, Any], model: ModelOptions,
-                      engine: EngineConfig, gen: GenerationOverrides, eval_defaults: dict[str, Any]) -> None:
+def run_sweep_command(settings: EvalSettings, output_dir: Path, seed: int, model: ModelOptions, engine: EngineConfig,
+                      gen: GenerationOverrides, output_format: str) -> None:
+    """Every checkpoint of `--ckpt-dir` (a glob, a list or a run folder), scored as `eval` scores one."""
     from swiftcli.cli import output
-    from swiftcli.cli.eval import _progress
+    from swiftcli.cli.eval import progress_bar
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.engines import default_backend, loader
     from swiftcli.eval.checkpoints import resolve_checkpoints
+    from swiftcli.eval.settings import check_before_load, eval_generation
     from swiftcli.eval.sweep import run_sweep
+    from swiftcli.eval.sweep_report import table
 
     check_sweep_options(model)
+    plan = settings.plan(check_before_load(settings, output_dir, seed, sweep=True))
     output.engine_logs("eval")
     checkpoints = resolve_checkpoints(model.ckpt_dir or "", model.model_type, model.model_id_or_path,
                                       model.template_type, model.system)
@@ -36,20 +43,17 @@ def run_sweep_command(datasets: list[Any], output_dir: Path, settings: dict[str,
     def say(message: str) -> None:
         output.message(message, style="dim")
 
-    base = GenerationConfig.from_model_dir(checkpoints[0].spec.model_dir)
-    config = loader.merge_generation(base, gen.given(), **eval_defaults)
-    if gen.seed is not None:
-        engine.seed = gen.seed
-    total = sum(len(d.items) for d in datasets) * len(checkpoints)
+    config = eval_generation(GenerationConfig.from_model_dir(checkpoints[0].spec.model_dir), gen.given())
+    engine = replace(engine, seed=seed) if gen.seed is not None else engine
     say(f"{len(checkpoints)} checkpoint(s): {', '.join(c.name for c in checkpoints)}")
-    with _progress(total) as advance:
-        sweep = run_sweep(
-            datasets, checkpoints, output_dir, config, engine,
-            lambda spec, cfg: loader.start_engine(spec, cfg, backend, False),
-            backend=backend, settings=settings, zh_tokenizer=settings["zh_tokenizer"], on_progress=advance,
-            on_message=say,
-        )
-    print_sweep(sweep)
+    with progress_bar(sum(len(d.items) for d in plan.datasets) * len(checkpoints)) as advance:
+        sweep = run_sweep(plan, checkpoints, output_dir, config, engine,
+                          lambda spec, cfg: loader.start_engine(spec, cfg, backend, False), backend=backend,
+                          settings=settings.recorded(seed, None), on_progress=advance, on_message=say)
+    if output_format == "json":
+        output.result(json.dumps(table(sweep), ensure_ascii=False, indent=2))
+    else:
+        print_sweep(sweep)
     say(f"{sweep.engines_started} engine(s) started; {sweep.seconds:.1f} s; wrote {output_dir} "
         f"(report: {sweep.files.get('html')})")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +11,12 @@ from swiftcli.cli.errors import handled
 from swiftcli.cli.options import with_options
 from swiftcli.cli.output import message
 from swiftcli.cli.output import result as result_line
+from swiftcli.config.commands import OutputOptions, check_writable
 from swiftcli.config.spec import MODEL, setting
+from swiftcli.errors import UsageError
+from swiftcli.export.quantize import QuantOptions
+
+_QUANT = QuantOptions()  # the quantizer's defaults, shown and used as the options' defaults
 
 OUTPUT_PANEL = "Output"
 QUANT_PANEL = "Quantization"
@@ -26,7 +33,7 @@ EXAMPLES = """
 """
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportOptions:
     ckpt_dir: str | None = setting(None, "Checkpoint to export: a LoRA adapter (with --merge-lora) or full weights.",
                                    panel=MODEL)
@@ -46,30 +53,43 @@ class ExportOptions:
         None, "Check that the merged model and base + adapter give the same greedy tokens (float32); default on "
               "up to 3B parameters.", panel=OUTPUT_PANEL)
     quant_bits: int | None = setting(None, "Quantize to 4 or 8 bits.", panel=QUANT_PANEL)
-    quant_method: str = setting("gptq", "gptq (CPU or GPU) or awq (CUDA only).", panel=QUANT_PANEL,
+    quant_method: str = setting(_QUANT.method, "gptq (CPU or GPU) or awq (CUDA only).", panel=QUANT_PANEL,
                                 choices=("gptq", "awq"))
     quant_group_size: int | None = setting(None, "Group size; default the largest of 128/64/32 dividing every "
                                            "layer width.", panel=QUANT_PANEL)
     dataset: str | None = setting(None, "Calibration file (.jsonl/.json/.csv: messages, query/response or text); "
                                   "default a built-in set of varied texts.", panel=QUANT_PANEL)
-    quant_n_samples: int = setting(128, "Calibration samples.", panel=QUANT_PANEL)
-    quant_seqlen: int = setting(512, "Tokens per calibration sample (longer ones are cut).", panel=QUANT_PANEL)
-    quant_batch_size: int = setting(1, "Calibration batch size.", panel=QUANT_PANEL)
+    quant_n_samples: int = setting(_QUANT.n_samples, "Calibration samples.", panel=QUANT_PANEL)
+    quant_seqlen: int = setting(_QUANT.seqlen, "Tokens per calibration sample (longer ones are cut).",
+                                panel=QUANT_PANEL)
+    quant_batch_size: int = setting(_QUANT.batch_size, "Calibration batch size.", panel=QUANT_PANEL)
+
+    def __post_init__(self) -> None:
+        if not self.merge_lora and self.quant_bits is None:
+            raise UsageError("nothing to export",
+                             "pass --merge-lora true (with a LoRA --ckpt-dir), --quant-bits 4|8, or both")
+        if self.merge_lora and not self.ckpt_dir:
+            raise UsageError("--merge-lora true needs --ckpt-dir (a LoRA checkpoint)")
+        if self.quant_bits is not None:
+            self.quant().check()  # bits, method, sizes: before anything loads
+        if self.dataset and not Path(self.dataset).expanduser().is_file():
+            raise UsageError(f"--dataset {self.dataset} does not exist", "give a .jsonl, .json or .csv file")
+        if self.output_dir:
+            check_writable(Path(self.output_dir).expanduser().parent, "--output-dir", file=False)
+
+    def quant(self) -> QuantOptions:
+        return QuantOptions(bits=self.quant_bits or _QUANT.bits, method=self.quant_method,
+                            group_size=self.quant_group_size,
+                            dataset=Path(self.dataset).expanduser() if self.dataset else None,
+                            n_samples=self.quant_n_samples, seqlen=self.quant_seqlen, batch_size=self.quant_batch_size)
 
 
-@with_options(export=ExportOptions)
+@with_options(export=ExportOptions, out=OutputOptions)
 @handled
-def export_command(*, export: ExportOptions) -> None:
+def export_command(*, export: ExportOptions, out: OutputOptions) -> None:
     """Merge a LoRA checkpoint and/or quantize a model; the output is written atomically (complete or absent)."""
     from swiftcli.cli.output import engine_logs
-    from swiftcli.errors import UsageError
 
-
-    if not export.merge_lora and export.quant_bits is None:
-        raise UsageError("nothing to export", "pass --merge_lora true (with a LoRA --ckpt_dir), --quant_bits 4|8, "
-                                              "or both")
-    if export.merge_lora and not export.ckpt_dir:
-        raise UsageError("--merge_lora true needs --ckpt_dir (a LoRA checkpoint)")
     engine_logs("export")
     if export.quant_bits is None:
         from swiftcli.export.merge import merge_lora
@@ -81,22 +101,22 @@ def export_command(*, export: ExportOptions) -> None:
             trust_remote_code=bool(export.trust_remote_code), on_message=message,
         )
     else:
-        from swiftcli.export.quantize import QuantOptions, quantize_model
+        from swiftcli.export.quantize import quantize_model
 
-        opts = QuantOptions(
-            bits=export.quant_bits, method=export.quant_method, group_size=export.quant_group_size,
-            dataset=Path(export.dataset).expanduser() if export.dataset else None,
-            n_samples=export.quant_n_samples, seqlen=export.quant_seqlen, batch_size=export.quant_batch_size,
-        )
         result = quantize_model(
-            opts, ckpt_dir=export.ckpt_dir, model_type=export.model_type,
+            export.quant(), ckpt_dir=export.ckpt_dir, model_type=export.model_type,
             model_id_or_path=export.model_id_or_path, output_dir=export.output_dir,
             merge_lora_first=bool(export.merge_lora), force=bool(export.force),
             trust_remote_code=bool(export.trust_remote_code), on_message=message,
         )
     if not result.reused:
         message(f"Wrote {result.output_dir} in {result.seconds:.1f} s")
-    result_line(str(result.output_dir))
+    if out.json:
+        verify = dataclasses.asdict(result.verify) if dataclasses.is_dataclass(result.verify) else None
+        result_line(json.dumps({"output_dir": str(result.output_dir), "reused": result.reused,
+                                "seconds": round(result.seconds, 3), "verify": verify}, default=str))
+    else:
+        result_line(str(result.output_dir))
 
 
 export_command.__doc__ = (export_command.__doc__ or "") + EXAMPLES

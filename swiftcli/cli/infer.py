@@ -9,134 +9,124 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from swiftcli.cli.errors import handled
-from swiftcli.cli.options import BoolValue, parse_bool, with_options
-from swiftcli.cli.remote import SERVER_PANEL, ApiKeyOption, ApiUrlOption
+from swiftcli.cli.options import MaxConcurrencyOption, PromptArgument, questions, with_options
+from swiftcli.cli.remote import ApiKeyOption, ApiUrlOption
+from swiftcli.config.commands import DatasetOptions, OutputOptions, QueryOptions
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
+from swiftcli.errors import UsageError
 
 EXAMPLES = """
 
 [b]Examples[/b]
 
-  swiftcli infer --query "What is the capital of France?"
+  swiftcli infer "What is the capital of France?"
 
   swiftcli infer --val-dataset rows.jsonl --result-file out.jsonl    [dim]# run it again to resume[/dim]
 
-  swiftcli infer --api-url http://127.0.0.1:8000/v1 --query "Hi"    [dim]# a running deploy: no start-up[/dim]
+  swiftcli infer --api-url http://127.0.0.1:8000/v1 "Hi" -o json    [dim]# a running deploy: no start-up[/dim]
 """
-
-DATASET_PANEL = "Dataset"
 
 # Scripts want reproducible answers: greedy unless asked otherwise.
 INFER_DEFAULTS = {"temperature": 0.0, "do_sample": False}
 
 
-@with_options(model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides)
+@with_options(ask=QueryOptions, out=OutputOptions, data=DatasetOptions, model=ModelOptions, engine=EngineConfig,
+              gen=GenerationOverrides)
 @handled
 def infer_command(
-    query: Annotated[list[str] | None, typer.Option("--query", "-q", help="A question (repeatable).")] = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json (JSON lines with usage; with a "
-                                        "dataset, a JSON summary line).", metavar="text|json")] = "text",
-    val_dataset: Annotated[list[str] | None, typer.Option(
-        "--val-dataset", help="Dataset file: .jsonl, .json or .csv (repeatable).",
-        rich_help_panel=DATASET_PANEL)] = None,
-    val_dataset_sample: Annotated[int, typer.Option(
-        "--val-dataset-sample", help="Answer a seeded random sample of N rows (-1: all).",
-        rich_help_panel=DATASET_PANEL)] = -1,
-    result_file: Annotated[Path | None, typer.Option(
-        "--result-file", help="Write result rows here; rerun with the same file to resume.",
-        rich_help_panel=DATASET_PANEL, dir_okay=False)] = None,
-    result_dir: Annotated[Path | None, typer.Option(
-        "--result-dir", help="Write results to DIR/<time>.jsonl. Default, with neither: stdout.",
-        rich_help_panel=DATASET_PANEL, file_okay=False)] = None,
-    load_dataset_config: Annotated[BoolValue, typer.Option(
-        "--load-dataset-config", parser=parse_bool, metavar="BOOL",
-        help="Take the dataset and its validation split from --ckpt-dir's sft_args.json/args.json.",
-        rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
-    dataset_seed: Annotated[int | None, typer.Option(
-        "--dataset-seed", help="Seed of sampling and splitting; default 42 (or the checkpoint's).",
-        rich_help_panel=DATASET_PANEL)] = None,
-    skip_bad_rows: Annotated[BoolValue, typer.Option(
-        "--skip-bad-rows", parser=parse_bool, metavar="BOOL",
-        help="Skip rows without a query (with a warning) instead of stopping.",
-        rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
-    overwrite: Annotated[BoolValue, typer.Option(
-        "--overwrite", parser=parse_bool, metavar="BOOL",
-        help="Start --result-file over instead of resuming it (resuming needs the same run settings).",
-        rich_help_panel=DATASET_PANEL)] = False,  # type: ignore[assignment]
-    structured_output: Annotated[str | None, typer.Option(
-        "--structured-output", metavar="JSON", rich_help_panel="Generation",
-        help='Constrain answers: {"choice": [...]}, {"regex": "..."}, {"json": schema}, {"grammar": "..."}.')]
-    = None,
+    prompt: PromptArgument = None,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
-    max_concurrency: Annotated[int | None, typer.Option(
-        "--max-concurrency", help="Requests in flight at once with --api-url; default 8.",
-        rich_help_panel=SERVER_PANEL)] = None,
-    stray: Annotated[list[str] | None, typer.Argument(hidden=True, metavar="")] = None,
+    max_concurrency: MaxConcurrencyOption = None,
     *,
+    ask: QueryOptions,
+    out: OutputOptions,
+    data: DatasetOptions,
     model: ModelOptions,
     engine: EngineConfig,
     gen: GenerationOverrides,
 ) -> None:
     """Answer questions with the model: the answers alone on stdout, or a dataset into a result file."""
-    from swiftcli.data.selection import DatasetSelection
-    from swiftcli.errors import UsageError
+    from swiftcli.cli.common import check_before_loading
 
-    if stray:
-        raise UsageError(f"unexpected argument {stray[0]!r}",
-                         "questions go in --query TEXT, dataset files in --val_dataset FILE")
-    if output not in ("text", "json"):
-        raise UsageError(f"--output must be text or json, not {output!r}")
-    constraint = None
-    if structured_output is not None:
-        from swiftcli.generation.structured import check_structured_output
+    queries = questions(prompt, ask.query)
+    constraint = structured(ask.structured_output)
+    api = api_options(api_url, api_key, max_concurrency, model, engine, data, constraint)
+    if api is None:
+        check_before_loading(model, engine)
+    if data.active:
+        if queries:
+            raise UsageError("give either a question or a dataset, not both")
+        answer_rows(data, out.output, model, engine, gen, constraint, api)
+    elif queries or not sys.stdin.isatty():
+        answer_questions(queries or [read_stdin()], out.output, model, engine, gen, constraint, api)
+    else:
+        if constraint is not None:
+            raise UsageError("--structured-output applies to questions and datasets, not the chat")
+        from swiftcli.cli.chat import run_chat
 
-        constraint = check_structured_output(structured_output, "--structured_output")
-    api = None
-    if api_url:
+        run_chat(model, engine, gen, api=api)
+
+
+def structured(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    from swiftcli.generation.structured import check_structured_output
+
+    return check_structured_output(text, "--structured-output")
+
+
+def api_options(api_url: str | None, api_key: str | None, max_concurrency: int | None, model: ModelOptions,
+                engine: EngineConfig, data: DatasetOptions, constraint: dict[str, Any] | None) -> Any:
+    """The server to ask with --api-url (local-model options refused), else None."""
+    from swiftcli.cli import remote
+
+    if not api_url:
+        if max_concurrency is not None:
+            raise UsageError("--max-concurrency applies to --api-url requests", "add --api-url URL, or leave it out")
+        return None
+    remote.check_options(model, engine, ("load_dataset_config", data.load_dataset_config),
+                         ("structured_output", constraint is not None))
+    concurrency = remote.DEFAULT_CONCURRENCY if max_concurrency is None else max_concurrency
+    return remote.ApiOptions(api_url, api_key, concurrency)
+
+
+def read_stdin() -> str:
+    text = sys.stdin.read().strip()
+    if not text:
+        raise UsageError("stdin was empty: nothing to answer", 'pipe a question, or pass it: swiftcli infer "..."')
+    return text
+
+
+def answer_questions(queries: list[str], output: str, model: ModelOptions, engine: EngineConfig,
+                     gen: GenerationOverrides, constraint: dict[str, Any] | None, api: Any) -> None:
+    if api is not None:
         from swiftcli.cli import remote
 
-        remote.check_options(model, engine, ("load_dataset_config", bool(load_dataset_config)),
-                             ("structured_output", constraint is not None))
-        api = remote.ApiOptions(api_url, api_key, max_concurrency or remote.DEFAULT_CONCURRENCY)
-    elif max_concurrency is not None:
-        raise UsageError("--max_concurrency applies to --api_url requests", "add --api_url URL, or leave it out")
-    if val_dataset or load_dataset_config:
-        if query:
-            raise UsageError("give either --query or a dataset, not both")
-        if result_file and result_dir:
-            raise UsageError("give --result_file or --result_dir, not both")
-        selection = DatasetSelection(list(val_dataset or []), val_dataset_sample, bool(load_dataset_config),
-                                     dataset_seed, bool(skip_bad_rows))
-        target = result_target(result_file, result_dir)
-        if api:
-            remote.run_dataset(api, selection, target, bool(overwrite), output, model, gen, INFER_DEFAULTS)
-        else:
-            run_dataset(selection, target, bool(overwrite), output, model, engine, gen, constraint)
-        return
-    queries = list(query or [])
-    if not queries:
-        if sys.stdin.isatty():
-            from swiftcli.cli.chat import run_chat
-
-            if constraint is not None:
-                raise UsageError("--structured_output applies to --query and datasets, not the chat")
-            run_chat(model, engine, gen, api=api)
-            return
-        text = sys.stdin.read().strip()
-        if not text:
-            raise UsageError("stdin was empty: nothing to answer", "pipe a question, or pass --query TEXT")
-        queries = [text]
-    if api:
         remote.run_queries(api, queries, output, model, gen, INFER_DEFAULTS)
     else:
         run_queries(queries, output, model, engine, gen, constraint)
+
+
+def answer_rows(data: DatasetOptions, output: str, model: ModelOptions, engine: EngineConfig,
+                gen: GenerationOverrides, constraint: dict[str, Any] | None, api: Any) -> None:
+    from swiftcli.data.selection import DatasetSelection
+
+    selection = DatasetSelection(list(data.val_dataset or []), data.val_dataset_sample, data.load_dataset_config,
+                                 data.dataset_seed, data.skip_bad_rows)
+    target = result_target(data.result_file, data.result_dir)
+    if api is not None:
+        from swiftcli.cli import remote
+
+        remote.run_dataset(api, selection, target, data.overwrite, output, model, gen, INFER_DEFAULTS)
+    else:
+        run_dataset(selection, target, data.overwrite, output, model, engine, gen, constraint)
 
 
 def print_answers(answers: Any, output: str) -> None:
@@ -169,11 +159,11 @@ def run_queries(queries: list[str], output: str, model: ModelOptions, engine: En
         session.close()
 
 
-def result_target(result_file: Path | None, result_dir: Path | None) -> Path | None:
+def result_target(result_file: str | None, result_dir: str | None) -> Path | None:
     if result_file:
-        return result_file
+        return Path(result_file).expanduser()
     if result_dir:
-        return result_dir / time.strftime("%Y%m%d-%H%M%S.jsonl")
+        return Path(result_dir).expanduser() / time.strftime("%Y%m%d-%H%M%S.jsonl")
     return None
 
 
@@ -275,12 +265,14 @@ def _answer_with_progress(answer: RowAnswerer, rows: list[Any], writer: Any, don
 def run_fingerprint_of(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides, rows: list[Any]
                        ) -> dict[str, Any]:
     """The settings that decide this run's answers, known before the engine starts."""
+    from swiftcli.cli import output
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.data.fingerprint import run_fingerprint
     from swiftcli.engines import default_backend
-    from swiftcli.engines.loader import merge_generation, resolve_spec
+    from swiftcli.engines.loader import merge_generation
+    from swiftcli.loading import resolve_spec
 
-    spec = resolve_spec(model)
+    spec = resolve_spec(model, output.message)
     config = merge_generation(GenerationConfig.from_model_dir(spec.model_dir), gen.given(), **INFER_DEFAULTS)
     return run_fingerprint(spec, spec.default_system, config.to_dict(), [row.sample for row in rows],
                            model.infer_backend or default_backend(), engine.dtype)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from swiftcli import __version__
-from swiftcli.cli import output, state
+from swiftcli.cli import argv, output, state
 from swiftcli.cli.app_ui import app_ui_command
 from swiftcli.cli.chat import chat_command
 from swiftcli.cli.check import check_command
@@ -34,21 +35,43 @@ HELP = (
 )
 
 class SwiftcliGroup(TyperGroup):
-    """The root command: argv is expanded (`--opt a b` -> `--opt a --opt b`) before Click parses it, for
-    `swiftcli`, `python -m swiftcli` and CliRunner alike."""
+    """The root command. Before Click parses argv, `cli.argv.prepare` moves -v/--debug/--quiet to the front
+    wherever they were typed, expands `--opt a b` to `--opt a --opt b`, and maps other spellings; a usage error
+    prints as one `Error:` line with a hint, like every other error. Help shows one metavar style."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        argv.style_metavars(self)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, expand_multi_values(list(args), self))
+        return super().parse_args(ctx, argv.prepare(list(args), self, ctx))
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except argv.ClickException as exc:
+            sys.exit(output.usage_error(exc))
+        except typer.Abort:
+            output.stderr.print("Aborted.")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 class SwiftcliCommand(TyperCommand):
-    """A command whose hidden parameters stay out of its usage line too (infer's catch-all for stray words
-    showed as `[]...`)."""
+    """A command whose hidden parameters stay out of its usage line too."""
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
-            if not getattr(param, "hidden", False):
+            if getattr(param, "hidden", False):
+                continue
+            if getattr(param, "param_type_name", "") == "argument" and param.metavar:
+                pieces.append(param.metavar)  # as written: `[PROMPT]`, not Click's `[[PROMPT]]...`
+            else:
                 pieces.extend(param.get_usage_pieces(ctx))
         return pieces
 
@@ -75,7 +98,7 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs on stderr.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="Only results and errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for known errors too.")] = False,
 ) -> None:
     """Fast LLM inference and deployment on vLLM."""
@@ -84,62 +107,16 @@ def root(
 
 
 app.command("infer", cls=SwiftcliCommand, rich_help_panel="Run")(infer_command)
-app.command("chat", rich_help_panel="Run")(chat_command)
-app.command("models", rich_help_panel="Models")(models_command)
+app.command("chat", cls=SwiftcliCommand, rich_help_panel="Run")(chat_command)
+app.command("models", cls=SwiftcliCommand, rich_help_panel="Models")(models_command)
 app.add_typer(eval_app, name="eval", rich_help_panel="Run")
-app.command("deploy", rich_help_panel="Run")(deploy_command)
-app.command("app-ui", rich_help_panel="Run")(app_ui_command)
-app.command("export", rich_help_panel="Models")(export_command)
-app.command("check", rich_help_panel="Models")(check_command)
+app.command("deploy", cls=SwiftcliCommand, rich_help_panel="Run")(deploy_command)
+app.command("app-ui", cls=SwiftcliCommand, rich_help_panel="Run")(app_ui_command)
+app.command("export", cls=SwiftcliCommand, rich_help_panel="Models")(export_command)
+app.command("check", cls=SwiftcliCommand, rich_help_panel="Models")(check_command)
 
-
-def _option_table(command: Any) -> tuple[set[str], set[str]]:
-    """(options that repeat, options that take a value) of one command, as normalized `--name` tokens."""
-    repeat: set[str] = set()
-    valued: set[str] = set()
-    for param in getattr(command, "params", []):
-        if getattr(param, "param_type_name", "") != "option" or getattr(param, "is_flag", False):
-            continue
-        names = {_normal(opt) for opt in (*param.opts, *param.secondary_opts)}
-        valued |= names
-        if getattr(param, "multiple", False):
-            repeat |= names
-    return repeat, valued
-
-
-def _normal(token: str) -> str:
-    if token.startswith("--"):
-        return "--" + normalize_token(token[2:])
-    return token
-
-
-def expand_multi_values(args: list[str], command: Any) -> list[str]:
-    """`--opt a b` -> `--opt a --opt b` for options that repeat; the rest of argv as it is."""
-    out: list[str] = []
-    repeat, valued = _option_table(command)
-    i = 0
-    while i < len(args):
-        token = args[i]
-        i += 1
-        if token == "--":
-            return out + args[i - 1:]
-        name = _normal(token.split("=", 1)[0])
-        subcommands = getattr(command, "commands", {})
-        if token.startswith("-") and "=" not in token and name in repeat:
-            out += [token, *args[i:i + 1]]
-            i += 1
-            while i < len(args) and not args[i].startswith("-") and normalize_token(args[i]) not in subcommands:
-                out += [token, args[i]]
-                i += 1
-        elif token.startswith("-") and "=" not in token and name in valued:
-            out += [token, *args[i:i + 1]]
-            i += 1
-        else:
-            out.append(token)
-            if not token.startswith("-") and normalize_token(token) in subcommands:
-                command = subcommands[normalize_token(token)]
-                repeat, valued = _option_table(command)
-    return out
+# expand_multi_values stays importable from here (tests and older callers).
+expand_multi_values = argv.expand_multi_values
 
 
 def main() -> None:

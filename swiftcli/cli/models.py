@@ -3,32 +3,31 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
-
-import typer
 
 from swiftcli.cli.errors import handled
+from swiftcli.cli.options import with_options
+from swiftcli.config.commands import OutputOptions
 
 
+@with_options(out=OutputOptions)
 @handled
-def models_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
+def models_command(*, out: OutputOptions) -> None:
     """List registered model types with their hub ids, template and vLLM support.
 
     [b]Examples[/b]
 
       swiftcli models
 
-      swiftcli models --json | jq '.[].model_type'
+      swiftcli models --output json | jq '.[].model_type'
     """
     from dataclasses import asdict
 
+    from swiftcli.cli.output import result
     from swiftcli.registry.models import all_models
 
     rows = all_models()
-    if as_json:
-        print(json.dumps([asdict(m) for m in rows], indent=2))
+    if out.json:
+        result(json.dumps([asdict(m) for m in rows], indent=2))
         return
     from rich.table import Table
 

@@ -3,7 +3,8 @@ option, with the field's default and help. `with_options` expands the dataclasse
 hands the command filled instances, so commands never take 30 loose parameters.
 
 Every option has one name, in kebab-case. The snake_case spelling (ms-swift's) and the old names in `ALIASES`
-keep working: Click normalizes each option token through `normalize_token` before matching it.
+keep working: cli.argv maps each alias to the option of that name on the command typed (an alias may name
+different options on different commands), and Click normalizes snake_case through `normalize_token`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,22 @@ from typing import Annotated, Any
 
 import typer
 
+from swiftcli.cli.remote import DEFAULT_CONCURRENCY
 from swiftcli.config.spec import GenerationConfig, GenerationOverrides
 from swiftcli.errors import SwiftError
 
-# Other spellings that keep working, in kebab-case: alias -> the option's one name.
-ALIASES: dict[str, str] = {}
+# Other spellings that keep working, in kebab-case: alias -> the options of that name (on some command).
+ALIASES: dict[str, list[str]] = {}
 
 
 class BoolValue(int):
-    """Marks an option that takes true/false as a value, as ms-swift's do (`--merge_lora true`)."""
+    """Marks an option that takes true/false as a value, as ms-swift's do (`--merge_lora true`); help shows its
+    default as true/false."""
+
+    def __str__(self) -> str:
+        return "true" if self else "false"
+
+    __repr__ = __str__
 
 
 def parse_bool(value: Any) -> bool:
@@ -40,13 +48,43 @@ def parse_bool(value: Any) -> bool:
 
 
 def normalize_token(token: str) -> str:
-    """`infer_backend` -> `infer-backend`; a known alias -> its option's name."""
-    kebab = token.replace("_", "-")
-    return ALIASES.get(kebab, kebab)
+    """`infer_backend` -> `infer-backend`."""
+    return token.replace("_", "-")
 
 
 def option_name(f: Field[Any]) -> str:
     return (f.metadata.get("name") or f.name).replace("_", "-")
+
+
+# Values that shell completion offers, by option name (choices complete on their own).
+_DTYPES = ("bf16", "fp16", "fp32", "auto", "bfloat16", "float16", "float32")
+
+
+def _registered(kind: str) -> Callable[[], list[str]]:
+    def names() -> list[str]:
+        if kind == "model":
+            from swiftcli.registry.models import names as model_names
+
+            return list(model_names())
+        from swiftcli.registry.templates import names as template_names
+
+        return list(template_names())
+
+    return names
+
+
+VALUE_COMPLETIONS: dict[str, Callable[[], Any]] = {
+    "model-type": _registered("model"),
+    "template-type": _registered("template"),
+    "dtype": lambda: _DTYPES,
+}
+
+
+def _completer(values: Callable[[], Any]) -> Callable[[str], list[str]]:
+    def complete(incomplete: str) -> list[str]:
+        return [v for v in values() if v.startswith(incomplete)]
+
+    return complete
 
 
 def _annotation(hint: Any) -> tuple[Any, dict[str, Any]]:
@@ -66,16 +104,24 @@ def _parameter(f: Field[Any], hint: Any, default: Any) -> inspect.Parameter:
     annotation, extra = _annotation(hint)
     name = option_name(f)
     for alias in meta.get("aliases", ()):
-        ALIASES[alias.replace("_", "-")] = name
-    shown: Any = default not in (None, [], {})
-    if isinstance(default, BoolValue):
-        shown = "true" if default else "false"
+        targets = ALIASES.setdefault(alias.replace("_", "-"), [])
+        if name not in targets:
+            targets.append(name)
     kwargs: dict[str, Any] = {"help": meta["help"], "rich_help_panel": meta.get("panel") or None,
-                              "show_default": shown, **extra}
+                              "show_default": default not in (None, [], {}, ()), **extra}
+    for key in ("envvar", "metavar"):
+        if meta.get(key):
+            kwargs[key] = meta[key]
+    if meta.get("envvar"):
+        kwargs["show_envvar"] = True
+    complete = VALUE_COMPLETIONS.get(name)
     if meta.get("choices"):
         kwargs["metavar"] = "|".join(meta["choices"])
         kwargs["callback"] = _choice_callback(name, meta["choices"])
-    option = typer.Option(f"--{name}", **kwargs)
+        complete = lambda choices=meta["choices"]: choices  # noqa: E731
+    if complete is not None:
+        kwargs["autocompletion"] = _completer(complete)
+    option = typer.Option(f"--{name}", *meta.get("short", ()), **kwargs)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[annotation, option])
 
@@ -97,6 +143,9 @@ def cli_fields(cls: type) -> list[tuple[Field[Any], Any, Any]]:
         if not f.metadata.get("help") or f.metadata.get("cli") is False:
             continue
         default = f.default if f.default is not MISSING else None
+        if f.default_factory is not MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+            default = default or None  # an empty list or dict: the option was not given
         if isinstance(default, bool):
             default = BoolValue(default)
         out.append((f, hints[f.name], default))
@@ -150,8 +199,35 @@ def with_options(**groups: type) -> Callable[[Callable[..., Any]], Callable[...,
     return decorate
 
 
+# The question as an argument, as `llm` and `ollama run` take it: `swiftcli infer "question"`. Several words
+# are taken so that an unquoted question can be refused with the quoted command (see infer.questions).
+PromptArgument = Annotated[list[str] | None, typer.Argument(
+    metavar="[PROMPT]", show_default=False, help="The question, quoted; with none, stdin or the chat.")]
+
+def questions(prompt: list[str] | None, query: list[str] | None = None, command: str = "infer") -> list[str]:
+    """The questions asked: a quoted PROMPT or --query (repeatable). Words left unquoted are refused with the
+    quoted command, rather than answered one word at a time."""
+    from swiftcli.errors import UsageError
+
+    words, queries = list(prompt or []), list(query or [])
+    if queries and words:
+        quoted = " ".join([queries[-1], *words])
+        raise UsageError(f"--query takes one question, and {' '.join(words)!r} was left over",
+                         f'quote the question: --query "{quoted}" (repeat --query for several questions)')
+    if len(words) > 1:
+        raise UsageError(f"{len(words)} words were given as separate arguments",
+                         f'quote the question: swiftcli {command} "{" ".join(words)}"')
+    return words or queries
+
+
+# Requests (or answers) at once against a server; one default for every command that sends several.
+MaxConcurrencyOption = Annotated[int | None, typer.Option(
+    "--max-concurrency", rich_help_panel="Server", show_default=False,
+    help=f"Requests in flight at once with --api-url; default {DEFAULT_CONCURRENCY}.")]
+
+
 def check_positive(value: int | None, option: str) -> None:
     from swiftcli.errors import UsageError
 
     if value is not None and value < 1:
-        raise UsageError(f"--{option} must be at least 1")
+        raise UsageError(f"--{option.replace('_', '-')} must be at least 1")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -45,13 +46,22 @@ def warn(text: str) -> None:
     stderr.print(Text.assemble(("Warning: ", "yellow"), text))
 
 
+_SNAKE_OPTION = re.compile(r"(?<![\w/.-])--([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\b")
+
+
+def as_help_spells(text: str) -> str:
+    """Options named in a message as help shows them: the library says `--max_model_len` (ms-swift's spelling,
+    which works too), help and errors say `--max-model-len`."""
+    return _SNAKE_OPTION.sub(lambda m: "--" + m.group(1).replace("_", "-"), text)
+
+
 def render_error(exc: SwiftError) -> None:
     """`Error: message` and `Hint: ...`; for an engine that failed, where its log is and its last relevant lines."""
     if debug_enabled():
         stderr.print_exception(show_locals=False)
-    stderr.print(Text.assemble(("Error: ", "bold red"), exc.message))
+    stderr.print(Text.assemble(("Error: ", "bold red"), as_help_spells(exc.message)))
     if exc.hint:
-        stderr.print(Text(f"Hint: {exc.hint}", style="dim"))
+        stderr.print(Text(f"Hint: {as_help_spells(exc.hint)}", style="dim"))
     log = _session["engine_log"]
     if isinstance(exc, EngineError) and log is not None and log.path is not None:
         for line in log.relevant_lines():
@@ -62,6 +72,17 @@ def render_error(exc: SwiftError) -> None:
 def report(exc: SwiftError) -> int:
     render_error(exc)
     return exc.exit_code
+
+
+def usage_error(exc: Any) -> int:
+    """A command line Click could not parse (an unknown option, a value of the wrong type): one `Error:` line and
+    a hint, as for every other error, instead of Click's usage block."""
+    stderr.print(Text.assemble(("Error: ", "bold red"), as_help_spells(exc.format_message())))
+    ctx = getattr(exc, "ctx", None)
+    where = getattr(exc, "help_path", None) or (ctx.command_path if ctx is not None else None)
+    if where:
+        stderr.print(Text(f"Hint: see '{where} --help'", style="dim"))
+    return int(getattr(exc, "exit_code", 2))
 
 
 def engine_logs(command: str) -> Any:

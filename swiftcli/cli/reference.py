@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,12 @@ HEADER = """# swiftcli command reference
 
 Generated from the commands' own help by `python -m swiftcli.cli.reference`; do not edit by hand.
 `swift` is the same program under ms-swift's name. Every option takes both spellings, `--snake_case` and
-`--kebab-case`; true/false options take a value (`--merge_lora true`).
+`--kebab-case`; options shown with `BOOL` take true or false (`--merge_lora true`); switches (`--verbose`,
+`--quiet`, `--debug`) take none and work before or after the command. Results print as `--output json` (`-o json`)
+where a command prints results.
 """
 
-_MARKUP = re.compile(r"\[/?[a-z ]*\]")
+_MARKUP = re.compile(r"\[/?[a-z][a-z ]*\]")  # Rich tags such as [b] and [/dim]; never jq's `.[]`
 
 
 def _plain(text: str) -> str:
@@ -35,8 +36,9 @@ def _cell(text: str) -> str:
 
 
 def _default(param: Any) -> str:
+    """The default as --help shows it: only where help shows one."""
     default = param.default
-    if default is None or param.name in ("help",) or callable(default):
+    if default is None or param.name in ("help",) or callable(default) or not getattr(param, "show_default", 0):
         return ""
     if isinstance(default, (list, tuple)):
         return "" if not default else ", ".join(map(str, default))
@@ -44,32 +46,35 @@ def _default(param: Any) -> str:
 
 
 def _metavar(param: Any) -> str:
-    if getattr(param, "is_flag", False):
-        return ""
-    metavar = getattr(param, "metavar", None)
-    if metavar:
-        return str(metavar)
-    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    while typing.get_args(annotation):  # Optional[list[str]] -> str
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    names = {str: "TEXT", int: "INTEGER", float: "FLOAT", Path: "PATH", bool: "BOOL"}
-    value = names.get(annotation, "") if isinstance(annotation, type) else ""
-    return f"{value} ..." if value and getattr(param, "multiple", False) else value
+    from swiftcli.cli.argv import style
+
+    style(param)  # the metavar help shows
+    return str(param.metavar or "")
+
+
+def _description(param: Any) -> str:
+    text = _plain(param.help)
+    if getattr(param, "envvar", None) and getattr(param, "show_envvar", False):
+        text += f" Environment: `{param.envvar}`."
+    return text
 
 
 def command_section(name: str, command: Any) -> str:
     description, examples = _split_doc(command.help or "")
-    out = [f"## swiftcli {name}", "", description, "", "```", f"swiftcli {name} [OPTIONS]", "```", ""]
+    arguments = [str(p.metavar or p.name.upper()) for p in command.params
+                 if getattr(p, "param_type_name", "") == "argument" and not getattr(p, "hidden", False)]
+    usage = " ".join([f"swiftcli {name} [OPTIONS]", *arguments])
+    out = [f"## swiftcli {name}", "", description, "", "```", usage, "```", ""]
     panels: dict[str, list[Any]] = {}
     for param in command.params:
-        if not getattr(param, "opts", None) or param.name == "help":
+        if getattr(param, "param_type_name", "") != "option" or param.name == "help":
             continue
         panels.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(param)
     for panel, params in panels.items():
         out += [f"### {panel}", "", "| Option | Value | Default | Description |", "|---|---|---|---|"]
         for param in params:
             names = ", ".join(f"`{o}`" for o in [*param.opts, *param.secondary_opts])
-            out.append(f"| {names} | {_cell(_metavar(param))} | {_default(param)} | {_cell(_plain(param.help))} |")
+            out.append(f"| {names} | {_cell(_metavar(param))} | {_default(param)} | {_cell(_description(param))} |")
         out.append("")
     if examples:
         out += ["### Examples", "", "```sh", *examples, "```", ""]

@@ -6,6 +6,7 @@ that only make sense with a local model, and prints what the local paths print.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,9 +15,12 @@ import typer
 
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
+from swiftcli.generation.remote import DEFAULT_CONCURRENCY
+
+__all__ = ["DEFAULT_CONCURRENCY", "ApiKeyOption", "ApiOptions", "ApiUrlOption", "check_options", "run_chat",
+           "run_dataset", "run_queries", "run_rows_remote", "sampling"]
 
 SERVER_PANEL = "Server"
-DEFAULT_CONCURRENCY = 8
 
 ApiUrlOption = Annotated[str | None, typer.Option(
     "--api-url", envvar="SWIFTCLI_API_URL", show_envvar=True, rich_help_panel=SERVER_PANEL,
@@ -58,18 +62,11 @@ def check_options(model: ModelOptions, engine: EngineConfig, *also_local: tuple[
 
 
 def sampling(gen: GenerationOverrides, **command_defaults: Any) -> dict[str, Any]:
-    """What to send: the command's defaults and what the user typed; the rest stays the server's default."""
-    from swiftcli.config.spec import GenerationConfig
-    from swiftcli.engines.loader import without_greedy
+    """What to send: the one sampling rule (`swiftcli.config.sampling`) over the command's defaults and what
+    the user typed, checked as a local run checks it; the rest stays the server's default."""
+    from swiftcli.config.sampling import sampling_to_send
 
-    given = gen.given()
-    values = {**without_greedy(command_defaults, given), **given}
-    if values.get("do_sample") is False:
-        values["temperature"] = 0.0
-    if values.get("temperature") == 0:
-        values["do_sample"] = False
-    GenerationConfig().copy(**values)  # the same checks as a local run, before any request
-    return values
+    return sampling_to_send(gen.given(), **command_defaults)
 
 
 def connect(api: ApiOptions, model: ModelOptions) -> Any:
@@ -99,7 +96,6 @@ def run_dataset(api: ApiOptions, selection: Any, target: Path | None, overwrite:
 
     from swiftcli.cli.infer import answer_dataset
     from swiftcli.data.fingerprint import dataset_hash
-    from swiftcli.generation.remote import run_rows_remote
 
     values = sampling(gen, **command_defaults)
 
@@ -120,15 +116,41 @@ def run_dataset(api: ApiOptions, selection: Any, target: Path | None, overwrite:
     answer_dataset(selection, target, overwrite, output, None, fingerprint, server)
 
 
+def run_rows_remote(model: Any, rows: Sequence[Any], sampling: Mapping[str, Any], writer: Any,
+                    start: int = 0, stats: Any = None, on_row: Callable[[Any], None] | None = None,
+                    concurrency: int = DEFAULT_CONCURRENCY) -> Any:
+    """`swiftcli.data.runs.run_rows` through a server: rows[start:] with bounded concurrency, each finished row
+    to `writer` (which keeps input order, so a result file stays a resumable prefix)."""
+    import time
+
+    from swiftcli.data.runs import RunStats, result_row  # here, not in generation: generation knows no data rows
+
+    stats = stats or RunStats()
+    t0 = time.perf_counter()
+
+    def finished(offset: int, answer: Any) -> None:
+        i = start + offset
+        writer.add(i, result_row(rows[i].sample, answer.response))
+        stats.count(answer.prompt_tokens, answer.output_tokens, t0)
+        if on_row is not None:
+            on_row(stats)
+
+    model.answer_all([row.sample.request() for row in rows[start:]], sampling, concurrency, finished)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+
 def run_chat(api: ApiOptions, model: ModelOptions, gen: GenerationOverrides, markdown: bool = True,
              history_file: Path | None = None) -> None:
     from swiftcli.cli.output import stdout
     from swiftcli.cli.remote_chat import RemoteRepl
+    from swiftcli.config.sampling import layer_sampling
 
     values = sampling(gen)  # bad settings fail before connecting
     remote = connect(api, model)
     if remote.chat_sampling:  # start where a local chat with this model would, under what the user set
-        values = sampling(gen, **remote.chat_sampling)
+        values = layer_sampling(gen.given(), **remote.chat_sampling)  # the server checked its own listing
     try:
         RemoteRepl.start(remote, values, model.system, stdout, markdown, history_file).run()
     finally:

@@ -12,42 +12,41 @@ from typing import Any
 from rich.text import Text
 
 from swiftcli.cli import output
-from swiftcli.cli.chat import Repl
+from swiftcli.cli.chat import ChatRepl
 from swiftcli.cli.terminal import AnswerView, ctrl_c_as_byte
-from swiftcli.engines.loader import Session
 
 
 @dataclass(frozen=True)
 class ServerTemplate:
-    """What the REPL asks of a chat template; the server applies its own."""
+    """What the chat's commands ask of a chat template, for a server that applies its own."""
 
     template_type: str = "the server's"
     support_system: bool = True
     support_multi_round: bool = True
     default_system: str | None = None
+    has_thinking_switch: bool = False
 
 
-@dataclass(frozen=True)
-class ServerModel:
-    name: str
+class RemoteRepl(ChatRepl):
+    """The terminal chat with a server: the same loop, commands and conversation as a local chat; each answer
+    is the conversation's messages sent with the sampling in force."""
 
+    template = ServerTemplate()
 
-class RemoteRepl(Repl):
-    remote: Any
-    sampling: dict[str, Any]
+    def __init__(self, remote: Any, sampling: dict[str, Any], session: Any, console: Any, markdown: bool,
+                 history_file: Path | None) -> None:
+        from swiftcli.config.spec import GenerationConfig
+
+        # /set is checked as a local chat checks it: over the settings sent (the rest are the server's).
+        super().__init__(GenerationConfig().copy(**sampling), session, markdown, history_file, console=console)
+        self.remote, self.sampling, self.model_name = remote, sampling, remote.model
 
     @classmethod
     def start(cls, remote: Any, sampling: dict[str, Any], system: str | None, console: Any, markdown: bool,
               history_file: Path | None) -> RemoteRepl:
-        from swiftcli.config.spec import GenerationConfig
         from swiftcli.generation.chat import ChatSession
 
-        # Validates the options the user gave (and later /set) the way a local chat does.
-        config = GenerationConfig(**sampling)
-        loaded = Session(ServerModel(remote.model), remote, ServerTemplate(), "api", config)  # type: ignore[arg-type]
-        repl = cls(loaded, config, ChatSession(system=system), markdown, history_file, console=console)
-        repl.remote, repl.sampling = remote, sampling
-        return repl
+        return cls(remote, sampling, ChatSession(system=system), console, markdown, history_file)
 
     def banner(self) -> None:
         from swiftcli.config.sampling import describe_sent

@@ -24,7 +24,7 @@ def run_worker_node(model: ModelOptions, engine: EngineConfig) -> None:
     """This node's engines, joined to the head node, with no API server, until SIGTERM or Ctrl-C."""
     from swiftcli.engines import check_backend, default_backend
     from swiftcli.engines.data_parallel import check_scaling, run_headless
-    from swiftcli.engines.loader import resolve_spec
+    from swiftcli.loading import resolve_spec
 
     backend = model.infer_backend or default_backend()
     check_scaling(engine, backend)
@@ -46,8 +46,9 @@ def ray_dataset_answerer(model: ModelOptions, engine: EngineConfig, gen: Any, sk
     def connected() -> Iterator[Any]:
         from swiftcli.config.spec import GenerationConfig
         from swiftcli.data.ray_runs import RayAnswerer, import_ray_llm
-        from swiftcli.engines.loader import merge_generation, resolve_spec
+        from swiftcli.engines.loader import merge_generation
         from swiftcli.engines.tokenizer import load_tokenizer
+        from swiftcli.loading import resolve_spec
         from swiftcli.registry.templates import get_template
 
         import_ray_llm()

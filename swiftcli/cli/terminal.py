@@ -117,8 +117,18 @@ def ctrl_c_as_byte() -> Iterator[Any]:
         termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
+# Lines the chat reads before the terminal's: `swiftcli chat "first question"` puts its question here.
+_queued: list[str] = []
+
+
+def queue_input(text: str) -> None:
+    """The chat's next input line is `text`, as if typed (it is shown after the prompt)."""
+    _queued.append(text)
+
+
 class LineReader:
-    """prompt_toolkit input with history and editing on a terminal; plain lines from a pipe."""
+    """prompt_toolkit input with history and editing on a terminal; plain lines from a pipe. Queued lines
+    (queue_input) come first."""
 
     def __init__(self, history_file: Path | None, multiline: Callable[[], bool]) -> None:
         self.multiline = multiline
@@ -169,6 +179,11 @@ class LineReader:
                              prompt_continuation=lambda width, line, wrap: "... ".rjust(width))
 
     def read(self, prompt: str) -> str:
+        if _queued:
+            line = _queued.pop(0)
+            sys.stdout.write(f"{prompt}{line}\n")
+            sys.stdout.flush()
+            return line
         if self.session is not None:
             return str(self.session.prompt(prompt))
         sys.stdout.write(prompt)

@@ -1,6 +1,6 @@
 """What to load, as a user says it: a model type, a path or hub id, or a checkpoint, with template and backend.
 
-`swiftcli.load` turns these into a ModelSpec (config.resolve) and an engine. Each field's default and help live
+`swiftcli.load` turns these into a ModelSpec (hub.resolve) and an engine. Each field's default and help live
 here once; the CLI derives its options from them.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from swiftcli.config.spec import ENGINE, MODEL, setting
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelOptions:
     """Which model to load and how to prompt it; every field may be left out (the embedded model)."""
 

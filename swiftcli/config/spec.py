@@ -50,9 +50,12 @@ GENERATION = "Generation"
 SCALING = "Scaling out"
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineConfig:
-    """Engine settings; None means "the right default for this platform" (see engines.vllm.platform_defaults)."""
+    """Engine settings; None means "the right default for this platform" (see engines.vllm.platform_defaults).
+
+    Frozen: code that needs other settings makes a copy (`dataclasses.replace`), so the caller's stays as given.
+    """
 
     dtype: str | None = setting(None, "bf16, fp16, fp32 or auto; default fp32 on CPU, the model's on GPU.",
                                 "torch_dtype", panel=MODEL)
@@ -95,10 +98,11 @@ class EngineConfig:
         "infer --val-dataset through Ray Data.", panel=SCALING)
 
     def __post_init__(self) -> None:
+        # Normalizing what the constructor was given (frozen fields are set through object.__setattr__).
         if self.engine_kwargs is None:
-            self.engine_kwargs = {}
+            object.__setattr__(self, "engine_kwargs", {})
         if isinstance(self.engine_kwargs, str):
-            self.engine_kwargs = parse_json_object(self.engine_kwargs, "engine_kwargs")
+            object.__setattr__(self, "engine_kwargs", parse_json_object(self.engine_kwargs, "engine_kwargs"))
         for name in ("tensor_parallel_size", "pipeline_parallel_size", "max_lora_rank", "max_loras"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1")
@@ -109,9 +113,28 @@ class EngineConfig:
             raise UsageError("--gpu_memory_utilization must be in (0, 1]")
         check_distributed(self)
         if self.dtype is not None:
-            from swiftcli.config.resolve import normalize_dtype
+            object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
 
-            self.dtype = normalize_dtype(self.dtype)
+
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "AUTO": None, "auto": None}
+
+
+def dtype_alias(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return _DTYPE_ALIASES.get(value, value)
+
+
+def normalize_dtype(value: Any) -> str | None:
+    """'bf16' -> 'bfloat16', torch.float16 -> 'float16', 'auto'/None -> None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value).replace("torch.", "")
+    value = dtype_alias(value)
+    if value not in (None, "bfloat16", "float16", "float32", "half", "float"):
+        raise UsageError(f"unknown dtype {value!r}", "use bf16, fp16, fp32 or auto")
+    return value
 
 
 def parse_json_object(text: str, option: str) -> dict[str, Any]:
@@ -131,7 +154,9 @@ SAMPLING_KEYS = frozenset({"do_sample", "temperature", "top_p", "top_k", "repeti
 
 @dataclass
 class GenerationConfig:
-    """Sampling settings, like transformers.GenerationConfig; mutable so callers can tweak an engine's.
+    """Sampling settings, like transformers.GenerationConfig. Not frozen, unlike the other configs: ms-swift's
+    API, which swiftcli keeps, tunes an engine's defaults in place (`engine.generation_config.max_new_tokens =
+    256`). swiftcli's own code never changes one it was given: it makes a changed copy with `copy(**changes)`.
 
     These class defaults are the last fallback: a model's generation_config.json and the registry come first.
     """
@@ -235,7 +260,7 @@ def _overrides_class() -> type:
     hints = typing.get_type_hints(GenerationConfig)
     specs = [(f.name, hints[f.name] | None, field(default=None, metadata=f.metadata))
              for f in fields(GenerationConfig) if f.metadata.get("cli")]
-    cls = make_dataclass("GenerationOverrides", specs, namespace={
+    cls = make_dataclass("GenerationOverrides", specs, frozen=True, namespace={
         "given": lambda self: {k: v for k, v in asdict(self).items() if v is not None},
         "__doc__": "Sampling settings a user gave; None keeps the model's default.",
     })

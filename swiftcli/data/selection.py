@@ -34,7 +34,7 @@ class DatasetSelection:
 def select_rows(selection: DatasetSelection, ckpt_dir: str | None = None,
                 on_skip: Callable[[Record, InputError], None] | None = None) -> list[Row]:
     """Read and check every selected row (before any engine starts: a bad file fails in a second)."""
-    from swiftcli.config.resolve import find_ckpt_args
+    from swiftcli.hub.resolve import find_ckpt_args
 
     if selection.sample < -1:
         raise UsageError("--val_dataset_sample must be -1 (all rows) or a count")

@@ -14,36 +14,46 @@ from swiftcli.engines.base import (
     AsyncEngine,
     Completion,
     Engine,
+    EngineCapabilities,
     EngineRequest,
     RequestResult,
+    capabilities_of,
+    describe_feature,
     generate_all,
+    threaded_capabilities,
 )
 from swiftcli.engines.data_parallel import check_scaling
-from swiftcli.errors import EngineError, UsageError
+from swiftcli.errors import UsageError
 
 
 @dataclass(frozen=True)
 class Backend:
-    """Where a backend's engines live, as "module:Class" (imported when first used)."""
+    """Where a backend's engines live, as "module:Class" (imported when first used), and the check it runs on a
+    model and settings before loading ("module:function", called with spec, config and `asynchronous`)."""
 
     name: str
     sync: str
     asynchronous: str | None = None
+    check: str | None = None
 
 
 BACKENDS: dict[str, Backend] = {}
 
 
-def register_backend(name: str, sync: str, asynchronous: str | None = None) -> None:
+def register_backend(name: str, sync: str, asynchronous: str | None = None, check: str | None = None) -> None:
     """Register a backend: `sync` builds an `Engine(spec, config)`, `asynchronous` an `AsyncEngine(spec, config)`.
 
-    Both are "module:Class" paths; without `asynchronous`, servers run the sync engine on a worker thread.
+    Both are "module:Class" paths; without `asynchronous`, servers run the sync engine on a worker thread. What
+    the engines can do beyond plain generation (LoRA, structured output, ...) is the class attribute
+    `capabilities` (an `EngineCapabilities`); a class without one gets plain generation only.
+    `check` ("module:function") refuses a model or settings before anything loads.
     """
-    BACKENDS[name] = Backend(name, sync, asynchronous)
+    BACKENDS[name] = Backend(name, sync, asynchronous, check)
 
 
 register_backend(
-    "vllm", sync="swiftcli.engines.vllm:VllmEngine", asynchronous="swiftcli.engines.vllm_async:AsyncVllmEngine"
+    "vllm", sync="swiftcli.engines.vllm:VllmEngine", asynchronous="swiftcli.engines.vllm_async:AsyncVllmEngine",
+    check="swiftcli.engines.vllm:check_model",
 )
 register_backend("pt", sync="swiftcli.engines.pt:PtEngine")
 
@@ -66,19 +76,39 @@ def _backend(name: str | None) -> Backend:
     return BACKENDS[name]
 
 
-def check_backend(spec: ModelSpec, config: EngineConfig, backend: str) -> None:
-    """Refuse what the backend cannot do, before loading anything."""
-    if backend != "vllm":
+def backend_capabilities(backend: str | None, asynchronous: bool = False) -> EngineCapabilities:
+    """What a backend's engines can do, known before one starts (its engine module is imported, not the
+    framework behind it). A started engine's own `capabilities` may be narrower (e.g. vLLM without LoRA)."""
+    chosen = _backend(backend)
+    if asynchronous and chosen.asynchronous is not None:
+        return capabilities_of(_import(chosen.asynchronous))
+    caps = capabilities_of(_import(chosen.sync))
+    return threaded_capabilities(caps) if asynchronous else caps
+
+
+def require_capability(backend: str | None, feature: str, what: str, asynchronous: bool = False) -> None:
+    """Refuse `what` (an option or field, as the user wrote it) by name when the backend lacks `feature` (a
+    field of EngineCapabilities), naming the registered backends that have it."""
+    chosen = _backend(backend)
+    if getattr(backend_capabilities(chosen.name, asynchronous), feature):
         return
-    if not spec.support_vllm:
-        raise EngineError(f"{spec.name} is not supported by vLLM", "use --infer_backend pt")
-    if spec.adapters and not config.enable_lora:
-        ckpt = spec.ckpt_dir or spec.adapters[0]
-        raise EngineError(
-            f"{ckpt} is a LoRA adapter, which vLLM serves only with --vllm_enable_lora true",
-            f"merge it first: swiftcli export --ckpt_dir {ckpt} --merge_lora true, "
-            "or pass --merge_lora true, or --vllm_enable_lora true",
-        )
+    able = [name for name in BACKENDS if name != chosen.name and _has(name, feature, asynchronous)]
+    raise UsageError(f"{what} needs a backend with {describe_feature(feature)}, which the {chosen.name} backend "
+                     "does not have", f"use --infer_backend {' or '.join(able)}" if able else None)
+
+
+def _has(backend: str, feature: str, asynchronous: bool) -> bool:
+    try:
+        return bool(getattr(backend_capabilities(backend, asynchronous), feature))
+    except Exception:  # noqa: BLE001 - a third-party backend that fails to import just is not suggested
+        return False
+
+
+def check_backend(spec: ModelSpec, config: EngineConfig, backend: str, asynchronous: bool = False) -> None:
+    """Refuse what the backend cannot do, before loading anything (the backend's registered `check`)."""
+    chosen = _backend(backend)
+    if chosen.check is not None:
+        _import(chosen.check)(spec, config, asynchronous)
 
 
 def create_engine(spec: ModelSpec, config: EngineConfig | None = None, backend: str | None = None) -> Engine:
@@ -105,8 +135,7 @@ def create_async_engine(spec: ModelSpec, config: EngineConfig | None = None, bac
         from swiftcli.engines.threaded import ThreadedAsyncEngine
 
         return ThreadedAsyncEngine(create_engine(spec, config, chosen.name))
-    if chosen.name == "vllm" and not spec.support_vllm:  # an adapter is fine: the async engine enables LoRA
-        raise EngineError(f"{spec.name} is not supported by vLLM", "use --infer_backend pt")
+    check_backend(spec, config, chosen.name, asynchronous=True)
     return _import(chosen.asynchronous)(spec, config)  # type: ignore[no-any-return]
 
 
@@ -116,11 +145,15 @@ __all__ = [
     "Backend",
     "Completion",
     "Engine",
+    "EngineCapabilities",
     "EngineRequest",
     "RequestResult",
+    "backend_capabilities",
+    "capabilities_of",
     "create_async_engine",
     "create_engine",
     "default_backend",
     "generate_all",
     "register_backend",
+    "require_capability",
 ]

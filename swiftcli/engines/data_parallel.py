@@ -24,7 +24,7 @@ from typing import Any
 
 from swiftcli.config.distributed import is_distributed, local_replicas, sizes_text
 from swiftcli.config.spec import EngineConfig, ModelSpec
-from swiftcli.engines.base import EngineRequest, RequestResult
+from swiftcli.engines.base import EngineCapabilities, EngineRequest, RequestResult
 from swiftcli.errors import EngineError, UsageError
 
 SCALING_OPTIONS = ("data_parallel_size", "data_parallel_size_local", "data_parallel_address", "nnodes", "node_rank",
@@ -99,6 +99,7 @@ class DataParallelVllmEngine:
     """
 
     backend = "vllm"
+    capabilities: EngineCapabilities
 
     def __init__(self, spec: ModelSpec, config: EngineConfig | None = None) -> None:
         self.spec = spec
@@ -114,6 +115,8 @@ class DataParallelVllmEngine:
             self._stop_loop()
             raise
         self.engine_args = self._engine.engine_args
+        # the async engine's, with finished states only for batches (what `final_results` gives)
+        self.capabilities = replace(self._engine.capabilities, final_results=True)
         self.hf_tokenizer = self._engine.hf_tokenizer
         self.generation_config = self._engine.generation_config
         self.max_model_len = self._engine.max_model_len

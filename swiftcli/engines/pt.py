@@ -5,10 +5,17 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
-from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.engines.base import (
+    Completion,
+    EngineCapabilities,
+    EngineRequest,
+    RequestResult,
+    check_context_length,
+)
 from swiftcli.errors import InputError, MissingDependencyError
 
 _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "half": "float16", "float": "float32"}
@@ -64,11 +71,31 @@ class _BatchStreamer:
         self.queue.put(None)
 
 
+@dataclass
+class _Batch:
+    """One `generate` call: its arguments, and what decides when a row stops and how long it may grow."""
+
+    kwargs: dict[str, Any]
+    stop_ids: set[int]
+    stop_strings: list[str]
+    max_new: int
+
+
+class _Rows:
+    """Tokens so far, and whether each output row has stopped (a row per request and candidate)."""
+
+    def __init__(self, count: int) -> None:
+        self.tokens: list[list[int]] = [[] for _ in range(count)]
+        self.done = [False] * count
+
+
 class PtEngine:
     """transformers generate behind the Engine protocol. Requests of one call with the same sampling
     settings run as one left-padded batch."""
 
     backend = "pt"
+    # Adapters are applied at load time (peft); prompt logprobs come from one forward pass per request.
+    capabilities = EngineCapabilities(lora=True, prompt_logprobs=True, batched_prompt_logprobs=True)
 
     def __init__(self, spec: ModelSpec, config: EngineConfig | None = None) -> None:
         self.spec = spec
@@ -93,6 +120,49 @@ class PtEngine:
             yield from self._stream_batch(group)
 
     def _stream_batch(self, requests: list[EngineRequest]) -> Iterator[RequestResult]:
+        torch = _torch()
+        cfg = requests[0].config
+        batch = self._batch(requests)
+        streamer = _BatchStreamer()
+        ids = [r.request_id for r in requests]
+        kwargs = {**batch.kwargs, "streamer": streamer, "stopping_criteria": self._abort_criteria(ids)}
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    if cfg.seed is not None:
+                        torch.manual_seed(cfg.seed)
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced in the caller's thread below
+                errors.append(exc)
+                streamer.end()
+
+        rows = _Rows(len(requests) * cfg.n)
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        complete = False
+        try:
+            yield from self._follow(streamer, requests, batch, rows)
+            complete = True
+        finally:
+            if not complete:  # the caller closed the stream: stop generating now, not at max_new_tokens
+                self.abort(ids)
+            thread.join()
+            if not complete:
+                with self._lock:
+                    self._aborted.difference_update(ids)
+        if errors:
+            raise errors[0]
+        for i, request in enumerate(requests):
+            if request.request_id not in self._aborted:
+                yield self._result(request, rows.tokens, rows.done, cfg.n, i, batch.stop_strings, batch.max_new,
+                                   final=True)
+        with self._lock:
+            self._aborted.difference_update(ids)
+
+    def _batch(self, requests: list[EngineRequest]) -> _Batch:
+        """`generate`'s arguments for requests that share sampling settings: left-padded prompts, sampling, stops."""
         torch = _torch()
         cfg = requests[0].config
         tokenizer = self.hf_tokenizer
@@ -125,60 +195,30 @@ class PtEngine:
             kwargs["min_new_tokens"] = cfg.min_tokens
         if stop_strings:
             kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
-        streamer = _BatchStreamer()
-        kwargs["streamer"] = streamer
+        return _Batch(kwargs, set(stop_ids), stop_strings, max_new)
+
+    def _follow(self, streamer: _BatchStreamer, requests: list[EngineRequest], batch: _Batch, rows: _Rows
+                ) -> Iterator[RequestResult]:
+        """Each step's tokens into the rows, and every live request's state after it; ends when `generate` ends
+        or every request of the batch was aborted."""
+        n = requests[0].config.n
         ids = [r.request_id for r in requests]
-        kwargs["stopping_criteria"] = self._abort_criteria(ids)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with torch.inference_mode():
-                    if cfg.seed is not None:
-                        torch.manual_seed(cfg.seed)
-                    self.model.generate(**kwargs)
-            except BaseException as exc:  # surfaced in the caller's thread below
-                errors.append(exc)
-                streamer.end()
-
-        rows = len(requests) * cfg.n
-        tokens: list[list[int]] = [[] for _ in range(rows)]
-        done = [False] * rows
-        stop_set = set(stop_ids)
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        complete = False
-        try:
-            while True:
-                step = streamer.queue.get()
-                if step is None:
-                    break
-                for row, tok in enumerate(step):
-                    if done[row]:
-                        continue
-                    tokens[row].append(tok)  # a stop token counts as generated, as in vLLM, but shows no text
-                    done[row] = tok in stop_set
-                for i, request in enumerate(requests):
-                    if request.request_id in self._aborted:
-                        continue
-                    yield self._result(request, tokens, done, cfg.n, i, stop_strings, max_new, final=False)
-                if all(r in self._aborted for r in ids):
-                    break
-            complete = True
-        finally:
-            if not complete:  # the caller closed the stream: stop generating now, not at max_new_tokens
-                self.abort(ids)
-            thread.join()
-            if not complete:
-                with self._lock:
-                    self._aborted.difference_update(ids)
-        if errors:
-            raise errors[0]
-        for i, request in enumerate(requests):
-            if request.request_id not in self._aborted:
-                yield self._result(request, tokens, done, cfg.n, i, stop_strings, max_new, final=True)
-        with self._lock:
-            self._aborted.difference_update(ids)
+        while True:
+            step = streamer.queue.get()
+            if step is None:
+                return
+            for row, tok in enumerate(step):
+                if rows.done[row]:
+                    continue
+                rows.tokens[row].append(tok)  # a stop token counts as generated, as in vLLM, but shows no text
+                rows.done[row] = tok in batch.stop_ids
+            for i, request in enumerate(requests):
+                if request.request_id in self._aborted:
+                    continue
+                yield self._result(request, rows.tokens, rows.done, n, i, batch.stop_strings, batch.max_new,
+                                   final=False)
+            if all(r in self._aborted for r in ids):
+                return
 
     def _result(
         self, request: EngineRequest, tokens: list[list[int]], done: list[bool], n: int, i: int,

@@ -13,11 +13,17 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
-from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.engines.base import (
+    Completion,
+    EngineCapabilities,
+    EngineRequest,
+    RequestResult,
+    check_context_length,
+)
 from swiftcli.engines.data_parallel import vllm_scaling_args
 from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
 from swiftcli.engines.outputs import to_result
@@ -66,6 +72,34 @@ def platform_defaults() -> PlatformDefaults:
         kv = None if os.environ.get("VLLM_CPU_KVCACHE_SPACE") else CPU_KV_CACHE_BYTES
         return PlatformDefaults(True, "float32", True, None, kv)
     return PlatformDefaults(False, None, False, 0.9, None)
+
+
+# What vLLM can do when started for it (LoRA needs enable_lora; see `started_capabilities`).
+VLLM_CAPABILITIES = EngineCapabilities(lora=True, runtime_lora=True, structured_output=True, prompt_logprobs=True,
+                                       batched_prompt_logprobs=True, final_results=True)
+
+
+def started_capabilities(args: dict[str, Any], final_results: bool) -> EngineCapabilities:
+    """What an engine started with these vLLM arguments can do."""
+    lora = bool(args.get("enable_lora"))
+    rank = args.get("max_lora_rank") if lora else None
+    return replace(VLLM_CAPABILITIES, lora=lora, runtime_lora=lora, final_results=final_results,
+                   batched_prompt_logprobs=not lora_breaks_batched_prompt_logprobs(args),
+                   max_lora_rank=int(rank) if rank else None)
+
+
+def check_model(spec: ModelSpec, config: EngineConfig, asynchronous: bool = False) -> None:
+    """The vllm backend's check before loading: the model is one vLLM runs, and a LoRA checkpoint comes with
+    LoRA on (the async engine turns it on by itself)."""
+    if not spec.support_vllm:
+        raise EngineError(f"{spec.name} is not supported by vLLM", "use --infer_backend pt")
+    if spec.adapters and not config.enable_lora and not asynchronous:
+        ckpt = spec.ckpt_dir or spec.adapters[0]
+        raise EngineError(
+            f"{ckpt} is a LoRA adapter, which vLLM serves only with --vllm_enable_lora true",
+            f"merge it first: swiftcli export --ckpt_dir {ckpt} --merge_lora true, "
+            "or pass --merge_lora true, or --vllm_enable_lora true",
+        )
 
 
 def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
@@ -203,6 +237,7 @@ class VllmEngine:
     """Offline vLLM (`vllm.LLM`) behind the Engine protocol; batch and streaming share one step loop."""
 
     backend = "vllm"
+    capabilities = VLLM_CAPABILITIES
 
     def __init__(self, spec: ModelSpec, config: EngineConfig | None = None) -> None:
         vllm = import_vllm()
@@ -223,7 +258,7 @@ class VllmEngine:
         for path in spec.adapters:
             self.add_lora(path.name, str(path))
         self.default_adapter = spec.adapters[0].name if spec.adapters else None
-        self.serial_prompt_logprobs = lora_breaks_batched_prompt_logprobs(self.engine_args)
+        self.capabilities = started_capabilities(self.engine_args, final_results=True)
         freeze_startup_heap()
 
     def add_lora(self, name: str, path: str) -> None:
@@ -245,7 +280,7 @@ class VllmEngine:
         return self._batches(requests, final_only=True)
 
     def _batches(self, requests: Sequence[EngineRequest], final_only: bool) -> Iterator[RequestResult]:
-        if self.serial_prompt_logprobs and len(requests) > 1 and any(r.prompt_logprobs is not None
+        if not self.capabilities.batched_prompt_logprobs and len(requests) > 1 and any(r.prompt_logprobs is not None
                                                                       for r in requests):
             for request in requests:
                 yield from self._stream([request], final_only)

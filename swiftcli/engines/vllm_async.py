@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
@@ -14,6 +15,16 @@ from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
 from swiftcli.engines.outputs import to_result
 from swiftcli.engines.scheduler import SERVER, log_limits, usage_context
 from swiftcli.engines.tokenizer import load_tokenizer
+from swiftcli.engines.vllm import (
+    SHUTDOWN_GRACE_SECONDS,
+    VLLM_CAPABILITIES,
+    _first_line,
+    _start_hint,
+    engine_args,
+    import_vllm,
+    sampling_params,
+    started_capabilities,
+)
 from swiftcli.engines.vllm_inputs import token_input
 from swiftcli.errors import EngineError, EngineUnavailableError, InputError, OverloadedError
 
@@ -22,10 +33,9 @@ class AsyncVllmEngine:
     """vLLM's AsyncLLM (the engine core runs in its own process; outputs arrive on this event loop)."""
 
     backend = "vllm"
+    capabilities = replace(VLLM_CAPABILITIES, final_results=False)
 
     def __init__(self, spec: ModelSpec, config: EngineConfig | None = None) -> None:
-        from swiftcli.engines.vllm import _first_line, _start_hint, engine_args, import_vllm
-
         import_vllm()
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -56,9 +66,7 @@ class AsyncVllmEngine:
         for path in spec.adapters:
             self.add_lora(path.name, str(path))
         self.default_adapter = spec.adapters[0].name if spec.adapters else None
-        from swiftcli.engines.vllm import lora_breaks_batched_prompt_logprobs
-
-        self.prompt_logprobs_ok = not lora_breaks_batched_prompt_logprobs(args)
+        self.capabilities = started_capabilities(args, final_results=False)
         freeze_startup_heap()
 
     @property
@@ -89,11 +97,9 @@ class AsyncVllmEngine:
 
     async def generate(self, request: EngineRequest, *, guided: dict[str, Any] | None = None
                        ) -> AsyncIterator[RequestResult]:
-        from swiftcli.engines.vllm import _first_line, sampling_params
-
         max_tokens = check_context_length(len(request.prompt_ids), request.config.max_new_tokens,
                                           self.max_model_len)
-        if request.prompt_logprobs is not None and not self.prompt_logprobs_ok:
+        if request.prompt_logprobs is not None and not self.capabilities.batched_prompt_logprobs:
             # Concurrent requests share engine steps here, and a batched step would kill the engine.
             raise InputError("prompt logprobs (echo with logprobs, prompt_logprobs) are not available on vLLM's CPU "
                              "backend with LoRA enabled; serve without LoRA, or merge the adapter first")
@@ -166,8 +172,6 @@ class AsyncVllmEngine:
         return int(self.llm.get_num_unfinished_requests())
 
     async def aclose(self) -> None:
-        from swiftcli.engines.vllm import SHUTDOWN_GRACE_SECONDS
-
         llm = getattr(self, "llm", None)
         if llm is not None:
             try:
@@ -180,8 +184,6 @@ class AsyncVllmEngine:
 
 def _request_error(exc: Exception) -> Exception:
     """vLLM's exception -> ours: bad request, overload, dead engine; anything else unchanged."""
-    from swiftcli.engines.vllm import _first_line
-
     try:
         from vllm.exceptions import GracefulHTTPError
         from vllm.v1.engine.exceptions import EngineDeadError

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from swiftcli.config.resolve import has_weights, is_adapter, resolve_model
 from swiftcli.config.spec import ModelSpec
 from swiftcli.errors import CheckpointError, UsageError
+from swiftcli.hub.resolve import has_weights, is_adapter, resolve_model
 
 GLOB_CHARS = "*?["
 _STEP_IN_NAME = re.compile(r"(\d+)$")
@@ -33,7 +33,7 @@ class Checkpoint:
 
 
 def is_sweep(ckpt_dir: str | None) -> bool:
-    """Whether --ckpt_dir asks for several checkpoints: a glob, a comma-separated list, or a run folder."""
+    """Whether --ckpt-dir asks for several checkpoints: a glob, a comma-separated list, or a run folder."""
     if not ckpt_dir:
         return False
     if any(c in ckpt_dir for c in GLOB_CHARS) or "," in ckpt_dir:
@@ -51,7 +51,7 @@ def _run_children(path: Path) -> list[Path]:
 
 
 def expand_checkpoints(ckpt_dir: str) -> list[Path]:
-    """Every checkpoint folder that --ckpt_dir names, each once, in the order given; a clear error for none."""
+    """Every checkpoint folder that --ckpt-dir names, each once, in the order given; a clear error for none."""
     found: list[Path] = []
     for part in (p.strip() for p in ckpt_dir.split(",")):
         if not part:
@@ -60,11 +60,11 @@ def expand_checkpoints(ckpt_dir: str) -> list[Path]:
         if any(c in part for c in GLOB_CHARS):
             matches = [Path(m) for m in sorted(glob.glob(expanded)) if Path(m).is_dir()]
             if not matches:
-                raise UsageError(f"--ckpt_dir {part!r} matches no folder", "check the pattern (quote it in the shell)")
+                raise UsageError(f"--ckpt-dir {part!r} matches no folder", "check the pattern (quote it in the shell)")
         else:
             path = Path(expanded)
             if not path.is_dir():
-                raise CheckpointError(f"checkpoint directory {path} does not exist", "check --ckpt_dir")
+                raise CheckpointError(f"checkpoint directory {path} does not exist", "check --ckpt-dir")
             matches = [path] if _is_checkpoint(path) else sorted(_run_children(path))
         for match in matches:
             if not _is_checkpoint(match):
@@ -75,7 +75,7 @@ def expand_checkpoints(ckpt_dir: str) -> list[Path]:
             if resolved not in found:
                 found.append(resolved)
     if not found:
-        raise UsageError(f"--ckpt_dir {ckpt_dir!r} names no checkpoint", "point it at checkpoint-* folders")
+        raise UsageError(f"--ckpt-dir {ckpt_dir!r} names no checkpoint", "point it at checkpoint-* folders")
     return found
 
 
@@ -106,7 +106,7 @@ def resolve_checkpoints(
     template_type: str | None = None,
     system: str | None = None,
 ) -> list[Checkpoint]:
-    """The checkpoints of --ckpt_dir, resolved (base model found for adapters), sorted by training step."""
+    """The checkpoints of --ckpt-dir, resolved (base model found for adapters), sorted by training step."""
     paths = expand_checkpoints(ckpt_dir)
     checkpoints = [
         Checkpoint(path, name, checkpoint_step(path),

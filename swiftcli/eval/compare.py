@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from swiftcli.eval.report import Run
 
@@ -42,6 +43,15 @@ class Comparison:
     metrics: list[MetricRow]
     flips: list[Flips]
     warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The comparison as `eval compare --output json` prints it."""
+        return {
+            "a": str(self.a.path), "b": str(self.b.path),
+            "metrics": [{**asdict(row), "delta": row.delta} for row in self.metrics],
+            "flips": [asdict(f) for f in self.flips],
+            "warnings": list(self.warnings),
+        }
 
 
 def _datasets(run: Run) -> dict[str, dict]:

@@ -65,7 +65,7 @@ class EvalItem:
         return {"query": self.query, "history": self.history, "system": self.system}
 
     def messages(self, default_system: str | None = None) -> list[dict[str, str]]:
-        """The request as OpenAI chat messages (for --eval_url)."""
+        """The request as OpenAI chat messages (for --api-url)."""
         system = self.system if self.system is not None else default_system
         out = [{"role": "system", "content": system}] if system else []
         for query, response in self.history:
@@ -229,7 +229,7 @@ def load_dataset(
     """Read a file into items; few-shot examples are drawn (with `seed`) from its good rows and not scored."""
     path = Path(path)
     if kind is not None and kind not in KINDS:
-        raise UsageError(f"--eval_type must be one of {', '.join(KINDS)}, not {kind!r}")
+        raise UsageError(f"--eval-type must be one of {', '.join(KINDS)}, not {kind!r}")
     records = list(read_records(path))
     if not records:
         raise InputError(f"{path} has no rows", "an evaluation dataset needs at least one row")
@@ -249,12 +249,12 @@ def load_dataset(
         except InputError as exc:
             parsed.append(exc)
     if isinstance(parsed[0], ColumnsError) and all(isinstance(p, InputError) for p in parsed):
-        raise InputError(f"{first.where}: {parsed[0].message} for --eval_type {kind}", f"expected {EXPECTED_COLUMNS}")
+        raise InputError(f"{first.where}: {parsed[0].message} for --eval-type {kind}", f"expected {EXPECTED_COLUMNS}")
     good = [i for i, p in enumerate(parsed) if isinstance(p, Parsed)]
     if few_shot > 0 and few_shot >= len(good):
         raise UsageError(
-            f"--eval_few_shot {few_shot} leaves no row of {path} to score ({len(good)} usable rows)",
-            "lower --eval_few_shot",
+            f"--eval-few-shot {few_shot} leaves no row of {path} to score ({len(good)} usable rows)",
+            "lower --eval-few-shot",
         )
     shots = sorted(random.Random(seed).sample(good, few_shot)) if few_shot > 0 else []
     shot_pairs = [[p.query, p.shot_answer] for i in shots if isinstance(p := parsed[i], Parsed)]

@@ -28,14 +28,14 @@ _DOWNLOAD_ERRORS = ("ConnectionError", "OfflineModeIsEnabled", "LocalEntryNotFou
 
 def require_lm_eval() -> None:
     if importlib.util.find_spec("lm_eval") is None:
-        raise MissingDependencyError("--lm_eval_tasks needs lm-evaluation-harness",
+        raise MissingDependencyError("--lm-eval-tasks needs lm-evaluation-harness",
                                      "pip install 'lm-eval[api]' (or swiftcli[eval])")
 
 
 def parse_tasks(value: str) -> list[str]:
     tasks = [t.strip() for t in value.split(",") if t.strip()]
     if not tasks:
-        raise UsageError("--lm_eval_tasks needs task names, comma-separated, e.g. arc_easy,hellaswag")
+        raise UsageError("--lm-eval-tasks needs task names, comma-separated, e.g. arc_easy,hellaswag")
     return tasks
 
 
@@ -43,7 +43,7 @@ def check_tasks(tasks: list[str], include_path: Path | None) -> None:
     """Every task is known to lm-eval and its data loads; raises a one-line error otherwise."""
     require_lm_eval()
     if include_path is not None and not include_path.is_dir():
-        raise UsageError(f"--lm_eval_include_path {include_path} is not a directory")
+        raise UsageError(f"--lm-eval-include-path {include_path} is not a directory")
     request = json.dumps({"tasks": tasks, "include_path": _str(include_path)})
     proc = subprocess.run([sys.executable, "-m", "swiftcli.eval.harness", request], cwd=include_path,
                           capture_output=True, text=True, env=_env())
@@ -56,14 +56,14 @@ def check_tasks(tasks: list[str], include_path: Path | None) -> None:
         name = report["unknown"][0]
         close = report.get("close") or []
         hint = f"did you mean {close[0]}?" if close else "list them with `lm_eval ls tasks`; add local YAMLs with " \
-                                                          "--lm_eval_include_path DIR"
+                                                          "--lm-eval-include-path DIR"
         raise UsageError(f"lm-eval has no task or group named {name!r}", hint)
     if report.get("error"):
         if report.get("download"):
             raise InputError(f"lm-eval task(s) {', '.join(tasks)} need data from the Hugging Face hub, which could "
                              f"not be downloaded ({report['error']})",
                              "run once online to fill the datasets cache, or use local task YAMLs with "
-                             "--lm_eval_include_path DIR")
+                             "--lm-eval-include-path DIR")
         raise InputError(f"lm-eval could not load task(s) {', '.join(tasks)}: {report['error']}")
 
 

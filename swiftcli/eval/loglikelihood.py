@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from swiftcli.apiclient import http_client, reply_message
 from swiftcli.errors import EngineError, SwiftError
 from swiftcli.eval.datasets import EvalItem
 from swiftcli.eval.runner import Generated, Prediction, RemoteTarget
@@ -69,18 +70,21 @@ def prediction(item: EvalItem, scores: list[Scored], prompt_tokens: int) -> Pred
 
 
 def score_local(engine: Any, items: Sequence[EvalItem], on_progress: Progress | None = None,
-                chunk: int = 64) -> Generated:
+                chunk: int = 64, adapter: str | None = None) -> Generated:
     """Every option of `chunk` items at a time as one engine batch, read from the continuation's prompt
-    logprobs (batches bound the pt backend's padded batch; vLLM schedules each one as it likes)."""
+    logprobs (batches bound the pt backend's padded batch; vLLM schedules each one as it likes), on `adapter`
+    (a LoRA the engine holds) when given. An engine that cannot compute prompt logprobs for several prompts in
+    one step runs them one at a time itself (`batched_prompt_logprobs`); the scores are the same."""
     progress = on_progress or (lambda _: None)
     start = time.perf_counter()
     predictions: list[Prediction] = []
     for first in range(0, len(items), chunk):
-        predictions += _score_batch(engine, items[first : first + chunk], progress)
+        predictions += _score_batch(engine, items[first : first + chunk], progress, adapter)
     return Generated(predictions, time.perf_counter() - start)
 
 
-def _score_batch(engine: Any, items: Sequence[EvalItem], progress: Progress) -> list[Prediction]:
+def _score_batch(engine: Any, items: Sequence[EvalItem], progress: Progress, adapter: str | None
+                 ) -> list[Prediction]:
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.engines.base import EngineRequest, check_context_length, generate_all
 
@@ -98,7 +102,8 @@ def _score_batch(engine: Any, items: Sequence[EvalItem], progress: Progress) -> 
                 raise EngineError(item.error)
             context, options = contexts(item)
             pairs = [encode_pair(encode, context, option) for option in options]
-            requests = [(EngineRequest([*ctx, *cont], config, prompt_logprobs=1), len(ctx)) for ctx, cont in pairs]
+            requests = [(EngineRequest([*ctx, *cont], config, adapter=adapter, prompt_logprobs=1), len(ctx))
+                        for ctx, cont in pairs]
             for request, _ in requests:
                 check_context_length(len(request.prompt_ids), 1, engine.max_model_len)
         except SwiftError as exc:
@@ -132,18 +137,15 @@ def score_remote(target: RemoteTarget, model: str, items: Sequence[EvalItem], co
 
 async def _score_remote(target: RemoteTarget, model: str, items: Sequence[EvalItem], concurrency: int,
                         progress: Progress) -> Generated:
-    import httpx
-
     root = target.url.removesuffix("/v1")
-    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
     semaphore = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(headers=headers, timeout=target.timeout_s) as client:
+    async with http_client(target.token, timeout=target.timeout_s) as client:
 
         async def encode(text: str) -> list[int]:
             reply = await client.post(f"{root}/tokenize", json={"prompt": text, "add_special_tokens": False})
             if reply.status_code == 404:
                 raise EngineError(f"{root} has no /tokenize endpoint, which loglikelihood scoring needs",
-                                  "use a swiftcli or vLLM server, or --eval_mc_method generate")
+                                  "use a swiftcli or vLLM server, or --eval-mc-method generate")
             _check(reply)
             return list(reply.json()["tokens"])
 
@@ -171,10 +173,10 @@ class _RequestFailed(Exception):
 def _check(reply: Any) -> None:
     if reply.status_code >= 400:
         try:
-            message = reply.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = reply.text[:300]
-        raise _RequestFailed(f"server answered {reply.status_code}: {message}")
+            body = reply.json()
+        except ValueError:
+            body = None
+        raise _RequestFailed(reply_message(reply.status_code, body, reply.text))
 
 
 async def _score_item(client: Any, url: str, model: str, item: EvalItem, encode: Callable[[str], Any]

@@ -268,8 +268,8 @@ def _merged_side(start_engine: EngineStarter, spec: ModelSpec, config: EngineCon
     from dataclasses import replace
     from pathlib import Path
 
-    from swiftcli.config.resolve import resolve_model
     from swiftcli.export.merge import merge_lora
+    from swiftcli.hub.resolve import resolve_model
 
     folder = Path(tempfile.mkdtemp(prefix="swiftcli-parity-"))
     try:

@@ -23,9 +23,9 @@ def default_output_dir() -> Path:
 def check_output_dir(path: Path) -> None:
     """Refuse, before any work, a directory that already holds a run or is not a directory."""
     if path.exists() and not path.is_dir():
-        raise UsageError(f"--eval_output_dir {path} is a file", "give a directory")
+        raise UsageError(f"--eval-output-dir {path} is a file", "give a directory")
     if (path / SUMMARY).exists() or (path / SAMPLES).exists():
-        raise UsageError(f"--eval_output_dir {path} already holds a run", "choose another directory or remove it")
+        raise UsageError(f"--eval-output-dir {path} already holds a run", "choose another directory or remove it")
 
 
 def write_run(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> Path:

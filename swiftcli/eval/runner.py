@@ -9,9 +9,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from swiftcli.apiclient import connect_api, openai_client, request_error
 from swiftcli.config.spec import GenerationConfig
+from swiftcli.engines.base import check_context_length, generate_all
 from swiftcli.errors import EngineError, SwiftError, UsageError
 from swiftcli.eval.datasets import EvalItem
+from swiftcli.generation.core import encode_request
+from swiftcli.generation.thinking import split_thinking
 
 Progress = Callable[[int], None]
 
@@ -42,45 +46,65 @@ def generate_local(
     items: Sequence[EvalItem],
     config: GenerationConfig,
     on_progress: Progress | None = None,
+    adapter: str | None = None,
 ) -> Generated:
-    """All runnable items go to the engine as one batch; on_progress(1) is called as each item is done."""
-    from swiftcli.engines.base import check_context_length, generate_all
-    from swiftcli.generation.core import encode_request
+    """All runnable items go to the engine as one batch (on `adapter`, a LoRA the engine holds, when given);
+    on_progress(1) is called as each item is done."""
+    return generate_adapters(engine, template, items, config, [adapter], on_progress)[0]
 
+
+def generate_adapters(
+    engine: Any,
+    template: Any,
+    items: Sequence[EvalItem],
+    config: GenerationConfig,
+    adapters: Sequence[str | None],
+    on_progress: Progress | None = None,
+) -> list[Generated]:
+    """Every item once per adapter, all in one batch (item-major, so the engine mixes adapters in each step);
+    one Generated per adapter, in order. The seconds are the batch's, shared by all. Answers are scored without
+    their thinking part."""
     progress = on_progress or (lambda _: None)
-    predictions: list[Prediction | None] = [None] * len(items)
-    requests = []
-    positions: dict[str, int] = {}
-    for i, item in enumerate(items):
-        if item.error is not None:
-            predictions[i] = Prediction(error=item.error)
-            progress(1)
-            continue
-        try:
-            request = encode_request(template, item.request(), config)
-            check_context_length(len(request.prompt_ids), config.max_new_tokens, engine.max_model_len)
-        except SwiftError as exc:
-            predictions[i] = Prediction(error=str(exc))
-            progress(1)
-            continue
-        positions[request.request_id] = i
-        requests.append(request)
+    predictions: list[list[Prediction | None]] = [[None] * len(items) for _ in adapters]
+    requests, where = _encode_all(engine, template, items, config, adapters, predictions, progress)
 
     def finished(state: Any) -> None:
-        from swiftcli.generation.thinking import split_thinking
-
+        a, i = where[state.request_id]
         first = state.outputs[0]
-        _, answer = split_thinking(template, first.text)  # scored without the thinking
-        predictions[positions[state.request_id]] = Prediction(
-            answer, state.prompt_tokens, state.output_tokens, first.finish_reason
-        )
+        _, answer = split_thinking(template, first.text)
+        predictions[a][i] = Prediction(answer, state.prompt_tokens, state.output_tokens, first.finish_reason)
         progress(1)
 
     start = time.perf_counter()
     if requests:
         generate_all(engine, requests, finished)
     seconds = time.perf_counter() - start
-    return Generated([p if p is not None else Prediction(error="no answer") for p in predictions], seconds)
+    return [Generated([p if p is not None else Prediction(error="no answer") for p in row], seconds)
+            for row in predictions]
+
+
+def _encode_all(engine: Any, template: Any, items: Sequence[EvalItem], config: GenerationConfig,
+                adapters: Sequence[str | None], predictions: list[list[Prediction | None]], progress: Progress
+                ) -> tuple[list[Any], dict[str, tuple[int, int]]]:
+    """The engine requests (and where each answer goes); a row that cannot be encoded fails on its own."""
+    requests = []
+    where: dict[str, tuple[int, int]] = {}
+    for i, item in enumerate(items):
+        for a, adapter in enumerate(adapters):
+            if item.error is not None:
+                predictions[a][i] = Prediction(error=item.error)
+                progress(1)
+                continue
+            try:
+                request = encode_request(template, item.request(), config, adapter)
+                check_context_length(len(request.prompt_ids), config.max_new_tokens, engine.max_model_len)
+            except SwiftError as exc:
+                predictions[a][i] = Prediction(error=str(exc))
+                progress(1)
+                continue
+            where[request.request_id] = (a, i)
+            requests.append(request)
+    return requests, where
 
 
 @dataclass
@@ -103,7 +127,7 @@ def generate_remote(
 ) -> tuple[str, Generated]:
     """(the model name the server answered with, predictions); raises EngineError when the server cannot be used."""
     if concurrency < 1:
-        raise UsageError("--eval_concurrency must be at least 1")
+        raise UsageError("--eval-concurrency must be at least 1")
     return asyncio.run(_generate_remote(target, items, config, concurrency, default_system, on_progress))
 
 
@@ -118,11 +142,8 @@ async def _generate_remote(
     import openai
 
     progress = on_progress or (lambda _: None)
-    client = openai.AsyncOpenAI(
-        base_url=target.url, api_key=target.token or "EMPTY", max_retries=0, timeout=target.timeout_s
-    )
-    async with client:
-        model = await _pick_model(client, target)
+    model: str = target.model if target.model else await asyncio.to_thread(resolve_remote_model, target)
+    async with openai_client(target.url, target.token, timeout=target.timeout_s, asynchronous=True) as client:
         semaphore = asyncio.Semaphore(concurrency)
         params = _request_params(config)
 
@@ -142,10 +163,8 @@ async def _generate_remote(
                         usage.completion_tokens if usage else 0,
                         choice.finish_reason,
                     )
-                except openai.APIStatusError as exc:
-                    return Prediction(error=f"server answered {exc.status_code}: {_api_message(exc)}")
                 except openai.APIError as exc:
-                    return Prediction(error=f"request failed: {exc.message}")
+                    return Prediction(error=request_error(exc))
                 finally:
                     progress(1)
 
@@ -155,54 +174,12 @@ async def _generate_remote(
 
 
 def resolve_remote_model(target: RemoteTarget) -> str:
-    """The model to ask the server for (--eval_model, checked, else the first it lists)."""
-    import openai
-
-    async def pick() -> str:
-        client = openai.AsyncOpenAI(base_url=target.url, api_key=target.token or "EMPTY", max_retries=0,
-                                    timeout=target.timeout_s)
-        async with client:
-            return await _pick_model(client, target)
-
-    return asyncio.run(pick())
-
-
-async def _pick_model(client: Any, target: RemoteTarget) -> str:
-    import openai
-
-    try:
-        models = [m.id async for m in client.models.list()]
-    except openai.AuthenticationError:
-        hint = "check --eval_token" if target.token else "pass the server's key with --eval_token"
-        raise EngineError(f"{target.url} refused the request: it needs a valid API key", hint) from None
-    except openai.PermissionDeniedError:
-        raise EngineError(f"{target.url} refused the request (403)", "check --eval_token") from None
-    except openai.NotFoundError:
-        raise EngineError(
-            f"{target.url}/models was not found", "--eval_url is the API's base URL, e.g. http://127.0.0.1:8000/v1"
-        ) from None
-    except openai.APIConnectionError:
-        raise EngineError(
-            f"cannot reach {target.url}", "start the server (e.g. `swiftcli deploy`) or check --eval_url"
-        ) from None
-    except openai.APIStatusError as exc:
-        raise EngineError(f"{target.url} answered {exc.status_code}: {_api_message(exc)}") from None
-    if target.model:
-        if models and target.model not in models:
-            raise UsageError(f"{target.url} does not serve model {target.model!r}", f"it serves: {', '.join(models)}")
-        return target.model
-    if not models:
-        raise EngineError(f"{target.url} lists no models", "pass --eval_model NAME")
-    return str(models[0])
-
-
-def _api_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:300]
-    return str(getattr(exc, "message", exc))[:300]
+    """The model to ask the server for (--eval-model, checked, else the first it lists)."""
+    found = connect_api(target.url, target.token, target.model, timeout=target.timeout_s, url_option="--api-url",
+                        key_option="--api-key", model_option="--eval-model")
+    if found.base_url != target.url.rstrip("/"):  # the requests go to target.url as given
+        raise EngineError(f"{target.url}/models was not found", f"--api-url is the API's base URL: {found.base_url}")
+    return found.model
 
 
 def _request_params(config: GenerationConfig) -> dict[str, Any]:

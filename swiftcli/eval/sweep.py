@@ -16,7 +16,8 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,19 @@ from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.errors import UsageError
 from swiftcli.eval.checkpoints import Checkpoint, engine_groups
 from swiftcli.eval.datasets import EvalDataset, EvalItem
-from swiftcli.eval.evaluate import build_summary, evaluate
+from swiftcli.eval.engine_support import backend_can, check_can_score
+from swiftcli.eval.evaluate import EvalOutcome, Plan, build_summary
 from swiftcli.eval.report import SUMMARY, load_run, write_run
-from swiftcli.eval.runner import Generated, Prediction
+from swiftcli.eval.run import answer_on_engine
+from swiftcli.eval.runner import Generated, generate_adapters
+from swiftcli.eval.sweep_report import write_sweep_files
+from swiftcli.export.adapters import check_adapter
+from swiftcli.registry.templates import get_template
 
 SWEEP = "sweep.json"
+# Part of every run's resume key. Sweeps made before 2 scored multiple choice by the generated letter whatever
+# their settings said; their runs must not be taken for loglikelihood-scored ones.
+SCORING = 2
 EngineStarter = Callable[[ModelSpec, EngineConfig], Any]
 Progress = Callable[[int], None]
 Message = Callable[[str], None]
@@ -67,12 +76,12 @@ class Sweep:
 def settings_key(datasets: Sequence[EvalDataset], generation: dict[str, Any], settings: dict[str, Any]) -> str:
     """Identity of what a checkpoint's run depends on besides the checkpoint: resuming needs the same one."""
     data = {"datasets": [[d.name, d.sha256, len(d.items)] for d in datasets], "generation": generation,
-            "settings": {k: v for k, v in settings.items() if k != "concurrency"}}
+            "settings": {k: v for k, v in settings.items() if k != "concurrency"}, "scoring": SCORING}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def run_sweep(
-    datasets: Sequence[EvalDataset],
+    plan: Plan,
     checkpoints: Sequence[Checkpoint],
     output_dir: Path,
     config: GenerationConfig,
@@ -81,18 +90,37 @@ def run_sweep(
     *,
     backend: str = "vllm",
     settings: dict[str, Any] | None = None,
-    zh_tokenizer: str = "char",
     on_progress: Progress | None = None,
     on_message: Message | None = None,
 ) -> Sweep:
-    """Evaluate `checkpoints` on `datasets` (greedy `config`), write every run and the sweep's files."""
+    """Evaluate `checkpoints` on the plan's datasets (greedy `config`), scored exactly as a single model's run
+    (`answer_on_engine`), and write every run and the sweep's files. `settings` is what summary.json records."""
     say = on_message or (lambda _m: None)
     settings = dict(settings or {})
-    key = settings_key(datasets, config.to_dict(), settings)
+    key = settings_key(plan.datasets, config.to_dict(), settings)
     started = time.perf_counter()
     if (output_dir / SUMMARY).is_file():
-        raise UsageError(f"{output_dir} holds a single-model run, not a sweep", "choose another --eval_output_dir")
+        raise UsageError(f"{output_dir} holds a single-model run, not a sweep", "choose another --eval-output-dir")
+    check_can_score(backend, plan)
     output_dir.mkdir(parents=True, exist_ok=True)
+    points = _resumed(checkpoints, output_dir, key, say)
+    todo = [c for c in checkpoints if c.name not in points]
+    shares = backend_can(backend, "runtime_lora")
+    groups = engine_groups(todo, share_lora=shares)
+    for group in groups:
+        say(_group_message(group))
+        run = GroupRun(plan, config, {**settings, "sweep_key": key}, output_dir, on_progress)
+        for point in run.evaluate(group, group[0].is_lora and shares, engine_config, start_engine):
+            points[point.name] = point
+    ordered = [points[c.name] for c in checkpoints]
+    sweep = Sweep(output_dir, ordered, len(groups), time.perf_counter() - started)
+    sweep.best = best_checkpoint(ordered)
+    sweep.files = write_sweep_files(sweep)
+    return sweep
+
+
+def _resumed(checkpoints: Sequence[Checkpoint], output_dir: Path, key: str, say: Message) -> dict[str, SweepPoint]:
+    """Checkpoints whose run an earlier sweep with the same settings completed."""
     done = {c.name: _resumable(output_dir / c.name, key) for c in checkpoints}
     points: dict[str, SweepPoint] = {}
     for ckpt in checkpoints:
@@ -100,21 +128,7 @@ def run_sweep(
         if summary is not None:
             say(f"{ckpt.name}: complete in an earlier run, reusing it")
             points[ckpt.name] = SweepPoint(ckpt.name, str(ckpt.path), ckpt.step, output_dir / ckpt.name, summary, True)
-    todo = [c for c in checkpoints if c.name not in points]
-    groups = engine_groups(todo, share_lora=backend == "vllm")
-    for group in groups:
-        say(_group_message(group))
-        shared = group[0].is_lora and backend == "vllm"
-        for point in _run_group(group, shared, datasets, config, engine_config, start_engine, output_dir,
-                                {**settings, "sweep_key": key}, zh_tokenizer, on_progress):
-            points[point.name] = point
-    ordered = [points[c.name] for c in checkpoints]
-    sweep = Sweep(output_dir, ordered, len(groups), time.perf_counter() - started)
-    sweep.best = best_checkpoint(ordered)
-    from swiftcli.eval.sweep_report import write_sweep_files
-
-    sweep.files = write_sweep_files(sweep)
-    return sweep
+    return points
 
 
 def _group_message(group: list[Checkpoint]) -> str:
@@ -133,63 +147,68 @@ def _resumable(run_dir: Path, key: str) -> dict[str, Any] | None:
     if summary.get("settings", {}).get("sweep_key") != key:
         raise UsageError(
             f"{run_dir} holds a run made with other datasets or settings",
-            "use another --eval_output_dir, or the same options as before to resume",
+            "use another --eval-output-dir, or the same options as before to resume",
         )
     return summary
 
 
-def _run_group(
-    group: list[Checkpoint],
-    shared: bool,
-    datasets: Sequence[EvalDataset],
-    config: GenerationConfig,
-    engine_config: EngineConfig,
-    start_engine: EngineStarter,
-    output_dir: Path,
-    settings: dict[str, Any],
-    zh_tokenizer: str,
-    on_progress: Progress | None,
-) -> list[SweepPoint]:
-    from dataclasses import replace
+@dataclass(frozen=True)
+class GroupRun:
+    """What every engine of a sweep does the same way: the plan, the sampling, what summary.json records."""
 
-    from swiftcli.registry.templates import get_template
+    plan: Plan
+    config: GenerationConfig
+    settings: dict[str, Any]
+    output_dir: Path
+    on_progress: Progress | None
 
-    first = group[0].spec
-    if shared:
-        from swiftcli.export.adapters import check_adapter
+    def evaluate(self, group: list[Checkpoint], shared: bool, engine_config: EngineConfig,
+                 start_engine: EngineStarter) -> list[SweepPoint]:
+        """Start one engine for the group (the base with every adapter when `shared`), answer, write the runs."""
+        spec, cfg = _shared_engine(group, engine_config) if shared else (group[0].spec, engine_config)
+        load_start = time.perf_counter()
+        engine = start_engine(spec, cfg)
+        try:
+            load_s = time.perf_counter() - load_start
+            adapters: list[str | None] = [None] * len(group)
+            if shared:
+                for i, ckpt in enumerate(group):
+                    adapters[i] = f"sweep-{i}-{ckpt.name}"
+                    engine.add_lora(adapters[i], str(ckpt.path))
+            outcomes = self._answer(engine, get_template(spec.template_type, engine.hf_tokenizer,
+                                                         spec.default_system), adapters)
+        finally:
+            engine.close()
+        return [self._write(ckpt, outcome, shared, engine.backend, load_s)
+                for ckpt, outcome in zip(group, outcomes, strict=True)]
 
-        base = replace(first, adapters=(), ckpt_dir=None)
-        ranks = [check_adapter(c.path, base).rank for c in group]
-        cfg = replace(engine_config, enable_lora=True, max_lora_rank=max(engine_config.max_lora_rank, *ranks),
-                      max_loras=max(engine_config.max_loras, min(len(group), MAX_LORAS_PER_ENGINE)))
-        spec = base
-    else:
-        cfg, spec = engine_config, first
-    load_start = time.perf_counter()
-    engine = start_engine(spec, cfg)
-    try:
-        load_s = time.perf_counter() - load_start
-        adapters: list[str | None] = [None] * len(group)
-        if shared:
-            for i, ckpt in enumerate(group):
-                adapters[i] = f"sweep-{i}-{ckpt.name}"
-                engine.add_lora(adapters[i], str(ckpt.path))
-        template = get_template(spec.template_type, engine.hf_tokenizer, spec.default_system)
-        items = [item for d in datasets for item in d.items]
-        generated = generate_interleaved(engine, template, items, config, adapters, on_progress)
-    finally:
-        engine.close()
-    points = []
-    for ckpt, result in zip(group, generated, strict=True):
-        outcome = evaluate(datasets, lambda _items, r=result: r, zh_tokenizer)  # type: ignore[misc]
+    def _answer(self, engine: Any, template: Any, adapters: list[str | None]) -> list[EvalOutcome]:
+        """Every checkpoint's generated answers in one batch (the engine mixes adapters in each step), then each
+        checkpoint scored as a single run scores it."""
+        progress = self.on_progress or (lambda _n: None)
+        generated = generate_adapters(engine, template, self.plan.to_generate, self.config, adapters, progress)
+        return [answer_on_engine(engine, template, self.plan, self.config, adapter=adapter, generated=answers,
+                                 bar=lambda _total: nullcontext(progress))
+                for adapter, answers in zip(adapters, generated, strict=True)]
+
+    def _write(self, ckpt: Checkpoint, outcome: EvalOutcome, shared: bool, backend: str | None, load_s: float
+               ) -> SweepPoint:
         about = {"name": ckpt.name, "model_dir": str(ckpt.spec.model_dir), "ckpt_dir": str(ckpt.path),
-                 "step": ckpt.step, "template": ckpt.spec.template_type, "backend": getattr(engine, "backend", None),
-                 "shared_engine": shared}
-        summary = build_summary(outcome, about, config.to_dict(), settings, load_s, load_s + result.seconds)
-        run_dir = output_dir / ckpt.name
+                 "step": ckpt.step, "template": ckpt.spec.template_type, "backend": backend, "shared_engine": shared}
+        summary = build_summary(outcome, about, self.config.to_dict(), self.settings, load_s,
+                                load_s + outcome.generate_s)
+        run_dir = self.output_dir / ckpt.name
         write_run(run_dir, outcome.rows, summary)
-        points.append(SweepPoint(ckpt.name, str(ckpt.path), ckpt.step, run_dir, summary))
-    return points
+        return SweepPoint(ckpt.name, str(ckpt.path), ckpt.step, run_dir, summary)
+
+
+def _shared_engine(group: list[Checkpoint], engine_config: EngineConfig) -> tuple[ModelSpec, EngineConfig]:
+    """The base model with LoRA on, room for the group's largest rank and up to MAX_LORAS_PER_ENGINE at once."""
+    base = replace(group[0].spec, adapters=(), ckpt_dir=None)
+    ranks = [check_adapter(c.path, base).rank for c in group]
+    cfg = replace(engine_config, enable_lora=True, max_lora_rank=max(engine_config.max_lora_rank, *ranks),
+                  max_loras=max(engine_config.max_loras, min(len(group), MAX_LORAS_PER_ENGINE)))
+    return base, cfg
 
 
 def generate_interleaved(
@@ -200,44 +219,8 @@ def generate_interleaved(
     adapters: Sequence[str | None],
     on_progress: Progress | None = None,
 ) -> list[Generated]:
-    """Every item once per adapter, all in one batch (item-major, so the engine mixes adapters in each step);
-    returns one Generated per adapter, in order. The seconds are the batch's, shared by all."""
-    from swiftcli.engines.base import check_context_length, generate_all
-    from swiftcli.errors import SwiftError
-    from swiftcli.generation.core import encode_request
-
-    progress = on_progress or (lambda _n: None)
-    predictions: list[list[Prediction | None]] = [[None] * len(items) for _ in adapters]
-    requests = []
-    where: dict[str, tuple[int, int]] = {}
-    for i, item in enumerate(items):
-        for a, adapter in enumerate(adapters):
-            if item.error is not None:
-                predictions[a][i] = Prediction(error=item.error)
-                progress(1)
-                continue
-            try:
-                request = encode_request(template, item.request(), config, adapter)
-                check_context_length(len(request.prompt_ids), config.max_new_tokens, engine.max_model_len)
-            except SwiftError as exc:
-                predictions[a][i] = Prediction(error=str(exc))
-                progress(1)
-                continue
-            where[request.request_id] = (a, i)
-            requests.append(request)
-
-    def finished(state: Any) -> None:
-        a, i = where[state.request_id]
-        out = state.outputs[0]
-        predictions[a][i] = Prediction(out.text, state.prompt_tokens, state.output_tokens, out.finish_reason)
-        progress(1)
-
-    start = time.perf_counter()
-    if requests:
-        generate_all(engine, requests, finished)
-    seconds = time.perf_counter() - start
-    return [Generated([p if p is not None else Prediction(error="no answer") for p in row], seconds)
-            for row in predictions]
+    """Every item once per adapter, all in one batch; one Generated per adapter (runner.generate_adapters)."""
+    return generate_adapters(engine, template, items, config, adapters, on_progress)
 
 
 def best_checkpoint(points: Sequence[SweepPoint]) -> str | None:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swiftcli.config.resolve import read_json
 from swiftcli.config.spec import ModelSpec
 from swiftcli.errors import CheckpointError
+from swiftcli.hub.resolve import read_json
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors",)

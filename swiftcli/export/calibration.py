@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from swiftcli.data.records import read_records
 from swiftcli.errors import InputError
 
 BUILTIN_TEXTS = (
@@ -87,7 +88,6 @@ def load_calibration(path: Path | None, template: Any, tokenizer: Any, n_samples
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"calibration file {path} does not exist", "check --dataset")
-    from swiftcli.data.records import read_records
 
     return [record.data for record in read_records(path)]
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from swiftcli.registry.templates import Part, Template, TemplateType
+from swiftcli.engines.tokenizer import load_tokenizer
+from swiftcli.registry.templates import Part, Template, TemplateType, get_template
 
 
 def _literal(text: str | None) -> str:
@@ -93,9 +94,6 @@ def render_messages(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 
 def chat_template_for(spec: Any, trust_remote_code: bool = False) -> str | None:
     """The Jinja form of the template swiftcli prompts `spec` with (None when that is the tokenizer's own)."""
-    from swiftcli.engines.tokenizer import load_tokenizer
-    from swiftcli.registry.templates import get_template
-
     if spec.template_type == TemplateType.hf:
         return None
     return jinja_chat_template(get_template(spec.template_type, load_tokenizer(spec, trust_remote_code),

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from swiftcli.config.resolve import ARGS_FILES, read_json
+from swiftcli.hub.resolve import ARGS_FILES, read_json
 
 # Sampling-only flags that transformers refuses beside do_sample=false (ms-swift checkpoints often carry them).
 SAMPLING_ONLY = ("temperature", "top_p", "top_k", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")

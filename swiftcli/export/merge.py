@@ -8,6 +8,7 @@ infer/deploy/app-ui/eval calls: merge once, then reuse.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -15,18 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swiftcli.config.resolve import normalize_dtype, resolve_model
-from swiftcli.config.spec import ModelSpec
+from swiftcli.config.spec import ModelSpec, normalize_dtype
 from swiftcli.errors import CheckpointError
 from swiftcli.export import atomic
 from swiftcli.export import checkpoint as files
+from swiftcli.export import verify as checks
+from swiftcli.export.chat_template import chat_template_for
 from swiftcli.export.verify import VerificationError, VerifyReport
+from swiftcli.hub.resolve import resolve_model
 
 # --verify defaults to on up to this many parameters: it loads the model twice in float32 (about 8 bytes per
 # parameter at once), which is seconds for small models and minutes plus tens of GiB for large ones.
 VERIFY_DEFAULT_MAX_PARAMS = 3_000_000_000
 
 Message = Callable[[str], None]
+logger = logging.getLogger("swiftcli.export")
 
 
 @dataclass
@@ -120,16 +124,13 @@ def merge_lora(
                         {"dtype": save_dtype, "parameters": params})
 
 
-def merged_checkpoint(ckpt_dir: str | Path, model_type: str | None = None,
-                      model_id_or_path: str | None = None) -> Path:
-    """For `--merge_lora true`: merge the adapter (or reuse a finished merge) and return the merged directory."""
+def merged_checkpoint(ckpt_dir: str | Path, model_type: str | None = None, model_id_or_path: str | None = None,
+                      on_message: Message | None = None) -> Path:
+    """For `--merge_lora true`: merge the adapter (or reuse a finished merge) and return the merged directory.
+    Progress goes to `on_message`, else to the swiftcli.export logger."""
     result = merge_lora(ckpt_dir, model_type=model_type, model_id_or_path=model_id_or_path, verify=False,
-                        on_message=_to_stderr)
+                        on_message=on_message or logger.info)
     return result.output_dir
-
-
-def _to_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, verify: bool,
@@ -139,8 +140,6 @@ def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, veri
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, GenerationConfig
-
-    from swiftcli.export import verify as checks
 
     adapter = spec.adapters[0]
     tokenizer_dir = files.tokenizer_source(adapter, spec.model_dir)
@@ -166,8 +165,6 @@ def _merge_into(spec: ModelSpec, temp: Path, target: Path, save_dtype: str, veri
     del merged, model, base
     gc.collect()
     # The prompt format swiftcli used goes with the weights, so other servers prompt the merge the same way.
-    from swiftcli.export.chat_template import chat_template_for
-
     files.save_tokenizer(tokenizer_dir, temp, trust_remote_code, chat_template_for(spec, trust_remote_code))
     files.write_generation_config([adapter, spec.model_dir], temp, lambda m: say(f"Warning: {m}"))
     files.write_args(adapter, temp, target, {

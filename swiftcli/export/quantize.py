@@ -12,17 +12,21 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swiftcli.config.resolve import read_json, resolve_model
+from swiftcli.config.paths import swiftcli_home
 from swiftcli.config.spec import ModelSpec
+from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.errors import MissingDependencyError, UsageError
 from swiftcli.export import atomic
 from swiftcli.export import checkpoint as files
+from swiftcli.export.calibration import load_calibration
 from swiftcli.export.merge import ExportResult, merge_lora
+from swiftcli.hub.resolve import read_json, resolve_model
+from swiftcli.registry.templates import get_template
 
 QUANT_METHODS = ("gptq", "awq")
 QUANT_BITS = (4, 8)
@@ -149,28 +153,8 @@ def quantize_model(
     started = time.perf_counter()
     opts.check()
     check_backend(opts)
-    source_dir = Path(ckpt_dir).expanduser().absolute() if ckpt_dir else None
-    spec = resolve_model(model_type, model_id_or_path, ckpt_dir)
-    if spec.adapters:
-        if not merge_lora_first:
-            raise UsageError(f"{spec.ckpt_dir} is a LoRA adapter: it must be merged before quantizing",
-                             "add --merge_lora true to merge it first, in the same run")
-        merged = merge_lora(spec.adapters[0], model_type=model_type, model_id_or_path=model_id_or_path,
-                            force=force, trust_remote_code=trust_remote_code, on_message=say)
-        spec = resolve_model(ckpt_dir=merged.output_dir)
-    already = spec.quantization or _config_quantization(spec.model_dir)
-    if already:
-        raise UsageError(f"{spec.model_dir} is already quantized ({already})", "quantize the original weights")
-    source_dir = source_dir or spec.model_dir
-    if output_dir:
-        target = Path(output_dir).expanduser().absolute()
-    elif ckpt_dir:
-        target = source_dir.with_name(quantized_name(source_dir, opts))
-    else:
-        # ms-swift writes a hub model's quantized copy into the working directory.
-        target = Path.cwd() / quantized_name(Path(spec.name), opts)
-    if target.resolve() == spec.model_dir.resolve():
-        raise UsageError(f"the output {target} is the input itself", "choose another --output_dir")
+    spec = _source_spec(ckpt_dir, model_type, model_id_or_path, merge_lora_first, force, trust_remote_code, say)
+    target = _target_dir(spec, ckpt_dir, output_dir, opts)
     group_size = choose_group_size(spec.model_dir, opts.group_size)
     params = files.parameter_estimate(spec.model_dir)
     source_id = files.fingerprint([spec.model_dir])
@@ -197,12 +181,41 @@ def quantize_model(
     return ExportResult(target, not written, time.perf_counter() - started, None, details)
 
 
+def _source_spec(ckpt_dir: str | Path | None, model_type: str | None, model_id_or_path: str | None,
+                 merge_lora_first: bool, force: bool, trust_remote_code: bool, say: Message) -> ModelSpec:
+    """The full-weight model to quantize: the one named, or a LoRA checkpoint merged first (when asked)."""
+    spec = resolve_model(model_type, model_id_or_path, ckpt_dir)
+    if spec.adapters:
+        if not merge_lora_first:
+            raise UsageError(f"{spec.ckpt_dir} is a LoRA adapter: it must be merged before quantizing",
+                             "add --merge_lora true to merge it first, in the same run")
+        merged = merge_lora(spec.adapters[0], model_type=model_type, model_id_or_path=model_id_or_path,
+                            force=force, trust_remote_code=trust_remote_code, on_message=say)
+        spec = resolve_model(ckpt_dir=merged.output_dir)
+    already = spec.quantization or _config_quantization(spec.model_dir)
+    if already:
+        raise UsageError(f"{spec.model_dir} is already quantized ({already})", "quantize the original weights")
+    return spec
+
+
+def _target_dir(spec: ModelSpec, ckpt_dir: str | Path | None, output_dir: str | Path | None,
+                opts: QuantOptions) -> Path:
+    """--output_dir, else `<checkpoint>-<method>-int<bits>` beside the checkpoint (the one given, not its merge),
+    else in the working directory for a hub model, as ms-swift does."""
+    if output_dir:
+        target = Path(output_dir).expanduser().absolute()
+    elif ckpt_dir:
+        source_dir = Path(ckpt_dir).expanduser().absolute()
+        target = source_dir.with_name(quantized_name(source_dir, opts))
+    else:
+        target = Path.cwd() / quantized_name(Path(spec.name), opts)
+    if target.resolve() == spec.model_dir.resolve():
+        raise UsageError(f"the output {target} is the input itself", "choose another --output_dir")
+    return target
+
+
 def _quantize_into(spec: ModelSpec, temp: Path, target: Path, opts: QuantOptions, group_size: int,
                    trust_remote_code: bool, say: Message) -> None:
-    from swiftcli.engines.tokenizer import load_tokenizer
-    from swiftcli.export.calibration import load_calibration
-    from swiftcli.registry.templates import get_template
-
     tokenizer = load_tokenizer(spec, trust_remote_code)
     template = get_template(spec.template_type, tokenizer, spec.default_system)
     calibration = load_calibration(opts.dataset, template, tokenizer, opts.n_samples, opts.seqlen)
@@ -216,7 +229,8 @@ def _quantize_into(spec: ModelSpec, temp: Path, target: Path, opts: QuantOptions
         # leftovers are cleaned with it.
         offload = temp / ".offload"
         model = _load_for_quantization(spec, opts, group_size, trust_remote_code, offload)
-        model.quantize(calibration, batch_size=opts.batch_size, tokenizer=tokenizer)
+        with _gptqmodel_logs_in(swiftcli_home() / "logs" / "gptqmodel"):
+            model.quantize(calibration, batch_size=opts.batch_size, tokenizer=tokenizer)
         model.save(str(temp))
     del model
     shutil.rmtree(offload, ignore_errors=True)
@@ -229,6 +243,23 @@ def _quantize_into(spec: ModelSpec, temp: Path, target: Path, opts: QuantOptions
         "quant_method": opts.method, "quant_bits": opts.bits, "quant_group_size": group_size,
         "quantized_from": str(spec.model_dir),
     })
+
+
+@contextlib.contextmanager
+def _gptqmodel_logs_in(folder: Path) -> Iterator[None]:
+    """gptqmodel writes each run's log under ./logs (a module constant; it has no option for it): send them to
+    swiftcli's logs folder instead, so that quantizing writes nothing into the working directory."""
+    from gptqmodel.looper import loop_processor
+
+    saved = getattr(loop_processor, "_PROJECT_LOG_DIR", None)
+    if saved is None:  # a release that keeps its logs elsewhere
+        yield
+        return
+    loop_processor._PROJECT_LOG_DIR = folder
+    try:
+        yield
+    finally:
+        loop_processor._PROJECT_LOG_DIR = saved
 
 
 def _load_for_quantization(spec: ModelSpec, opts: QuantOptions, group_size: int, trust_remote_code: bool,

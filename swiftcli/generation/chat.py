@@ -1,7 +1,8 @@
 """The engine-free part of the chat: commands, conversation state, sampling settings, save and load.
 
 The REPL in `swiftcli.cli.chat` reads lines, hands them to `parse_command` / `InputAssembler`, and keeps a
-`ChatSession`; everything here is plain data so it can be tested without a terminal or a model.
+`ChatSession`; the chat page and the server paths keep the same `Conversation`. Everything here is plain data so
+it can be tested without a terminal or a model.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,17 +177,31 @@ class TurnStats:
 
 
 @dataclass
-class ChatSession:
-    """One conversation: system prompt (None: the template's default), history pairs and sampling settings."""
+class Conversation:
+    """One conversation's turns, as the terminal chat (local or `--api_url`) and the chat page both keep them: a
+    system prompt (None: the template's or the server's default) and the [query, answer] pairs kept so far (none
+    for a single-round template). A local engine gets `request(query)` through the template; a server gets
+    `messages(query)` and applies its own."""
 
     system: str | None = None
     history: list[list[str]] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
     single_round: bool = False
-    turns: list[TurnStats] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, history: Sequence[Sequence[str]] | None, system: str | None = None) -> Conversation:
+        """A conversation from pairs kept elsewhere (the page's, the API's `history`)."""
+        return cls(system, [[str(q), str(r)] for q, r in history or []])
 
     def request(self, query: str) -> dict[str, Any]:
         return {"query": query, "history": [] if self.single_round else list(self.history), "system": self.system}
+
+    def messages(self, query: str) -> list[dict[str, str]]:
+        """The conversation and `query` as OpenAI chat messages."""
+        messages = [{"role": "system", "content": self.system}] if self.system is not None else []
+        for q, r in [] if self.single_round else self.history:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": r}]
+        messages.append({"role": "user", "content": query})
+        return messages
 
     def add_turn(self, query: str, response: str) -> None:
         if not self.single_round:
@@ -199,6 +215,14 @@ class ChatSession:
         if not self.history:
             return None
         return self.history.pop()[0]
+
+
+@dataclass
+class ChatSession(Conversation):
+    """The terminal chat's conversation: its turns, the sampling set with /set, and each answer's counts."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    turns: list[TurnStats] = field(default_factory=list)
 
     def set(self, name: str, value: str) -> tuple[str, Any]:
         key, number = parse_setting(name, value)

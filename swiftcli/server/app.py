@@ -15,13 +15,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from swiftcli import __version__
+from swiftcli.config.spec import GenerationConfig
 from swiftcli.errors import SwiftError
 from swiftcli.server.admission import ClientGone, admit, until_disconnected
 from swiftcli.server.errors import APIError, error_body, install_handlers
@@ -39,6 +40,7 @@ from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
 from swiftcli.server.sampling import guided_decoding
 from swiftcli.server.serving import Serving
+from swiftcli.server.sse import merge
 from swiftcli.server.tokenize import TOKENIZER_PATHS, add_tokenizer_routes
 from swiftcli.server.tools import plan_tools, server_parsers
 
@@ -65,6 +67,8 @@ class ServerSettings:
     runtime_lora: bool = False
     # The sampling a person's chat starts from (config.sampling.chat_sampling), listed in /v1/models.
     chat_sampling: dict[str, float | int] | None = None
+    # The sampling requests start from (deploy: the model's defaults with the user's options); None: the engine's.
+    generation: GenerationConfig | None = None
     # The engine log's file name (under $SWIFTCLI_HOME/logs), named when an engine rank dies; never its path.
     engine_log: str | None = None
 
@@ -89,24 +93,21 @@ class ServerState:
 
     @property
     def engine_dead(self) -> bool:
-        return bool(self.engine is not None and getattr(self.engine, "errored", False))
+        return bool(self.engine is not None and self.engine.errored)
 
     @property
     def vocab_size(self) -> int | None:
-        size = getattr(self.engine, "vocab_size", None)
-        return int(size) if size else len(self.engine.hf_tokenizer)
+        return int(self.engine.vocab_size)
 
     def attach(self, engine: Any, template: Any) -> None:
         for name, path in self.settings.lora_modules.items():
             engine.add_lora(name, path)
         self.engine, self.template = engine, template
-        if self.settings.max_concurrent_requests is None:
-            self.settings.max_concurrent_requests = default_concurrency(engine)
+        if self.settings.max_concurrent_requests is None:  # the state's own copy: the caller's stays as given
+            self.settings = replace(self.settings, max_concurrent_requests=default_concurrency(engine))
         self.tool_parser, self.reasoning_parser = server_parsers(self.settings, template)
-        counter = getattr(engine, "num_unfinished", None)
-        if counter is not None:
-            self.metrics.watch_engine(counter)
-        replicas = getattr(engine, "replicas", None)
+        self.metrics.watch_engine(engine.num_unfinished)
+        replicas = getattr(engine, "replicas", None)  # vLLM's data-parallel ranks (engines.data_parallel)
         if replicas is not None and replicas():
             self.metrics.watch_replicas(replicas)
         self.ready = True
@@ -293,8 +294,6 @@ def add_generation_routes(app: FastAPI, state: ServerState, serving: Serving) ->
 async def _respond(http: Request, state: ServerState, stream: bool, requests: list[Any],
                    guided: dict[str, Any] | None, full: Callable[..., Any], streamer: Callable[..., Any]
                    ) -> Response:
-    from swiftcli.server.sse import merge
-
     slot = admit(state)
     slot.prompt_tokens = sum(len(r.prompt_ids) for r in requests)
     handed_over = False

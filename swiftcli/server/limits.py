@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from swiftcli.server.errors import APIError, error_body
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 TGI_MAX_CONCURRENT = 128
 DRAIN_FACTOR = 32  # an oversize body up to this many times the limit is read (and dropped) before the 413
@@ -37,14 +39,12 @@ class ServerLimits:
 def default_concurrency(engine: Any) -> int:
     """Requests in flight before 429: twice the sequences the engine batches (one batch running, one
     waiting), so a queue never grows beyond what one batch time drains; TGI's 128 when the engine does not say."""
-    seqs = getattr(engine, "max_num_seqs", None)
+    seqs = engine.max_num_seqs
     return 2 * int(seqs) if seqs else TGI_MAX_CONCURRENT
 
 
 def check_capacity(in_flight: int, limit: int | None) -> None:
     """429 before any tokenizer work when the server is full (admission re-checks under the same rule)."""
-    from swiftcli.server.errors import APIError
-
     if limit is not None and in_flight >= limit:
         raise APIError(429, f"the server is at its limit of {limit} concurrent requests; retry later",
                        code="too_many_requests")
@@ -53,8 +53,6 @@ def check_capacity(in_flight: int, limit: int | None) -> None:
 def check_request(req: Any, limits: ServerLimits, vocab_size: int | None, prompts: int = 1) -> None:
     """400 for a request that is well-formed JSON but asks for more than the server allows or the engine
     can represent: lone surrogates, out-of-range seed or top_k, too many or too long stop sequences."""
-    from swiftcli.server.errors import APIError
-
     for where, text in _strings(req.model_dump(exclude_none=True)):
         if _has_surrogate(text):
             raise APIError(400, f"{where} holds a lone UTF-16 surrogate, which is not valid Unicode text",
@@ -149,8 +147,6 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Any, receive: Any, send: Any, unread: int | None) -> None:
         from fastapi.responses import JSONResponse
-
-        from swiftcli.server.errors import error_body
 
         if unread is not None and unread <= DRAIN_FACTOR * self.max_bytes:
             # Read the rest and drop it: a client still sending when the answer comes and the connection

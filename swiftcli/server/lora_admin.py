@@ -19,6 +19,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 from swiftcli.errors import SwiftError
+from swiftcli.export.adapters import check_adapter
 from swiftcli.server.errors import APIError
 
 logger = logging.getLogger("swiftcli.server")
@@ -42,7 +43,7 @@ class UnloadLoRAAdapterRequest(BaseModel):
 
 def install_lora_admin(app: FastAPI, state: Any) -> None:
     """Add the two routes when the server settings ask for runtime LoRA (`runtime_lora`)."""
-    if not getattr(state.settings, "runtime_lora", False):
+    if not state.settings.runtime_lora:
         return
     lock = asyncio.Lock()  # one load/unload at a time: two loads of one name must not race
 
@@ -90,15 +91,11 @@ def _check_name(name: str, state: Any) -> str:
 def _check_path(path: str, engine: Any) -> None:
     from pathlib import Path
 
-    from swiftcli.export.adapters import check_adapter
-
     if not path or not Path(path).is_absolute():
         # Relative paths would resolve against the server's working directory, which clients cannot know.
         raise APIError(400, "lora_path must be an absolute path on the server", param="lora_path")
-    config = getattr(engine, "config", None)
-    max_rank = getattr(config, "max_lora_rank", None)
     try:
-        check_adapter(path, engine.spec, max_rank)
+        check_adapter(path, engine.spec, engine.capabilities.max_lora_rank)
     except SwiftError as exc:
         raise APIError(400, str(exc), param="lora_path") from None
 

@@ -4,24 +4,22 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from swiftcli.config.commands import ListenConfig
 from swiftcli.server.app import Loader, ServerSettings, ServerState, create_app
 
 logger = logging.getLogger("swiftcli.server")
 DEAD_ENGINE_GRACE_S = 1.0
 
 
-@dataclass
-class ListenOptions:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    ssl_keyfile: str | None = None
-    ssl_certfile: str | None = None
-    shutdown_timeout: float = 30.0
+@dataclass(frozen=True)
+class ListenOptions(ListenConfig):
+    """Where to listen (ListenConfig: its fields and defaults are deploy's options) and uvicorn's log level."""
+
     log_level: str = "warning"
 
 
@@ -29,9 +27,11 @@ def _server_class() -> Any:
     import uvicorn
 
     class DrainingServer(uvicorn.Server):  # type: ignore[misc]
-        def __init__(self, config: Any, state: ServerState, shutdown_timeout: float) -> None:
+        def __init__(self, config: Any, state: ServerState, shutdown_timeout: float,
+                     announce: Callable[[str], None]) -> None:
             super().__init__(config)
             self.state = state
+            self.announce = announce
             self.shutdown_timeout = shutdown_timeout
             self.drain_deadline: float | None = None
             self.dead_deadline: float | None = None
@@ -54,9 +54,8 @@ def _server_class() -> Any:
             if state.ready and not self.announced:
                 self.announced = True
                 scheme = "https" if self.config.ssl_keyfile else "http"
-                print(f"Serving {state.model_id} on {scheme}://{self.config.host}:{self.config.port}/v1 "
-                      f"(max_concurrent_requests={state.settings.max_concurrent_requests})",
-                      file=sys.stderr, flush=True)
+                self.announce(f"Serving {state.model_id} on {scheme}://{self.config.host}:{self.config.port}/v1 "
+                              f"(max_concurrent_requests={state.settings.max_concurrent_requests})")
             if state.load_error is not None:
                 self.should_exit = True
             self._exit_if_engine_died()
@@ -77,8 +76,10 @@ def _server_class() -> Any:
     return DrainingServer
 
 
-def serve(settings: ServerSettings, loader: Loader, listen: ListenOptions) -> int:
-    """Serve until drained; returns the process exit code (1 when the model could not be loaded)."""
+def serve(settings: ServerSettings, loader: Loader, listen: ListenOptions,
+          announce: Callable[[str], None] = logger.info) -> int:
+    """Serve until drained; returns the process exit code (1 when the model could not be loaded). `announce`
+    says once where the server answers, when the model is ready (deploy: the command's message line)."""
     import uvicorn
 
     app = create_app(settings, loader=loader)
@@ -88,7 +89,7 @@ def serve(settings: ServerSettings, loader: Loader, listen: ListenOptions) -> in
         log_level=listen.log_level, access_log=settings.log_requests, timeout_graceful_shutdown=2,
         timeout_keep_alive=5,
     )
-    server = _server_class()(config, state, listen.shutdown_timeout)
+    server = _server_class()(config, state, listen.shutdown_timeout, announce)
     server.run()
     if state.load_error is not None or server.dead_deadline is not None:
         return 1

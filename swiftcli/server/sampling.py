@@ -7,6 +7,7 @@ from typing import Any
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.server.errors import APIError
 from swiftcli.server.protocol import SamplingFields
+from swiftcli.server.structured import request_constraint
 
 
 def sampling_config(base: GenerationConfig, req: SamplingFields, max_tokens: int | None,
@@ -22,9 +23,7 @@ def sampling_config(base: GenerationConfig, req: SamplingFields, max_tokens: int
             values[name] = value
     if req.logit_bias:
         values["logit_bias"] = logit_bias(req.logit_bias)
-    config = base.copy(**values)
-    config.stop = [*config.stop, *req.stop_list()]
-    return config
+    return base.copy(stop=[*base.stop, *req.stop_list()], **values)
 
 
 def logit_bias(bias: dict[str, float]) -> dict[int, float]:
@@ -40,6 +39,4 @@ def logit_bias(bias: dict[str, float]) -> dict[int, float]:
 
 
 def guided_decoding(req: SamplingFields) -> dict[str, Any] | None:
-    from swiftcli.server.structured import request_constraint
-
     return request_constraint(req)

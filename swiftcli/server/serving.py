@@ -7,7 +7,9 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
+from swiftcli.config.spec import GenerationConfig
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
+from swiftcli.registry.conversation import encode_messages
 from swiftcli.server.admission import Slot
 from swiftcli.server.prompts import check_scoring_fields, completion_prompts, echoed_tokens, vllm_prompt_logprobs
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
@@ -26,6 +28,12 @@ class Serving:
     @property
     def engine(self) -> Any:
         return self.state.engine
+
+    @property
+    def defaults(self) -> GenerationConfig:
+        """The sampling requests start from: what deploy passed (ServerSettings.generation), else the engine's."""
+        given: GenerationConfig | None = self.state.settings.generation
+        return given or self.engine.generation_config  # type: ignore[no-any-return]
 
     def _token(self, token_id: int) -> str:
         text = self._tokens.get(token_id)
@@ -88,19 +96,17 @@ class Serving:
         if max_tokens is not None:
             return check_context_length(len(prompt_ids), max_tokens, self.engine.max_model_len)
         room = check_context_length(len(prompt_ids), None, self.engine.max_model_len)
-        default = self.state.settings.default_max_tokens or self.engine.generation_config.max_new_tokens
+        default = self.state.settings.default_max_tokens or self.defaults.max_new_tokens
         return min(default, room) if default else room
 
     def chat_requests(self, req: ChatCompletionRequest, adapter: str | None,
                       plan: ToolPlan | None = None) -> list[EngineRequest]:
-        from swiftcli.registry.conversation import encode_messages
-
         template = self.state.template
         prompt_ids = encode_messages(template, req.message_dicts(), plan.prompt_tools if plan else None,
                                      req.chat_template_kwargs)
         max_tokens = self._check_room(prompt_ids, req.max_completion_tokens or req.max_tokens)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
-        config = sampling_config(self.engine.generation_config, req, max_tokens, logprobs)
+        config = sampling_config(self.defaults, req, max_tokens, logprobs)
         # ignore_eos means "generate max_tokens": the template's end-of-turn markers do not stop it either.
         stop = [] if req.ignore_eos else template.stop_words
         stop_ids = [] if req.ignore_eos else template.stop_token_ids
@@ -118,7 +124,7 @@ class Serving:
             # max_tokens 0 (scoring only) still runs one step: the engine computes prompt logprobs while it
             # prefills, and the one generated token is not shown.
             max_tokens = self._check_room(ids, req.max_tokens or (1 if req.max_tokens == 0 else None))
-            config = sampling_config(self.engine.generation_config, req, max_tokens, req.logprobs)
+            config = sampling_config(self.defaults, req, max_tokens, req.logprobs)
             requests.append(EngineRequest(ids, config, request_id=f"{base_id}-{i}", adapter=adapter,
                                           prompt_logprobs=prompt_logprobs))
         return requests, [text for text, _ in prompts]

@@ -10,6 +10,7 @@ from typing import Any
 
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult
 from swiftcli.server.errors import error_body
+from swiftcli.server.failures import to_api_error
 
 
 async def merge(engine: Any, requests: Sequence[EngineRequest], guided: dict[str, Any] | None
@@ -49,8 +50,6 @@ async def merge(engine: Any, requests: Sequence[EngineRequest], guided: dict[str
 
 def stream_error(exc: BaseException) -> bytes:
     """An SSE event with OpenAI's error envelope for an error raised after streaming began."""
-    from swiftcli.server.failures import to_api_error
-
     error = to_api_error(exc, "stream")
     return sse(error_body(error.status, error.message, param=error.param, code=error.code, type=error.type))
 

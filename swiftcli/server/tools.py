@@ -14,8 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from swiftcli.parsers import ReasoningParser, ReasoningStream, ToolCallParser, ToolCallStream
+from swiftcli.parsers import (
+    ReasoningParser,
+    ReasoningStream,
+    ToolCallParser,
+    ToolCallStream,
+    get_reasoning_parser,
+    get_tool_parser,
+)
 from swiftcli.parsers.tool_calls import JsonArrayParser, NamedArgumentsParser, calls_json
+from swiftcli.registry.tool_prompts import default_reasoning_parser, default_tool_parser
 from swiftcli.server.errors import APIError
 from swiftcli.server.protocol import ChatCompletionRequest
 
@@ -82,9 +90,6 @@ def plan_tools(req: ChatCompletionRequest, tool_parser: ToolCallParser,
 
 def server_parsers(settings: Any, template: Any) -> tuple[ToolCallParser, ReasoningParser | None]:
     """The server's parsers: the names it was started with, else the template family's defaults."""
-    from swiftcli.parsers import get_reasoning_parser, get_tool_parser
-    from swiftcli.registry.tool_prompts import default_reasoning_parser, default_tool_parser
-
     template_type = template.template_type
     tool_parser = get_tool_parser(settings.tool_call_parser or default_tool_parser(template_type))
     reasoning = settings.reasoning_parser or default_reasoning_parser(template_type)

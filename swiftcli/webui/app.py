@@ -74,123 +74,161 @@ def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title:
               concurrency: int | None = None) -> Any:
     """The Blocks app; call `.queue().launch(...)` on it (see `serve`). At most `concurrency` answers are
     generated at once over all tabs (None: no limit); the others wait in Gradio's queue."""
+    gr = _gradio()
+    page = ChatPage(backend, gr)
+    with gr.Blocks(title=title or f"{backend.model_name} · swiftcli", fill_height=True) as demo:
+        view = _layout(gr, backend, defaults or PageDefaults(), title)
+        _wire(page, view, concurrency)
+    return demo
+
+
+def _gradio() -> Any:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
-        import gradio as gr
+        import gradio as gr  # here: the web page is the only part of swiftcli that needs gradio
     except ImportError as exc:
         raise MissingDependencyError(f"the chat page needs gradio ({exc})", "pip install 'swiftcli[ui]'") from None
+    return gr
 
-    defaults = defaults or PageDefaults()
-    model_name = backend.model_name
-    limit = max(1, backend.max_new_tokens_limit)
-    system_default = defaults.system if defaults.system is not None else backend.default_system
 
-    async def answer(query: str, turns: list[Turn], settings: ChatSettings) -> AsyncIterator[tuple[Any, Any]]:
+class ChatPage:
+    """The page's event handlers over one backend. Each tab's conversation is the `turns` state Gradio passes
+    in and out; nothing is kept here between events."""
+
+    def __init__(self, backend: ChatBackend, gr: Any) -> None:
+        self.backend = backend
+        self.gr = gr
+        self.model_name = backend.model_name
+
+    async def answer(self, query: str, turns: list[Turn], settings: ChatSettings
+                     ) -> AsyncIterator[tuple[Any, Any]]:
         history = chat_history(turns)
         turn = new_turn(query)
         turns = [*turns, turn]
-        yield render(turns, model_name), turns
+        yield render(turns, self.model_name), turns
         start = time.perf_counter()
         last_update = 0.0
         try:
-            async for progress in backend.chat(query, history, settings):
+            async for progress in self.backend.chat(query, history, settings):
                 turn.update(response=progress.text, tokens=progress.tokens, seconds=time.perf_counter() - start)
                 if time.perf_counter() - last_update >= UPDATE_INTERVAL_S:
                     last_update = time.perf_counter()
-                    yield render(turns, model_name), turns
+                    yield render(turns, self.model_name), turns
             turn["status"] = "done"
         except Exception as exc:  # a page that dies on one bad answer helps nobody; the log keeps the trace
             turn.update(status="error", error=page_error(exc))
-        yield render(turns, model_name), turns
+        yield render(turns, self.model_name), turns
 
-    def settings_of(system: str, temperature: float, top_p: float, max_new_tokens: float, top_k: float,
+    def settings_of(self, system: str, temperature: float, top_p: float, max_new_tokens: float, top_k: float,
                     repetition_penalty: float) -> ChatSettings:
-        return ChatSettings(system=system.strip() if backend.supports_system else None,
+        return ChatSettings(system=system.strip() if self.backend.supports_system else None,
                             temperature=float(temperature), top_p=max(float(top_p), 0.01),
                             max_new_tokens=int(max_new_tokens), top_k=int(top_k),
                             repetition_penalty=max(float(repetition_penalty), 0.01))
 
-    async def send(message: str, turns: list[Turn], *controls: Any) -> AsyncIterator[tuple[Any, Any, Any]]:
+    async def send(self, message: str, turns: list[Turn], *controls: Any) -> AsyncIterator[tuple[Any, Any, Any]]:
+        skip = self.gr.skip
         query = (message or "").strip()
         # An empty message is ignored, and so is one sent while this tab's answer is still streaming.
         if not query or (turns and turns[-1]["status"] == "running"):
-            yield gr.skip(), gr.skip(), gr.skip()
+            yield skip(), skip(), skip()
             return
         # The box is emptied once, with the first update. Later updates leave it alone: a next message typed while
         # this answer streams must survive them, and the update Gradio repeats when the event completes.
         box: Any = ""
-        async for chat, state in answer(query, turns, settings_of(*controls)):
+        async for chat, state in self.answer(query, turns, self.settings_of(*controls)):
             yield box, chat, state
-            box = gr.skip()
+            box = skip()
 
-    async def regenerate(turns: list[Turn], *controls: Any) -> AsyncIterator[tuple[Any, Any]]:
+    async def regenerate(self, turns: list[Turn], *controls: Any) -> AsyncIterator[tuple[Any, Any]]:
         if not turns or turns[-1]["status"] == "running":
-            yield gr.skip(), gr.skip()
+            yield self.gr.skip(), self.gr.skip()
             return
-        settings = settings_of(*controls)
-        async for chat, state in answer(turns[-1]["query"], turns[:-1], settings):
+        async for chat, state in self.answer(turns[-1]["query"], turns[:-1], self.settings_of(*controls)):
             yield chat, state
 
-    def mark_stopped(turns: list[Turn]) -> tuple[Any, Any]:
+    def mark_stopped(self, turns: list[Turn]) -> tuple[Any, Any]:
         turns = [dict(t) for t in turns]
         if turns and turns[-1]["status"] == "running":
             turns[-1]["status"] = "stopped"
-        return render(turns, model_name), turns
+        return render(turns, self.model_name), turns
 
+    @staticmethod
     def clear() -> tuple[Any, Any, Any]:
         return [], [], ""
 
-    with gr.Blocks(title=title or f"{model_name} · swiftcli", fill_height=True) as demo:
-        turns = gr.State([])
-        gr.Markdown(f"### {title or model_name}")
-        chatbot = gr.Chatbot(elem_id="chatbot", label=model_name, height=520, buttons=["copy"],
-                             feedback_options=None)
-        with gr.Row(equal_height=True):
-            message = gr.Textbox(elem_id="message", show_label=False, placeholder="Message (Enter to send)",
-                                 scale=8, lines=1, max_lines=8, autofocus=True)
-            send_button = gr.Button("Send", elem_id="send", variant="primary", scale=1, min_width=80)
-            stop_button = gr.Button("Stop", elem_id="stop", variant="stop", scale=1, min_width=80)
-        with gr.Row():
-            regenerate_button = gr.Button("Regenerate", elem_id="regenerate", size="sm")
-            clear_button = gr.Button("Clear", elem_id="clear", size="sm")
-        with gr.Accordion("Settings", open=False, elem_id="settings"):
-            system = gr.Textbox(label="System prompt", value=system_default or "", lines=2, elem_id="system",
-                                visible=backend.supports_system)
-            with gr.Row():
-                temperature = gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="temperature",
-                                        info="0 is greedy", elem_id="temperature")
-                top_p = gr.Slider(0.01, 1.0, value=defaults.top_p, step=0.01, label="top_p", elem_id="top_p")
-                max_new_tokens = gr.Slider(1, limit, value=min(defaults.max_new_tokens, limit), step=1,
-                                           label="max_new_tokens", elem_id="max_new_tokens")
-            with gr.Row():
-                top_k = gr.Slider(0, 100, value=defaults.top_k, step=1, label="top_k", info="0 disables",
-                                  elem_id="top_k")
-                repetition_penalty = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.01,
-                                               label="repetition_penalty", info="1 is none",
-                                               elem_id="repetition_penalty")
-        controls = [system, temperature, top_p, max_new_tokens, top_k, repetition_penalty]
 
-        # The engine batches what many tabs send, so chat events run concurrently, up to one shared limit.
-        limit_chat: dict[str, Any] = {"concurrency_limit": concurrency, "concurrency_id": "chat",
-                                      "api_visibility": "private"}
-        running: list[Any] = [
-            # always_last: a message sent while the tab's previous event is still settling runs after it,
-            # instead of being dropped (Gradio's default, "once").
-            message.submit(send, [message, turns, *controls], [message, chatbot, turns], trigger_mode="always_last",
-                           **limit_chat),
-            send_button.click(send, [message, turns, *controls], [message, chatbot, turns],
-                              trigger_mode="always_last", **limit_chat),
-            regenerate_button.click(regenerate, [turns, *controls], [chatbot, turns], **limit_chat),
-        ]
-        # Cancelling the running event cancels its task, which closes the backend's stream: the engine aborts
-        # the request. The stats line is then redrawn as "stopped".
-        stop_button.click(None, None, None, cancels=running, queue=False).then(
-            mark_stopped, [turns], [chatbot, turns], api_visibility="private")
-        # The Chatbot's own trash icon empties the conversation too, so it must reset the history as well.
-        for clearing in (clear_button.click, chatbot.clear):
-            clearing(None, None, None, cancels=running, queue=False).then(
-                clear, None, [chatbot, turns, message], api_visibility="private")
-    return demo
+@dataclass
+class PageView:
+    """The components the handlers read and write."""
+
+    turns: Any
+    chatbot: Any
+    message: Any
+    send: Any
+    stop: Any
+    regenerate: Any
+    clear: Any
+    controls: list[Any]
+
+
+def _layout(gr: Any, backend: ChatBackend, defaults: PageDefaults, title: str | None) -> PageView:
+    """The page inside an open `gr.Blocks`: conversation, message box and buttons, the settings accordion."""
+    model_name = backend.model_name
+    limit = max(1, backend.max_new_tokens_limit)
+    system_default = defaults.system if defaults.system is not None else backend.default_system
+    turns = gr.State([])
+    gr.Markdown(f"### {title or model_name}")
+    chatbot = gr.Chatbot(elem_id="chatbot", label=model_name, height=520, buttons=["copy"], feedback_options=None)
+    with gr.Row(equal_height=True):
+        message = gr.Textbox(elem_id="message", show_label=False, placeholder="Message (Enter to send)", scale=8,
+                             lines=1, max_lines=8, autofocus=True)
+        send = gr.Button("Send", elem_id="send", variant="primary", scale=1, min_width=80)
+        stop = gr.Button("Stop", elem_id="stop", variant="stop", scale=1, min_width=80)
+    with gr.Row():
+        regenerate = gr.Button("Regenerate", elem_id="regenerate", size="sm")
+        clear = gr.Button("Clear", elem_id="clear", size="sm")
+    with gr.Accordion("Settings", open=False, elem_id="settings"):
+        system = gr.Textbox(label="System prompt", value=system_default or "", lines=2, elem_id="system",
+                            visible=backend.supports_system)
+        with gr.Row():
+            temperature = gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="temperature",
+                                    info="0 is greedy", elem_id="temperature")
+            top_p = gr.Slider(0.01, 1.0, value=defaults.top_p, step=0.01, label="top_p", elem_id="top_p")
+            max_new_tokens = gr.Slider(1, limit, value=min(defaults.max_new_tokens, limit), step=1,
+                                       label="max_new_tokens", elem_id="max_new_tokens")
+        with gr.Row():
+            top_k = gr.Slider(0, 100, value=defaults.top_k, step=1, label="top_k", info="0 disables",
+                              elem_id="top_k")
+            repetition_penalty = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.01,
+                                           label="repetition_penalty", info="1 is none",
+                                           elem_id="repetition_penalty")
+    return PageView(turns, chatbot, message, send, stop, regenerate, clear,
+                    [system, temperature, top_p, max_new_tokens, top_k, repetition_penalty])
+
+
+def _wire(page: ChatPage, view: PageView, concurrency: int | None) -> None:
+    """Events: sending and regenerating run concurrently up to one shared limit; Stop and Clear cancel them."""
+    # The engine batches what many tabs send, so chat events run concurrently, up to one shared limit.
+    limit_chat: dict[str, Any] = {"concurrency_limit": concurrency, "concurrency_id": "chat",
+                                  "api_visibility": "private"}
+    sending = ([view.message, view.turns, *view.controls], [view.message, view.chatbot, view.turns])
+    running: list[Any] = [
+        # always_last: a message sent while the tab's previous event is still settling runs after it, instead of
+        # being dropped (Gradio's default, "once").
+        view.message.submit(page.send, *sending, trigger_mode="always_last", **limit_chat),
+        view.send.click(page.send, *sending, trigger_mode="always_last", **limit_chat),
+        view.regenerate.click(page.regenerate, [view.turns, *view.controls], [view.chatbot, view.turns],
+                              **limit_chat),
+    ]
+    # Cancelling the running event cancels its task, which closes the backend's stream: the engine aborts the
+    # request. The stats line is then redrawn as "stopped".
+    view.stop.click(None, None, None, cancels=running, queue=False).then(
+        page.mark_stopped, [view.turns], [view.chatbot, view.turns], api_visibility="private")
+    # The Chatbot's own trash icon empties the conversation too, so it must reset the history as well.
+    for clearing in (view.clear.click, view.chatbot.clear):
+        clearing(None, None, None, cancels=running, queue=False).then(
+            page.clear, None, [view.chatbot, view.turns, view.message], api_visibility="private")
 
 
 def page_error(exc: Exception) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig
 from swiftcli.engines.base import Engine
+from swiftcli.loading import load
 
 # ms-swift's keyword names -> EngineConfig's
 _RENAMED = {"torch_dtype": "dtype", "vllm_enable_lora": "enable_lora"}
@@ -35,8 +36,6 @@ def get_vllm_engine(model_type: str | None = None, torch_dtype: Any = None, **kw
     The engine has `.hf_tokenizer` and a mutable `.generation_config`. Must run under `if __name__ ==
     "__main__":` (workers are spawned).
     """
-    from swiftcli.engines.loader import load
-
     model, config = _split(model_type, {"torch_dtype": torch_dtype, **kwargs})
     return load(model, config, backend="vllm").engine  # type: ignore[no-any-return]
 
@@ -44,8 +43,6 @@ def get_vllm_engine(model_type: str | None = None, torch_dtype: Any = None, **kw
 def get_model_tokenizer(model_type: str | None = None, torch_dtype: Any = None, **kwargs: Any
                         ) -> tuple[Engine, Any]:
     """The pt backend: returns (engine, tokenizer); pass the engine to `inference`/`inference_stream`."""
-    from swiftcli.engines.loader import load
-
     model, config = _split(model_type, {"torch_dtype": torch_dtype, **kwargs})
     engine = load(model, config, backend="pt").engine
     return engine, engine.hf_tokenizer

@@ -1,4 +1,5 @@
-"""One path from --model_type | --model_id_or_path | --ckpt_dir to a ModelSpec, for every sub-app."""
+"""One path from --model_type | --model_id_or_path | --ckpt_dir to a ModelSpec, for every sub-app: the registry
+says what a name means, the hub (or the local disk) where its files are."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from swiftcli.config.spec import ModelSpec
-from swiftcli.errors import CheckpointError, ModelNotFoundError, UsageError
+from swiftcli.config.spec import ModelSpec, dtype_alias
+from swiftcli.errors import CheckpointError, ModelNotFoundError
+from swiftcli.hub import snapshot_download, use_hf_hub
+from swiftcli.hub.embedded import ensure_embedded_model
 from swiftcli.registry import models as model_registry
 from swiftcli.registry import templates as template_registry
 from swiftcli.registry.models import ModelInfo
@@ -71,11 +74,7 @@ def _make_spec(
 
 def _fetch_registered(info: ModelInfo, revision: str | None) -> Path:
     if info.embedded:
-        from swiftcli.hub.embedded import ensure_embedded_model
-
         return ensure_embedded_model()
-    from swiftcli.hub import snapshot_download, use_hf_hub
-
     model_id = info.hf_id if use_hf_hub() else info.modelscope_id
     if model_id is None:
         raise ModelNotFoundError(f"model_type {info.model_type!r} has no id on this hub", "try USE_HF=1 or 0")
@@ -94,8 +93,6 @@ def _local_or_download(model_id_or_path: str, revision: str | None) -> Path:
     looks_like_path = model_id_or_path.startswith((".", "/", "~")) or model_id_or_path.count("/") != 1
     if looks_like_path:
         raise ModelNotFoundError(f"model path {model_id_or_path} does not exist", "check the path")
-    from swiftcli.hub import snapshot_download
-
     return snapshot_download(model_id_or_path, revision)
 
 
@@ -179,7 +176,7 @@ def _resolve_ckpt(
         template_type = None
     if system is None and isinstance(args.get("system"), str):
         system = args["system"]
-    torch_dtype = torch_dtype or _normalize_dtype(args.get("dtype") or args.get("torch_dtype"))
+    torch_dtype = torch_dtype or dtype_alias(args.get("dtype") or args.get("torch_dtype"))
     info = model_registry.get(model_type) if model_type else None
 
     if has_weights(ckpt_dir):
@@ -217,24 +214,3 @@ def _resolve_ckpt(
         ckpt_dir=ckpt_dir,
         quantization=base_spec.quantization,
     )
-
-
-_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "AUTO": None, "auto": None}
-
-
-def _normalize_dtype(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    return _DTYPE_ALIASES.get(value, value)
-
-
-def normalize_dtype(value: Any) -> str | None:
-    """'bf16' -> 'bfloat16', torch.float16 -> 'float16', 'auto'/None -> None."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        value = str(value).replace("torch.", "")
-    value = _normalize_dtype(value)
-    if value not in (None, "bfloat16", "float16", "float32", "half", "float"):
-        raise UsageError(f"unknown dtype {value!r}", "use bf16, fp16, fp32 or auto")
-    return value
