@@ -88,7 +88,8 @@ def test_bad_settings_fail_before_loading(args, words):
     assert proc.returncode == 2, proc.stderr
     assert words in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error:") and proc.stdout == ""
-    assert seconds < 3, f"took {seconds:.1f} s: something loaded before the check"
+    # An engine start takes 30 s or more; a loaded 2-core machine can take several seconds to start Python.
+    assert seconds < 15, f"took {seconds:.1f} s: something loaded before the check"
 
 
 def test_swift_eval_takes_two_space_separated_datasets(deploy_server, tmp_path):

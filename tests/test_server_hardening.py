@@ -158,6 +158,10 @@ def test_concurrency_default_comes_from_the_engine(deploy_server, http):
     # vLLM's scheduler default on this machine; the server allows twice that (one batch running, one waiting).
     resp = http.get("/health")
     assert resp.status_code == 200
+    # The ready line is said on the server's next tick after /health turns 200: wait for it, briefly.
+    deadline = time.monotonic() + 10
+    while "max_concurrent_requests=" not in deploy_server.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert "max_concurrent_requests=" in deploy_server.output()
 
 

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,16 +191,12 @@ def check_port_free(host: str, port: int) -> None:
 
 def show_request_logs() -> None:
     """The page's own log lines (a stopped answer, a failed request) go to stderr, as a server's do."""
+    from swiftcli.cli.output import show_logs
     from swiftcli.cli.state import quiet
 
-    logger = logging.getLogger("swiftcli.webui")
-    if quiet() or logger.handlers:
+    if quiet() or logging.getLogger("swiftcli.webui").handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    show_logs("swiftcli.webui", logging.INFO, propagate=False)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 

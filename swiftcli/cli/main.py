@@ -1,8 +1,8 @@
 """The swiftcli / swift command: one Typer app per sub-command module, joined here; heavy code loads lazily.
 
-ms-swift's command lines run verbatim: option tokens are normalized (snake_case and old names -> the one
-kebab-case name, see cli.options), and options that take several values take them space-separated
-(`--val_dataset a.jsonl b.jsonl`), which Click alone would read as positional arguments.
+ms-swift's command lines run verbatim: cli.argv rewrites argv before Click parses it (other names -> the one
+kebab-case name, `--val_dataset a.jsonl b.jsonl` -> repeated options, -v/-q/--debug typed after the command ->
+the root's), and usage errors print as one `Error:` line like every other error.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ HELP = (
     "Fast LLM inference and deployment on vLLM: infer, chat, deploy, export, eval, app-ui.\n\n"
     "Options are shown in kebab-case; ms-swift's snake_case spellings (--infer_backend) and names "
     "(--model_id_or_path, --torch_dtype, --stop_words) work too, and options that take several values take them "
-    "space-separated (--val_dataset a.jsonl b.jsonl)."
+    "space-separated (--val_dataset a.jsonl b.jsonl). -v, -q and --debug work before or after the command."
 )
+
 
 class SwiftcliGroup(TyperGroup):
     """The root command. Before Click parses argv, `cli.argv.prepare` moves -v/--debug/--quiet to the front

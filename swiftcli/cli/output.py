@@ -6,8 +6,10 @@ hint (always both), with the traceback under --debug; engine logs go to a file u
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +31,18 @@ def set_debug(value: bool) -> None:
 
 def debug_enabled() -> bool:
     return bool(_session["debug"]) or os.environ.get("SWIFTCLI_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def show_logs(name: str, level: int, propagate: bool = True) -> None:
+    """The library's log lines under `name` on stderr, time-stamped as a server's are (the one place the CLI
+    attaches a log handler). Call it after `engine_logs`, so that they reach the terminal, not the log file."""
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 def result(text: str) -> None:
