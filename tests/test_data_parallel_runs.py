@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SharedEngine
+from engine_lending import lend
 from server_utils import free_port, start_server
 from typer.testing import CliRunner
 
@@ -46,7 +46,7 @@ def rows(tmp_path):
 
 def one_engine_results(rows, out, monkeypatch, vllm_engine, args):
     """The same dataset on the session engine (one replica), through the same command."""
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *a: SharedEngine(vllm_engine))
+    lend(monkeypatch, vllm_engine)
     result = CliRunner().invoke(app, ["infer", "--val_dataset", str(rows), "--result_file", str(out), *args])
     assert result.exit_code == 0, result.output
     monkeypatch.undo()
