@@ -88,7 +88,7 @@ def test_dp2_dataset_equals_one_engine_through_kill_9_and_resume(rows, tmp_path,
     assert lines(out) == reference  # no duplicate, no gap, the same answers as one engine
 
     changed = run_cli([*command[:-1], "64"])  # other settings must not mix into this file
-    assert changed.returncode != 0 and "max_new_tokens changed" in changed.stderr
+    assert changed.returncode != 0 and "holds the results of another run" in changed.stderr
     assert lines(out) == reference
 
 
