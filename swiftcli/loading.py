@@ -19,6 +19,7 @@ from swiftcli.config.sampling import check_sampling, merge_generation
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines import default_backend
 from swiftcli.engines import loader as engine_loader
+from swiftcli.engines.data_parallel import check_scaling
 from swiftcli.engines.modalities import check_language_only
 from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.errors import UsageError
@@ -92,6 +93,7 @@ def load(
     if isinstance(model, ModelOptions):
         backend = backend or model.infer_backend
     backend = backend or default_backend()
+    check_scaling(config, backend)  # before the model resolves (a download) or an engine starts
     spec = resolve_spec(model, on_message)
     if given.get("enable_thinking") is not None:
         _check_thinking_switch(spec, config, given["enable_thinking"])

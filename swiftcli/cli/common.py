@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftcli.cli import output
+from swiftcli.cli.scaling import check_ray_address, refuse_worker_options
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig
 from swiftcli.engines import default_backend
@@ -42,6 +43,8 @@ def load(command: str, model: ModelOptions, engine: EngineConfig, gen: Any, *, a
          ) -> Session:
     """Load for a command: `gen` is the GenerationOverrides the user gave (checked before anything loads)."""
 
+    refuse_worker_options(command, engine)
+    check_ray_address(engine, dataset=False)
     check_before_loading(model, engine)
     output.engine_logs(command)
     with output.phase(f"Loading {display_name(model)}"):

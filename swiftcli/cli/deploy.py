@@ -91,9 +91,14 @@ def deploy_command(*, serve: ServeOptions, listen: ListenConfig, model: ModelOpt
     """Serve the model with an OpenAI-compatible API (chat, completions, streaming, LoRA, metrics)."""
     from swiftcli.cli import output
     from swiftcli.cli.common import check_before_loading
+    from swiftcli.cli.scaling import check_ray_address, run_worker_node
     from swiftcli.cli.state import verbose
     from swiftcli.loading import resolve_spec
 
+    check_ray_address(engine, dataset=False)
+    if engine.headless:  # a worker node: its engines only; the head node serves the API
+        run_worker_node(model, engine)
+        return
     loras = parse_lora_modules(serve.lora_modules or [])
     check_task(serve.task, model.infer_backend, bool(loras or serve.enable_runtime_lora))
     check_listen(listen.host, listen.port)
@@ -134,6 +139,8 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
     from swiftcli.server.run import ListenOptions
     from swiftcli.server.run import serve as serve_app
 
+    log = output.engine_logs("deploy")
+
     def start() -> tuple[object, object]:
         if serve.task == "embedding":
             return start_embedder(spec, engine)
@@ -150,6 +157,7 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
         # the server's defaults for requests: the model's own (as its engine reads them), then the user's options
         generation=merge_generation(GenerationConfig.from_model_dir(spec.model_dir), given),
         media=media_settings(serve.allowed_media_domains, serve.allowed_local_media_path, engine),
+        engine_log=log.path.name if log.path else None,
     )
     level = "info" if verbose() or serve.log_requests else "warning"
     return serve_app(settings, start, ListenOptions(**asdict(listen), log_level=level), announce=output.message)

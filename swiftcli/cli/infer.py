@@ -255,6 +255,16 @@ RowAnswerer = Callable[[list[Any], Any, int, Any, Callable[[Any], None]], Any]
 def run_dataset(selection: Any, target: Path | None, overwrite: bool, output: str, model: ModelOptions,
                 engine: EngineConfig, gen: GenerationOverrides, constraint: dict[str, Any] | None = None) -> None:
     """The dataset mode on a local engine (loaded only when rows remain to be answered)."""
+    if engine.ray_address and engine.distributed_executor_backend != "ray":  # the rows go to Ray Data
+        from swiftcli.cli.scaling import ray_dataset_answerer
+        from swiftcli.errors import UsageError
+
+        if constraint is not None:
+            raise UsageError("--structured_output is not available with --ray_address", "leave one of them out")
+        answer_dataset(selection, target, overwrite, output, model.ckpt_dir,
+                       lambda rows: run_fingerprint_of(model, engine, gen, rows),
+                       ray_dataset_answerer(model, engine, gen, selection.skip_bad_rows, INFER_DEFAULTS))
+        return
 
     @contextlib.contextmanager
     def local() -> Iterator[RowAnswerer]:

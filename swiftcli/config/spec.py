@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields, make_dataclass, replac
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from swiftcli.config.distributed import check_distributed
 from swiftcli.errors import UsageError
 from swiftcli.registry.models import generation_defaults
 
@@ -49,6 +50,7 @@ def setting(default: Any = None, help: str = "", *aliases: str, panel: str = "",
 MODEL = "Model"
 ENGINE = "Engine"
 GENERATION = "Generation"
+SCALING = "Scaling out"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,25 @@ class EngineConfig:
     engine_kwargs: dict[str, Any] = setting(
         help="More vLLM engine arguments as JSON, e.g. '{\"max_num_seqs\": 64}'.", panel=ENGINE,
         default_factory=dict)
+    # Scaling out (vLLM data parallel, multi-node, Ray): checked in config.distributed.
+    data_parallel_size: int = setting(1, "Engine replicas (vLLM data parallel), each of TP x PP workers.",
+                                      "vllm_data_parallel_size", panel=SCALING)
+    data_parallel_size_local: int | None = setting(
+        None, "Data-parallel replicas on this node; default all (one node) or an even share (--nnodes).",
+        panel=SCALING)
+    data_parallel_address: str | None = setting(
+        None, "Head node address of the data-parallel engines; default --master-addr.", panel=SCALING)
+    nnodes: int = setting(1, "Nodes in a multi-node vLLM launch (TP/PP or DP across hosts).", panel=SCALING)
+    node_rank: int = setting(0, "This node's rank: 0 on the head, 1.. on workers.", panel=SCALING)
+    master_addr: str | None = setting(None, "The head node's address (needed on every worker node).",
+                                      panel=SCALING)
+    master_port: int | None = setting(None, "The head node's port for vLLM's process group; default vLLM's.",
+                                      panel=SCALING)
+    headless: bool = setting(False, "Run this node's engines with no API server (a worker node of deploy).",
+                             panel=SCALING)
+    ray_address: str | None = setting(
+        None, "A running Ray cluster (ray start --head): with --distributed-executor-backend ray, or for "
+        "infer --val-dataset through Ray Data.", panel=SCALING)
 
     def __post_init__(self) -> None:
         # Normalizing what the constructor was given (frozen fields are set through object.__setattr__).
@@ -104,6 +125,7 @@ class EngineConfig:
                 raise UsageError(f"--{name} must be at least 1")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise UsageError("--gpu_memory_utilization must be in (0, 1]")
+        check_distributed(self)
         if self.dtype is not None:
             object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
 

@@ -8,6 +8,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from swiftcli.config.distributed import is_distributed
 from swiftcli.config.spec import EngineConfig, ModelSpec
 from swiftcli.engines.base import (
     AsyncEngine,
@@ -21,6 +22,7 @@ from swiftcli.engines.base import (
     generate_all,
     threaded_capabilities,
 )
+from swiftcli.engines.data_parallel import check_scaling
 from swiftcli.engines.threaded import ThreadedAsyncEngine
 from swiftcli.engines.vllm import vllm_available
 from swiftcli.errors import UsageError
@@ -114,6 +116,12 @@ def create_engine(spec: ModelSpec, config: EngineConfig | None = None, backend: 
     chosen = _backend(backend)
     config = config or EngineConfig()
     check_backend(spec, config, chosen.name)
+    check_scaling(config, chosen.name)
+    if chosen.name == "vllm" and is_distributed(config):
+        # vLLM's offline engine refuses data parallel; its async engine runs every scaled-out launch
+        from swiftcli.engines.data_parallel import DataParallelVllmEngine
+
+        return DataParallelVllmEngine(spec, config)
     return _import(chosen.sync)(spec, config)  # type: ignore[no-any-return]
 
 
@@ -122,6 +130,7 @@ def create_async_engine(spec: ModelSpec, config: EngineConfig | None = None, bac
     """Start the async engine of a backend (servers and the web UI); same checks as `create_engine`."""
     chosen = _backend(backend)
     config = config or EngineConfig()
+    check_scaling(config, chosen.name)
     if chosen.asynchronous is None:
         return ThreadedAsyncEngine(create_engine(spec, config, chosen.name))
     check_backend(spec, config, chosen.name, asynchronous=True)

@@ -36,6 +36,8 @@ class EngineRequest:
     # Images (and videos) for the prompt's placeholders, by modality: {"image": [PIL.Image, ...]}. The engine
     # expands each placeholder into the image's tokens, so prompt_ids is then shorter than the prompt it runs.
     multi_modal_data: dict[str, list[Any]] | None = None
+    # The data-parallel replica to run on (engines.data_parallel); None lets the engine choose.
+    replica: int | None = None
 
 
 @dataclass

@@ -27,6 +27,7 @@ from swiftcli.engines.base import (
     RequestResult,
     check_context_length,
 )
+from swiftcli.engines.data_parallel import vllm_scaling_args
 from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
 from swiftcli.engines.modalities import check_accepts
 from swiftcli.engines.outputs import to_result
@@ -116,9 +117,10 @@ def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
     # CPU ranks are processes, and a Ray cluster brings its own devices: only a local GPU run counts them.
     local_gpus = not defaults.is_cpu and config.distributed_executor_backend != "ray"
     check_parallel_sizes(spec.model_dir, config.tensor_parallel_size, config.pipeline_parallel_size,
-                         visible_gpus() if local_gpus else None)
+                         visible_gpus() if local_gpus and config.data_parallel_size == 1 else None)
+    replicas = check_replicas(config, defaults.is_cpu, local_gpus)
     if defaults.is_cpu:
-        prepare_cpu_workers(config.tensor_parallel_size * config.pipeline_parallel_size)
+        prepare_cpu_workers(replicas * config.tensor_parallel_size * config.pipeline_parallel_size)
     args: dict[str, Any] = {
         "model": str(spec.model_dir),
         "tokenizer": str(spec.model_dir),
@@ -149,8 +151,29 @@ def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
         args.update(enable_lora=True, max_lora_rank=config.max_lora_rank, max_loras=config.max_loras)
     if spec.modalities and config.limit_mm_per_prompt:
         args["limit_mm_per_prompt"] = dict(config.limit_mm_per_prompt)
+    args.update(vllm_scaling_args(config))
+    if config.ray_address and config.distributed_executor_backend == "ray":
+        os.environ["RAY_ADDRESS"] = config.ray_address  # vLLM's Ray executor joins the cluster named here
     args.update(config.engine_kwargs)
     return args
+
+
+def check_replicas(config: EngineConfig, is_cpu: bool, local_gpus: bool) -> int:
+    """Data-parallel replicas on this node, checked against its devices: GPUs, or on CPU cores (each rank's
+    threads are bound to cores of their own)."""
+    import os
+
+    from swiftcli.config.distributed import local_replicas
+    from swiftcli.engines.data_parallel import check_replica_devices
+    from swiftcli.engines.parallel import visible_gpus
+
+    replicas = local_replicas(config)
+    if config.data_parallel_size > 1:
+        if is_cpu:
+            check_replica_devices(config, len(os.sched_getaffinity(0)), "CPU core")
+        elif local_gpus:
+            check_replica_devices(config, visible_gpus(), "GPU")
+    return replicas
 
 
 def _enforce_eager(defaults: PlatformDefaults, config: EngineConfig) -> bool:

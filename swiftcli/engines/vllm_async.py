@@ -121,8 +121,9 @@ class AsyncVllmEngine:
         adapter = request.adapter or self.default_adapter
         if adapter is not None and adapter not in self._lora:
             raise InputError(f"unknown LoRA adapter {adapter!r}")
-        stream = self.llm.generate(prompt, params,
-                                   request.request_id, lora_request=self._lora.get(adapter) if adapter else None)
+        stream = self.llm.generate(prompt, params, request.request_id,
+                                   lora_request=self._lora.get(adapter) if adapter else None,
+                                   data_parallel_rank=request.replica)
         parts: dict[int, Completion] = {}
         try:
             async for output in stream:
@@ -154,6 +155,21 @@ class AsyncVllmEngine:
         """True once the engine core has died: every request fails until the process restarts."""
         llm = getattr(self, "llm", None)
         return bool(llm is not None and llm.errored)
+
+    @property
+    def failure(self) -> str | None:
+        """Which data-parallel rank stopped, once the engine has died (None otherwise, or with one rank)."""
+        from swiftcli.engines.data_parallel import failed_replica
+
+        llm = getattr(self, "llm", None)
+        return failed_replica(llm) if llm is not None and self.errored else None
+
+    def replicas(self) -> list[Any]:
+        """Each data-parallel engine rank (engines.data_parallel.ReplicaState); empty with one."""
+        from swiftcli.engines.data_parallel import replica_states
+
+        llm = getattr(self, "llm", None)
+        return list(replica_states(llm)) if llm is not None else []
 
     async def abort(self, request_id: str) -> None:
         await self.llm.abort(request_id)

@@ -79,6 +79,8 @@ class ServerSettings:
     generation: GenerationConfig | None = None
     # What requests' images may point at, and how many a prompt may have (see server.media).
     media: MediaSettings = field(default_factory=MediaSettings)
+    # The engine log's file name (under $SWIFTCLI_HOME/logs), named when an engine rank dies; never its path.
+    engine_log: str | None = None
 
 
 class ServerState:
@@ -115,6 +117,9 @@ class ServerState:
             self.settings = replace(self.settings, max_concurrent_requests=default_concurrency(engine))
         self.tool_parser, self.reasoning_parser = server_parsers(self.settings, template)
         self.metrics.watch_engine(engine.num_unfinished)
+        replicas = getattr(engine, "replicas", None)  # vLLM's data-parallel ranks (engines.data_parallel)
+        if replicas is not None and replicas():
+            self.metrics.watch_replicas(replicas)
         self.ready = True
 
     @property
@@ -203,6 +208,15 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     return app
 
 
+def dead_engine_message(state: ServerState) -> str:
+    """"the engine has stopped", naming the data-parallel rank that stopped and the log it wrote to."""
+    failure = getattr(state.engine, "failure", None)
+    if not failure:
+        return "the engine has stopped"
+    where = f"; its log: {state.settings.engine_log} under $SWIFTCLI_HOME/logs" if state.settings.engine_log else ""
+    return f"the engine has stopped: data-parallel {failure} exited{where}"
+
+
 def add_info_routes(app: FastAPI, state: ServerState) -> None:
     """/health, /version, /metrics and /v1/models."""
 
@@ -212,7 +226,7 @@ def add_info_routes(app: FastAPI, state: ServerState) -> None:
             return JSONResponse({"status": "error", "message": "the model could not be loaded; see the server log"},
                                 status_code=503)
         if state.engine_dead:
-            return JSONResponse({"status": "error", "message": "the engine has stopped"}, status_code=503)
+            return JSONResponse({"status": "error", "message": dead_engine_message(state)}, status_code=503)
         if state.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
         if not state.ready:

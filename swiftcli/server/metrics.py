@@ -33,6 +33,10 @@ class Metrics:
         """Read the engine's own count of unfinished requests at each scrape."""
         self.engine_unfinished.set_function(count)
 
+    def watch_replicas(self, replicas: Any) -> None:
+        """Each data-parallel rank at each scrape: `replicas()` gives engines.data_parallel.ReplicaState's."""
+        self.registry.register(_ReplicaCollector(replicas))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -61,3 +65,27 @@ class MetricsMiddleware:
         finally:
             endpoint = path if path in KNOWN_ENDPOINTS else "other"  # bounded label values
             self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+
+
+class _ReplicaCollector:
+    """Per data-parallel rank: whether its process runs, and the requests in flight on it."""
+
+    def __init__(self, replicas: Any) -> None:
+        self.replicas = replicas
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        up = GaugeMetricFamily("swiftcli_engine_rank_up", "1 while the data-parallel engine rank runs.",
+                               labels=["rank", "pid"])
+        unfinished = GaugeMetricFamily("swiftcli_engine_rank_unfinished_requests",
+                                       "Requests this server has in flight on each data-parallel rank.",
+                                       labels=["rank"])
+        for replica in self.replicas():
+            up.add_metric([str(replica.rank), str(replica.pid)], 1.0 if replica.exitcode is None else 0.0)
+            unfinished.add_metric([str(replica.rank)], float(replica.unfinished))
+        yield up
+        yield unfinished
