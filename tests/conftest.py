@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from engine_lending import lend
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
@@ -12,23 +13,10 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
-class SharedEngine:
-    """The session engine, lent to a command that closes what it loads: `close` leaves it running."""
-
-    def __init__(self, engine):
-        self._engine = engine
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
-    def close(self):
-        pass
-
-
 @pytest.fixture
 def lend_session_engine(vllm_engine, monkeypatch):
     """Every `swiftcli.load` in this test gets the session vLLM engine instead of starting one."""
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
+    lend(monkeypatch, vllm_engine)
     return vllm_engine
 
 

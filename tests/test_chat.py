@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -295,13 +294,7 @@ def test_repl_in_a_terminal(tmp_path):
 # ---- the REPL on the real engine ----
 
 
-@pytest.fixture
-def session_engine(monkeypatch, vllm_engine):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
-    return vllm_engine
-
-
-def test_piped_chat_answers_and_keeps_history(session_engine, tmp_path):
+def test_piped_chat_answers_and_keeps_history(lend_session_engine, tmp_path):
     saved = tmp_path / "c.json"
     script = "\n".join([FRANCE, "/stats", "/frob", "/set temperature hot", f"/save {saved}", "/clear", "/stats",
                         "/exit", "never sent"]) + "\n"
@@ -317,7 +310,7 @@ def test_piped_chat_answers_and_keeps_history(session_engine, tmp_path):
     assert messages[0] == {"role": "user", "content": FRANCE} and "Paris" in messages[1]["content"]
 
 
-def test_single_round_template_says_so_and_keeps_no_history(session_engine):
+def test_single_round_template_says_so_and_keeps_no_history(lend_session_engine):
     result = CliRunner().invoke(
         app, ["chat", "--no-markdown", "--template_type", "default-generation", "--max_new_tokens", "8",
               "--temperature", "0"], input="The capital of France is\n/stats\n")

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -170,13 +169,7 @@ def test_cli_refuses_input_as_result_file_before_loading(tmp_path):
 # ---- on the real engine
 
 
-@pytest.fixture
-def session_engine(monkeypatch, vllm_engine):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
-    return vllm_engine
-
-
-def test_cli_rerun_with_other_settings_is_refused_and_overwrite_starts_over(session_engine, tmp_path):
+def test_cli_rerun_with_other_settings_is_refused_and_overwrite_starts_over(lend_session_engine, tmp_path):
     data = write(tmp_path / "rows.jsonl", "".join(json.dumps({"query": q}, ensure_ascii=False) + "\n" for q in [
         "What is the capital of France?", "What is the capital of France?", f"Repeat: {SEPARATORS}"])
         + '{"query": "bad \\udc00 row"}\n')

@@ -555,7 +555,7 @@ def test_cli_bad_options_fail_fast(embedded_spec):
     bad = runner.invoke(app, ["deploy", "--lora_modules", f"x={embedded_spec.model_dir}"])
     assert bad.exit_code == 2 and "adapter_config.json" in bad.output
     bad = runner.invoke(app, ["deploy", "--ssl_keyfile", "/nonexistent.key"])
-    assert bad.exit_code == 2 and "ssl_certfile" in bad.output
+    assert bad.exit_code == 2 and "--ssl-certfile" in bad.output
     bad = runner.invoke(app, ["deploy", "--port", "70000"])
     assert bad.exit_code == 2 and "port" in bad.output
 

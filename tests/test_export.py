@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SharedEngine
+from engine_lending import start_and_keep
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -137,17 +137,7 @@ def test_merged_pt_matches_peft_adapter(merged, adapter):
 
 
 def test_infer_merge_lora_runs_the_merged_weights_on_vllm(merged, adapter, monkeypatch):
-    import swiftcli.engines.loader as common
-    from swiftcli.engines import create_engine
-
-    started = []
-
-    def start(spec, config, backend, asynchronous):
-        engine = create_engine(spec, config, backend)
-        started.append(engine)
-        return SharedEngine(engine)  # the command closes what it loads; this test reuses the engine after
-
-    monkeypatch.setattr(common, "start_engine", start)
+    started = start_and_keep(monkeypatch)  # the command closes what it loads; this test reuses the engine after
     try:
         result = invoke("infer", "--ckpt_dir", str(adapter), "--merge_lora", "true", "--max_new_tokens",
                         str(NEW_TOKENS), "--output", "json", "--query", VERIFY_PROMPTS[0])
@@ -169,8 +159,6 @@ def test_infer_merge_lora_runs_the_merged_weights_on_vllm(merged, adapter, monke
 
 
 def test_gptq_int4_loads_in_vllm_cpu(merged, monkeypatch, tmp_path):
-    import swiftcli.engines.loader as common
-    from swiftcli.engines import create_engine
 
     out, _ = merged
     workdir = tmp_path / "cwd"
@@ -188,14 +176,7 @@ def test_gptq_int4_loads_in_vllm_cpu(merged, monkeypatch, tmp_path):
     size = (quantized / "model.safetensors").stat().st_size
     assert size < 0.6 * (out / "model.safetensors").stat().st_size
 
-    started = []
-
-    def start(spec, config, backend, asynchronous):
-        engine = create_engine(spec, config, backend)
-        started.append(engine)
-        return SharedEngine(engine)  # the command closes what it loads; this test reuses the engine after
-
-    monkeypatch.setattr(common, "start_engine", start)
+    started = start_and_keep(monkeypatch)  # the command closes what it loads; this test reuses the engine after
     try:
         answer = invoke("infer", "--ckpt_dir", str(quantized), "--query", "What is the capital of France?",
                         "--max_new_tokens", "32")

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -186,8 +185,7 @@ def test_kill_9_then_resume(tmp_path, monkeypatch, request):
     assert len(SHORT) <= len(before) < len(SHORT) + len(LONG)
     assert [json.loads(line)["query"] for line in before] == (SHORT + LONG)[: len(before)]
 
-    vllm_engine = request.getfixturevalue("vllm_engine")
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
+    request.getfixturevalue("lend_session_engine")  # only now: the first run above must start nothing
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"Resuming {out}: {len(before)} of 15 rows" in result.stderr
@@ -199,13 +197,7 @@ def test_kill_9_then_resume(tmp_path, monkeypatch, request):
     assert "Paris" in results[0]["response"] and all(r["response"] for r in results)
 
 
-@pytest.fixture
-def session_engine(monkeypatch, vllm_engine):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
-    return vllm_engine
-
-
-def test_formats_order_and_summary(session_engine, tmp_path):
+def test_formats_order_and_summary(lend_session_engine, tmp_path):
     messages = [{"role": "system", "content": "You are a geography teacher."},
                 {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! Ask me anything."},
                 {"role": "user", "content": FRANCE}, {"role": "assistant", "content": "Paris."}]
@@ -237,7 +229,7 @@ def test_formats_order_and_summary(session_engine, tmp_path):
     assert "4 rows answered" in result.stderr and "output tok/s" in result.stderr and str(out) in result.stderr
 
 
-def test_results_on_stdout_without_a_result_file(session_engine, tmp_path):
+def test_results_on_stdout_without_a_result_file(lend_session_engine, tmp_path):
     rows = write(tmp_path / "rows.csv", "query\n" + "\n".join(SHORT) + "\n")
     result = CliRunner().invoke(app, ["infer", "--val_dataset", str(rows), "--max_new_tokens", "16"])
     assert result.exit_code == 0, result.output
@@ -245,7 +237,7 @@ def test_results_on_stdout_without_a_result_file(session_engine, tmp_path):
     assert [r["query"] for r in printed] == SHORT and "Paris" in printed[0]["response"]
 
 
-def test_interrupt_then_resume_past_a_torn_line(session_engine, tmp_path, monkeypatch):
+def test_interrupt_then_resume_past_a_torn_line(lend_session_engine, tmp_path, monkeypatch):
     rows = write(tmp_path / "rows.jsonl", "".join(json.dumps({"query": q}) + "\n" for q in SHORT * 2))
     out = tmp_path / "out.jsonl"
     args = ["infer", "--val_dataset", str(rows), "--result_file", str(out), "--max_new_tokens", "16"]
@@ -290,7 +282,7 @@ def full_checkpoint(tmp_path, spec, args):
     return ckpt
 
 
-def test_load_dataset_config_takes_the_validation_split(session_engine, embedded_spec, tmp_path):
+def test_load_dataset_config_takes_the_validation_split(lend_session_engine, embedded_spec, tmp_path):
     queries = [f"What is {i} plus {i}?" for i in range(8)]
     train = write(tmp_path / "train.jsonl", "".join(json.dumps({"query": q, "response": str(2 * i)}) + "\n"
                                                     for i, q in enumerate(queries)))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SharedEngine
+from engine_lending import SharedEngine, start_with
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -54,7 +54,7 @@ def test_gaps_and_nan_fail():
 
 def test_bad_options_fail_before_loading(tmp_path):
     result = invoke(["check", "--merge_lora", "true"])
-    assert result.exit_code == 2 and "drop --merge_lora" in result.output
+    assert result.exit_code == 2 and "drop --merge-lora" in result.output
     result = invoke(["check", "--prompts_file", str(tmp_path / "none.txt")])
     assert result.exit_code == 2 and "does not exist" in result.output
     result = invoke(["check", "--infer_backend", "pt"])
@@ -74,7 +74,7 @@ def engines(vllm_engine, embedded_spec, monkeypatch):
             return SharedEngine(vllm_engine)
         return create_engine(spec, config, backend)
 
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", start)
+    start_with(monkeypatch, start)
     return started
 
 

@@ -14,19 +14,12 @@ import time
 
 import openai
 import pytest
-from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
 
 THINK = r"<think>\n[a-z ]{3,30}\n</think>\n\n(Paris|Rome)"
 QUESTION = "What is the capital of France?"
-
-
-@pytest.fixture
-def session_engine(monkeypatch, vllm_engine):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
-    return vllm_engine
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +29,7 @@ def template(embedded_spec, vllm_engine):
     return get_template(embedded_spec.template_type, vllm_engine.hf_tokenizer, embedded_spec.default_system)
 
 
-def test_infer_structured_output_choice(session_engine):
+def test_infer_structured_output_choice(lend_session_engine):
     result = CliRunner().invoke(app, ["infer", "--query", QUESTION, "--structured_output",
                                       '{"choice": ["Paris", "Rome"]}'])
     assert result.exit_code == 0, result.output
@@ -68,7 +61,7 @@ def test_python_api_structured_outputs(vllm_engine, template):
     assert choice["response"] in ("Paris", "Rome")
 
 
-def test_dataset_rows_keep_reasoning_apart(session_engine, tmp_path):
+def test_dataset_rows_keep_reasoning_apart(lend_session_engine, tmp_path):
     data = tmp_path / "rows.jsonl"
     data.write_text(json.dumps({"query": QUESTION, "response": "Paris"}) + "\n")
     out = tmp_path / "out.jsonl"
@@ -155,7 +148,7 @@ def test_chat_view_shows_thinking_dimmed_or_hides_it(show):
     assert ("\x1b[2m" in raw) is show  # dimmed
 
 
-def test_chat_think_command(session_engine):
+def test_chat_think_command(lend_session_engine):
     script = "/think on\n/think hide\n/think maybe\n" + QUESTION + "\n/exit\n"
     result = CliRunner().invoke(app, ["chat", "--no-markdown", "--temperature", "0", "--max_new_tokens", "20"],
                                 input=script)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SharedEngine
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
@@ -103,13 +102,7 @@ def test_max_concurrency_needs_api_url_and_the_url_comes_from_the_environment():
 # ---- against the live session server ----
 
 
-@pytest.fixture
-def session_engine(monkeypatch, vllm_engine):
-    monkeypatch.setattr("swiftcli.engines.loader.start_engine", lambda *args: SharedEngine(vllm_engine))
-    return vllm_engine
-
-
-def test_infer_through_the_server_answers_as_the_local_engine(deploy_server, session_engine):
+def test_infer_through_the_server_answers_as_the_local_engine(deploy_server, lend_session_engine):
     """The real CLI in a subprocess against the live deploy; the local answers from the same CLI in-process."""
     args = [arg for q in QUESTIONS for arg in ("--query", q)] + ["--max_new_tokens", "64"]
     local = invoke("infer", *args, "--output", "json")

@@ -106,7 +106,11 @@ def test_bad_conversations_and_kwargs_are_refused():
         render_messages(t, [{"role": "user", "content": "a"}], template_kwargs={"foo": 1})
     with pytest.raises(TemplateError, match="thinking"):
         render_messages(get_template("qwen2_5"), [{"role": "user", "content": "a"}],
-                        template_kwargs={"enable_thinking": False})
+                        template_kwargs={"enable_thinking": True})
+    # Not thinking on a model that never thinks is already so: the prompt is the plain one.
+    plain = get_template("qwen2_5")
+    assert render_messages(plain, [{"role": "user", "content": "a"}], template_kwargs={"enable_thinking": False}) \
+        == render_messages(plain, [{"role": "user", "content": "a"}])
 
 
 def test_qwen3_chat_history_drops_thinking():

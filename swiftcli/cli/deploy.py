@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from swiftcli.config.spec import ModelSpec
 
 _LIMITS = ServerLimits()
+TASKS = ("chat", "embedding")
 # Adapters in one engine batch with --enable_runtime_lora (more can be loaded; vLLM swaps them in as needed).
 RUNTIME_MAX_LORAS = 4
 
@@ -65,6 +66,8 @@ class ServeOptions:
                                           "default from the template family.", panel=SERVER)
     reasoning_parser: str | None = option(None, "Split the think block into reasoning_content: qwen3, "
                                           "deepseek_r1; default qwen3 for Qwen3.", panel=SERVER)
+    task: str = option("chat", "chat: the generation routes; embedding: /v1/embeddings on vLLM's pooling "
+                       "runner.", panel=SERVER, metavar="TASK")
 
     def __post_init__(self) -> None:
         if self.max_concurrent_requests is not None and self.max_concurrent_requests < 1:
@@ -91,6 +94,7 @@ def deploy_command(*, serve: ServeOptions, listen: ListenConfig, model: ModelOpt
     from swiftcli.loading import resolve_spec
 
     loras = parse_lora_modules(serve.lora_modules or [])
+    check_task(serve.task, model.infer_backend, bool(loras or serve.enable_runtime_lora))
     check_listen(listen.host, listen.port)
     check_before_loading(model, engine)
     engine = lora_engine(engine, model, loras, serve.enable_runtime_lora, serve.watch is not None)
@@ -132,6 +136,8 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
     from swiftcli.server.run import serve as serve_app
 
     def start() -> tuple[object, object]:
+        if serve.task == "embedding":
+            return start_embedder(spec, engine)
         session = load(spec, engine, backend=model.infer_backend, generation=given, asynchronous=True)
         return session.engine, session.template
 
@@ -141,12 +147,35 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
         default_max_tokens=given.get("max_new_tokens"), limits=serve.limits(),
         tool_call_parser=serve.tool_call_parser, reasoning_parser=serve.reasoning_parser,
         runtime_lora=serve.enable_runtime_lora, chat_sampling=chat_sampling(interactive_generation(spec, given)),
+        task=serve.task,
         # the server's defaults for requests: the model's own (as its engine reads them), then the user's options
         generation=merge_generation(GenerationConfig.from_model_dir(spec.model_dir), given),
         watch_dir=str(Path(serve.watch).expanduser().resolve()) if serve.watch else None,
     )
     level = "info" if verbose() or serve.log_requests else "warning"
     return serve_app(settings, start, ListenOptions(**asdict(listen), log_level=level), announce=output.message)
+
+
+def check_task(task: str, backend: str | None, lora: bool) -> None:
+    """--task embedding runs vLLM's pooling runner on the base model."""
+    from swiftcli.engines import default_backend
+
+    if task not in TASKS:
+        raise UsageError(f"--task must be chat or embedding, not {task!r}")
+    if task == "embedding" and (backend or default_backend()) != "vllm":
+        raise UsageError("--task embedding needs the vllm backend", "drop --infer-backend pt")
+    if task == "embedding" and lora:
+        raise UsageError("--task embedding serves the base model: LoRA options do not apply",
+                         "merge the adapter first (swiftcli export --merge-lora true)")
+
+
+def start_embedder(spec: ModelSpec, engine: EngineConfig) -> tuple[object, object]:
+    """The pooling engine and the model's template (for /v1/models and the tokenizer routes)."""
+    from swiftcli.engines.vllm_embed import AsyncVllmEmbedder
+    from swiftcli.registry.templates import get_template
+
+    embedder = AsyncVllmEmbedder(spec, engine)
+    return embedder, get_template(spec.template_type, embedder.hf_tokenizer, spec.default_system)
 
 
 def _usage(message: str, hint: str | None = None) -> Exception:

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -44,6 +44,9 @@ def infer_command(
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
     max_concurrency: MaxConcurrencyOption = None,
+    task: Annotated[str, typer.Option(
+        "--task", metavar="TASK",
+        help="chat: answers; embedding: one vector per question or row, as JSON lines.")] = "chat",
     *,
     ask: QueryOptions,
     out: OutputOptions,
@@ -56,6 +59,9 @@ def infer_command(
     from swiftcli.cli.common import check_before_loading
 
     queries = questions(prompt, ask.query)
+    if task != "chat":
+        embed(task, queries, data, api_url, ask.structured_output, model, engine, gen)
+        return
     constraint = structured(ask.structured_output)
     api = api_options(api_url, api_key, max_concurrency, model, engine, data, constraint)
     if api is None:
@@ -72,6 +78,31 @@ def infer_command(
         from swiftcli.cli.chat import run_chat
 
         run_chat(model, engine, gen, api=api)
+
+
+def embed(task: str, queries: list[str], data: DatasetOptions, api_url: str | None, structured_output: str | None,
+          model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides) -> None:
+    """--task embedding: the questions' or the dataset rows' vectors."""
+    from swiftcli.cli.infer_embed import check_embedding_options, run_embedding
+    from swiftcli.cli.output import warn
+    from swiftcli.data.selection import DatasetSelection, select_rows
+
+    if task != "embedding":
+        raise UsageError(f"--task must be chat or embedding, not {task!r}")
+    check_embedding_options(api_url, structured_output, gen.given())
+    if data.result_file and data.result_dir:
+        raise UsageError("give --result-file or --result-dir, not both")
+    if data.active and queries:
+        raise UsageError("give either a question or a dataset, not both")
+    texts = list(queries)
+    if data.active:
+        selection = DatasetSelection(list(data.val_dataset or []), data.val_dataset_sample,
+                                     data.load_dataset_config, data.dataset_seed, data.skip_bad_rows)
+        rows = select_rows(selection, model.ckpt_dir, lambda record, error: warn(f"skipped {error.message}"))
+        texts = [row.sample.query for row in rows]
+    elif not texts:
+        raise UsageError("--task embedding needs a question or --val-dataset FILE")
+    run_embedding(texts, result_target(data.result_file, data.result_dir), data.overwrite, model, engine)
 
 
 def structured(text: str | None) -> dict[str, Any] | None:

@@ -21,9 +21,17 @@ from swiftcli.registry.tool_prompts import LLAMA3_JSON, ToolFormat, tool_format
 Message = dict[str, Any]
 
 
+def effective_template_kwargs(template: Template, kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The kwargs without `enable_thinking: false` on a template with no thinking switch: asking a model that
+    never thinks not to think is already satisfied (clients send it to every model). `true` there stays refused."""
+    if kwargs and kwargs.get("enable_thinking") is False and not template.has_thinking_switch:
+        return {k: v for k, v in kwargs.items() if k != "enable_thinking"}
+    return kwargs
+
+
 def check_template_kwargs(template: Template, kwargs: dict[str, Any] | None) -> None:
     """Refuse, by name, template kwargs this template would ignore."""
-    for key, value in (kwargs or {}).items():
+    for key, value in (effective_template_kwargs(template, kwargs) or {}).items():
         if key == "enable_thinking":
             if value is not None and not isinstance(value, bool):
                 raise InputError("chat_template_kwargs enable_thinking must be true or false")
@@ -37,6 +45,7 @@ def render_messages(template: Template, messages: Sequence[Message], tools: Sequ
                     template_kwargs: dict[str, Any] | None = None) -> str:
     """The prompt text for a conversation that ends with a user or tool message."""
     check_template_kwargs(template, template_kwargs)
+    template_kwargs = effective_template_kwargs(template, template_kwargs)
     if template.is_hf:
         return _hf_text(template, messages, tools, template_kwargs)
     if _llama3_tools(template, messages, tools):
@@ -50,6 +59,7 @@ def encode_messages(template: Template, messages: Sequence[Message], tools: Sequ
                     template_kwargs: dict[str, Any] | None = None) -> list[int]:
     """Prompt token ids; registry templates tokenize their parts separately, as `Template.encode` does."""
     check_template_kwargs(template, template_kwargs)
+    template_kwargs = effective_template_kwargs(template, template_kwargs)
     tokenizer = template._require_tokenizer()
     if template.is_hf or _llama3_tools(template, messages, tools):
         text = render_messages(template, messages, tools, template_kwargs)

@@ -25,7 +25,9 @@ from swiftcli import __version__
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.errors import SwiftError
 from swiftcli.server.admission import ClientGone, admit, until_disconnected
-from swiftcli.server.errors import APIError, error_body, install_handlers
+from swiftcli.server.auth import presented_key
+from swiftcli.server.embeddings import add_embedding_routes, add_generation_refusals
+from swiftcli.server.errors import APIError, error_body_for, install_handlers
 from swiftcli.server.failures import to_api_error
 from swiftcli.server.limits import (
     BodyLimitMiddleware,
@@ -36,8 +38,10 @@ from swiftcli.server.limits import (
     default_concurrency,
 )
 from swiftcli.server.lora_admin import install_lora_admin
+from swiftcli.server.messages import add_messages_routes
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
+from swiftcli.server.responses import add_responses_routes
 from swiftcli.server.sampling import guided_decoding
 from swiftcli.server.serving import Serving
 from swiftcli.server.sse import merge
@@ -68,6 +72,8 @@ class ServerSettings:
     runtime_lora: bool = False
     # The sampling a person's chat starts from (config.sampling.chat_sampling), listed in /v1/models.
     chat_sampling: dict[str, float | int] | None = None
+    # "chat" (generation routes) or "embedding" (/v1/embeddings on a pooling engine).
+    task: str = "chat"
     # The sampling requests start from (deploy: the model's defaults with the user's options); None: the engine's.
     generation: GenerationConfig | None = None
     # deploy --watch: a training output folder whose checkpoints are served as they appear (server.watch).
@@ -143,7 +149,7 @@ class GateMiddleware:
             if problem is not None:
                 status, message = problem
                 headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-                await JSONResponse(error_body(status, message), status_code=status, headers=headers)(
+                await JSONResponse(error_body_for(path, status, message), status_code=status, headers=headers)(
                     scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -151,11 +157,10 @@ class GateMiddleware:
     def _problem(self, scope: Any) -> tuple[int, str] | None:
         key = self.state.settings.api_key
         if key:
-            headers = dict(scope.get("headers") or [])
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            scheme, _, token = auth.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-                return 401, "Incorrect or missing API key: pass it as 'Authorization: Bearer KEY'"
+            # Anthropic's clients send `x-api-key`, OpenAI's `Authorization: Bearer`: either is accepted.
+            token = presented_key(scope)
+            if token is None or not hmac.compare_digest(token.encode(), key.encode()):
+                return 401, "Incorrect or missing API key: pass it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
         if self.state.draining:
             return 503, "the server is shutting down"
         if self.state.engine_dead:
@@ -192,7 +197,14 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     app.add_middleware(GateMiddleware, state=state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     add_info_routes(app, state)
-    add_generation_routes(app, state, Serving(state))
+    if state.settings.task == "embedding":
+        add_generation_refusals(app)
+    else:
+        serving = Serving(state)
+        add_generation_routes(app, state, serving)
+        add_responses_routes(app, state, serving, _respond, _internal_errors)
+        add_messages_routes(app, state, serving, _respond, _internal_errors)
+    add_embedding_routes(app, state, _internal_errors)
     add_tokenizer_routes(app, state)
     install_lora_admin(app, state)
     install_watch(app, state)

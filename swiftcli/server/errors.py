@@ -40,12 +40,35 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
     return {"error": {"message": redact(message), "type": kind, "param": param, "code": code}}
 
 
-def error_response(exc: APIError) -> JSONResponse:
+# Anthropic's error types by status (its API answers 529 overloaded_error where we answer 503).
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
+                    429: "rate_limit_error", 503: "overloaded_error"}
+ANTHROPIC_PREFIX = "/v1/messages"
+
+
+def anthropic_error_body(status: int, message: str) -> dict[str, Any]:
+    """Anthropic's envelope `{"type": "error", "error": {"type", "message"}}`, used on /v1/messages."""
+    from swiftcli.server.failures import redact
+
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": redact(message)}}
+
+
+def error_body_for(path: str, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                   type: str | None = None) -> dict[str, Any]:
+    """The error body in the shape of the route's own API: Anthropic's on /v1/messages, OpenAI's elsewhere."""
+    if path.startswith(ANTHROPIC_PREFIX):
+        return anthropic_error_body(status, message)
+    return error_body(status, message, param=param, code=code, type=type)
+
+
+def error_response(exc: APIError, path: str = "") -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     if exc.status in (429, 503):
         headers = {"Retry-After": "1"}  # overload and restarts pass within seconds
-    return JSONResponse(error_body(exc.status, exc.message, param=exc.param, code=exc.code, type=exc.type),
-                        status_code=exc.status, headers=headers)
+    body = error_body_for(path, exc.status, exc.message, param=exc.param, code=exc.code, type=exc.type)
+    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 def from_swift_error(exc: SwiftError) -> APIError:
@@ -70,24 +93,24 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(SwiftError)
-    async def swift_error(_: Request, exc: SwiftError) -> JSONResponse:
-        return error_response(from_swift_error(exc))
+    async def swift_error(request: Request, exc: SwiftError) -> JSONResponse:
+        return error_response(from_swift_error(exc), request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
-        return error_response(APIError(400, message, param=param))
+        return error_response(APIError(400, message, param=param), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(APIError(exc.status_code, str(exc.detail)))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(APIError(exc.status_code, str(exc.detail)), request.url.path)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         # The trace goes to the server log only: bodies never leak internals.
         logger.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response(APIError(500, "internal server error", type="server_error"))
+        return error_response(APIError(500, "internal server error", type="server_error"), request.url.path)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from swiftcli.server.errors import APIError, error_body
+from swiftcli.server.errors import APIError, error_body_for
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 TGI_MAX_CONCURRENT = 128
@@ -157,7 +157,8 @@ class BodyLimitMiddleware:
                     break
         message = f"the request body is larger than the server's limit of {self.max_bytes} bytes"
         # Connection: close, because the rest of an unread body would otherwise be parsed as the next request.
-        response = JSONResponse(error_body(413, message, code="request_too_large"), status_code=413,
+        response = JSONResponse(error_body_for(scope.get("path", ""), 413, message, code="request_too_large"),
+                                status_code=413,
                                 headers={"Connection": "close"})
         await response(scope, receive, send)
 

@@ -114,20 +114,23 @@ async def close_stream(stream: Any) -> None:
 DONE = b"data: [DONE]\n\n"
 
 
-async def framed(events: AsyncGenerator[bytes, None], stream: Any, release: Callable[[bool], None]
+async def framed(events: AsyncGenerator[bytes, None], stream: Any, release: Callable[[bool], None],
+                 done: bytes = DONE, on_error: Callable[[BaseException], bytes] = stream_error
                  ) -> AsyncIterator[bytes]:
-    """A stream's events, then `[DONE]`. An error after the 200 goes in the stream as an error event before
-    `[DONE]`; whatever happens (the client leaving too), the engine stream is closed and `release(finished)`
-    called."""
+    """A stream's events, then `done` (`[DONE]`; APIs whose streams end with their own last event pass b"").
+    An error after the 200 goes in the stream as `on_error`'s event before `done`; whatever happens (the client
+    leaving too), the engine stream is closed and `release(finished)` called."""
     finished = False
     try:
         async for event in events:
             yield event
-        yield DONE
+        if done:
+            yield done
         finished = True
     except Exception as exc:
-        yield stream_error(exc)
-        yield DONE
+        yield on_error(exc)
+        if done:
+            yield done
     finally:
         await events.aclose()
         await close_stream(stream)
