@@ -79,6 +79,14 @@ def test_a_checkpoint_loads_once_its_files_stop_changing(tmp_path: Path) -> None
     assert table["checkpoint-100"]["loaded"] and table["checkpoint-100"]["step"] == 100
     assert state.engine.calls == ["load checkpoint-100"] and state.aliases["latest"] == "checkpoint-100"
 
+    weights = ckpt / "adapter_model.safetensors"  # saved again under the same name: unloaded, then reloaded
+    weights.write_bytes(b"new weights")
+    os.utime(weights, ns=(1, 1))
+    table = poll(watcher, state)
+    assert not table["checkpoint-100"]["loaded"] and "latest" not in state.aliases
+    assert poll(watcher, state)["checkpoint-100"]["loaded"]
+    assert state.engine.calls == ["load checkpoint-100", "unload checkpoint-100", "load checkpoint-100"]
+
     write_adapter(tmp_path / "checkpoint-200")
     poll(watcher, state)
     poll(watcher, state)

@@ -113,6 +113,11 @@ class CheckpointWatcher:
             if ckpt is None:
                 ckpt = self.checkpoints[name] = WatchedCheckpoint(name, path, checkpoint_step(path), time.time())
                 logger.info("checkpoint %s appeared", name)
+            if ckpt.loaded and adapter_signature(path) != ckpt.signature:
+                # Rewritten in place (a trainer saving again under the same name): serve the new files once
+                # they are complete, not a mix of old and new.
+                await self._forget(state, ckpt)
+                ckpt.loaded, ckpt.loaded_at = False, None
             if not ckpt.loaded and ckpt.kind != "full":
                 await self._advance(state, ckpt)
         self._set_latest(state)
@@ -153,7 +158,7 @@ class CheckpointWatcher:
     async def _forget(self, state: Any, ckpt: WatchedCheckpoint) -> None:
         if ckpt.loaded:
             await state.engine.unload_lora(ckpt.name)
-            logger.info("unloaded deleted checkpoint %s", ckpt.name)
+            logger.info("unloaded checkpoint %s", ckpt.name)
 
     def _set_latest(self, state: Any) -> None:
         latest = self.latest()
