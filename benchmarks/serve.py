@@ -24,6 +24,7 @@ import gc
 import json
 import os
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -158,6 +159,7 @@ class Setup:
     tensor_parallel_size: int = 1
     engine_kwargs: dict = field(default_factory=dict)
     max_num_seqs: int | None = None  # None: each server's own default
+    swiftcli_args: tuple[str, ...] = ()  # extra deploy arguments of the measured swiftcli side only
 
     def config(self) -> object:
         from swiftcli.config import EngineConfig
@@ -173,7 +175,7 @@ class Setup:
 
 
 def server_command(kind: str, setup: Setup, port: int) -> list[str]:
-    if kind == "swiftcli":
+    if kind.startswith("swiftcli"):
         cmd = [sys.executable, "-m", "swiftcli.cli", "-v", "deploy", "--port", str(port), "--model", setup.model_dir,
                "--served_model_name", setup.served_model_name,
                "--tensor_parallel_size", str(setup.tensor_parallel_size)]
@@ -181,7 +183,7 @@ def server_command(kind: str, setup: Setup, port: int) -> list[str]:
             cmd += ["--max_num_seqs", str(setup.max_num_seqs)]
         if setup.engine_kwargs:
             cmd += ["--engine_kwargs", json.dumps(setup.engine_kwargs)]
-        return cmd
+        return cmd + list(setup.swiftcli_args) if kind == "swiftcli" else cmd
     # vLLM's server gets exactly the engine arguments swiftcli's deploy computes on this platform.
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", setup.model_dir,
             "--served-model-name", setup.served_model_name, "--port", str(port), "--host", "127.0.0.1",
@@ -206,7 +208,7 @@ SCHEDULER_LINE = re.compile(r"max_num_seqs=(\d+) max_num_batched_tokens=(\d+)")
 def scheduler_settings(kind: str, setup: Setup, log: Path) -> dict:
     """Each side's effective budgets: swiftcli's from its own log line, vLLM's server's as vLLM resolves them
     for its server (the same resolution its server runs at start-up)."""
-    if kind == "swiftcli":
+    if kind.startswith("swiftcli"):
         found = SCHEDULER_LINE.findall(log.read_text(errors="replace"))
         if not found:
             return {}
@@ -323,14 +325,16 @@ def medians(runs: list[dict]) -> dict:
 def report(runs: dict, levels: list[int]) -> dict:
     summary = {kind: {c: medians(per_level[c]) for c in levels} for kind, per_level in runs.items()}
     kinds = list(summary)
-    print(f"\nmedians over the passes ({', '.join(kinds)}" + ("; ratio = swiftcli / vLLM)" if len(kinds) == 2 else ")"))
+    reference = kinds[0]
+    print(f"\nmedians over the passes ({', '.join(kinds)}"
+          + (f"; ratio = swiftcli / {reference})" if len(kinds) == 2 else ")"))
     ratio = "   ratio" if len(kinds) == 2 else ""
     print(f"{'clients':>7} {'metric':<12}" + "".join(f"{k:>11}" for k in kinds) + ratio)
     for c in levels:
         for label, key, scale in METRICS:
             line = f"{c:>7} {label:<12}" + "".join(f"{summary[k][c][key] * scale:>11.1f}" for k in kinds)
-            if len(kinds) == 2 and summary["vllm"][c][key]:
-                line += f"{summary['swiftcli'][c][key] / summary['vllm'][c][key]:>8.2f}"
+            if len(kinds) == 2 and summary[reference][c][key]:
+                line += f"{summary['swiftcli'][c][key] / summary[reference][c][key]:>8.2f}"
             print(line)
     return summary
 
@@ -353,6 +357,10 @@ def main() -> None:
     parser.add_argument("--client_gc", type=lambda v: v.lower() in ("1", "true", "yes", "on"), default=False,
                         help="keep the load generator's garbage collector on while measuring (default: off)")
     parser.add_argument("--only", choices=["swiftcli", "vllm"], default=None)
+    parser.add_argument("--swiftcli_args", default="",
+                        help="extra swiftcli deploy arguments, e.g. '--data_parallel_size 1' (the measured side only)")
+    parser.add_argument("--reference", choices=["vllm", "swiftcli-plain"], default="vllm",
+                        help="swiftcli's reference: vLLM's server, or swiftcli deploy without --swiftcli_args")
     parser.add_argument("--startup_timeout", type=float, default=900)
     parser.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/serve-TIME.json)")
     args = parser.parse_args()
@@ -363,9 +371,9 @@ def main() -> None:
 
         model_dir = str(resolve_model().model_dir)
     setup = Setup(model_dir, args.served_model_name, args.tensor_parallel_size, json.loads(args.engine_kwargs),
-                  args.max_num_seqs)
+                  args.max_num_seqs, tuple(shlex.split(args.swiftcli_args)))
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    kinds = [args.only] if args.only else ["vllm", "swiftcli"]
+    kinds = [args.only] if args.only else [args.reference, "swiftcli"]
     servers: list[Running] = []
     try:
         for i, kind in enumerate(kinds):  # one after the other: each sizes its KV cache from the memory left
