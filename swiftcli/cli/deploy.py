@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -48,6 +49,9 @@ class ServeOptions:
                                             metavar="NAME=PATH")
     enable_runtime_lora: bool = option(False, "Allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter "
                                        "(vllm backend; LoRA on).", panel=SERVER)
+    watch: str | None = option(None, "Serve every LoRA checkpoint of this training output folder as it appears "
+                               "(checkpoint-N, and latest); GET /v1/checkpoints lists them.", panel=SERVER,
+                               metavar="DIR")
     max_concurrent_requests: int | None = option(
         None, "Requests in flight beyond this get 429 with Retry-After; default twice the sequences the engine "
         "batches (vLLM's max_num_seqs).", panel=SERVER)
@@ -76,6 +80,8 @@ class ServeOptions:
         if self.max_concurrent_requests is not None and self.max_concurrent_requests < 1:
             raise UsageError("--max-concurrent-requests must be at least 1")
         self.limits()
+        if self.watch is not None:
+            check_watch_dir(self.watch)
         check_parsers(self.tool_call_parser, self.reasoning_parser)
 
     def limits(self) -> ServerLimits:
@@ -103,7 +109,7 @@ def deploy_command(*, serve: ServeOptions, listen: ListenConfig, model: ModelOpt
     check_task(serve.task, model.infer_backend, bool(loras or serve.enable_runtime_lora))
     check_listen(listen.host, listen.port)
     check_before_loading(model, engine)
-    engine = lora_engine(engine, model, loras, serve.enable_runtime_lora)
+    engine = lora_engine(engine, model, loras, serve.enable_runtime_lora, serve.watch is not None)
     output.engine_logs("deploy")
     _configure_logging(verbose() or serve.log_requests)
     spec = resolve_spec(model, output.message)  # a wrong model fails here, before the server starts
@@ -113,15 +119,17 @@ def deploy_command(*, serve: ServeOptions, listen: ListenConfig, model: ModelOpt
         raise typer.Exit(code)
 
 
-def lora_engine(engine: EngineConfig, model: ModelOptions, loras: dict[str, str], runtime: bool) -> EngineConfig:
+def lora_engine(engine: EngineConfig, model: ModelOptions, loras: dict[str, str], runtime: bool,
+                watch: bool = False) -> EngineConfig:
     """The engine config with LoRA on, room for the adapters named, and the backend checked for it."""
     from swiftcli.engines import require_capability
 
     if loras:
         require_capability(model.infer_backend, "runtime_lora", "--lora_modules", asynchronous=True)
         engine = replace(engine, enable_lora=True, max_loras=max(engine.max_loras, len(loras)))
-    if runtime:
-        require_capability(model.infer_backend, "runtime_lora", "--enable_runtime_lora", asynchronous=True)
+    if runtime or watch:
+        require_capability(model.infer_backend, "runtime_lora", "--watch" if watch else "--enable_runtime_lora",
+                           asynchronous=True)
         engine = replace(engine, enable_lora=True, max_loras=max(engine.max_loras, len(loras), RUNTIME_MAX_LORAS))
     return engine
 
@@ -158,6 +166,7 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
         generation=merge_generation(GenerationConfig.from_model_dir(spec.model_dir), given),
         media=media_settings(serve.allowed_media_domains, serve.allowed_local_media_path, engine),
         engine_log=log.path.name if log.path else None,
+        watch_dir=str(Path(serve.watch).expanduser().resolve()) if serve.watch else None,
     )
     level = "info" if verbose() or serve.log_requests else "warning"
     return serve_app(settings, start, ListenOptions(**asdict(listen), log_level=level), announce=output.message)
@@ -229,7 +238,6 @@ def server_limits(max_request_bytes: int, max_stop: int, max_prompts: int, max_c
 def check_adapters(loras: dict[str, str], spec: ModelSpec, config: EngineConfig) -> EngineConfig:
     """Fail before loading when an adapter cannot be served; the config with --max_lora_rank raised (said so)
     when an adapter's rank needs it."""
-    from pathlib import Path
 
     from swiftcli.cli.output import message
     from swiftcli.export.adapters import check_adapter, engine_rank
@@ -245,6 +253,15 @@ def check_adapters(loras: dict[str, str], spec: ModelSpec, config: EngineConfig)
                 f"rank {ranks[top]}.")
         return replace(config, max_lora_rank=needed)
     return config
+
+
+def check_watch_dir(value: str) -> None:
+    """--watch must name an existing folder (it may still be empty: checkpoints are picked up as they appear)."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise _usage(f"--watch {value}: no such directory", "point it at the training run's output folder")
+    if not path.is_dir():
+        raise _usage(f"--watch {value} is a file, not a directory", "point it at the training run's output folder")
 
 
 def check_listen(host: str, port: int) -> None:

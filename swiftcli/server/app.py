@@ -12,7 +12,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -49,6 +49,7 @@ from swiftcli.server.serving import Serving
 from swiftcli.server.sse import merge
 from swiftcli.server.tokenize import TOKENIZER_PATHS, add_tokenizer_routes
 from swiftcli.server.tools import plan_tools, server_parsers
+from swiftcli.server.watch import install_watch
 
 logger = logging.getLogger("swiftcli.server")
 
@@ -81,6 +82,8 @@ class ServerSettings:
     media: MediaSettings = field(default_factory=MediaSettings)
     # The engine log's file name (under $SWIFTCLI_HOME/logs), named when an engine rank dies; never its path.
     engine_log: str | None = None
+    # deploy --watch: a training output folder whose checkpoints are served as they appear (server.watch).
+    watch_dir: str | None = None
 
 
 class ServerState:
@@ -94,6 +97,10 @@ class ServerState:
         self.load_error: BaseException | None = None
         self.in_flight = 0
         self.created = int(time.time())
+        # Other names for served adapters (deploy --watch: `latest`), resolved per request.
+        self.aliases: dict[str, str] = {}
+        # Tasks that run while the server does (started by the app's lifespan, cancelled at shutdown).
+        self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         # Tokenizing a long prompt takes seconds: one worker thread keeps it off the event loop (so /health
         # answers) and never runs the tokenizer on two threads at once.
         self.tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
@@ -131,6 +138,7 @@ class ServerState:
         """The request's `model` -> the LoRA adapter to use (None: the base model); 404 when unknown."""
         if name is None or name == self.model_id:
             return None
+        name = self.aliases.get(name, name)
         if name in self.engine.lora_names:
             return name
         raise APIError(404, f"The model `{name}` does not exist.", param="model", code="model_not_found")
@@ -182,7 +190,10 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if loader is not None and state.engine is None:
             threading.Thread(target=_load, args=(state, loader), name="load-engine", daemon=True).start()
+        tasks = [asyncio.create_task(job()) for job in state.background]
         yield
+        for task in tasks:
+            task.cancel()
         state.tokenizer_thread.shutdown(wait=False, cancel_futures=True)
         if state.engine is not None and loader is not None:
             state.ready = False
@@ -205,6 +216,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     add_embedding_routes(app, state, _internal_errors)
     add_tokenizer_routes(app, state)
     install_lora_admin(app, state)
+    install_watch(app, state)
     return app
 
 
@@ -262,6 +274,8 @@ def add_info_routes(app: FastAPI, state: ServerState) -> None:
                  "root": base, "parent": None, **extra}]
         data += [{"id": name, "object": "model", "created": state.created, "owned_by": "swiftcli",
                   "root": name, "parent": base, **extra} for name in state.engine.lora_names]
+        data += [{"id": alias, "object": "model", "created": state.created, "owned_by": "swiftcli",
+                  "root": name, "parent": base, **extra} for alias, name in state.aliases.items()]
         return {"object": "list", "data": data}
 
 
