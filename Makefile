@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 # What `make install` puts in .venv. On a GPU machine: make install EXTRA=gpu,dev
 EXTRA ?= cpu
-TEST_EXTRA ?= cpu,export,ui,eval,dev
+TEST_EXTRA ?= cpu,export,ui,eval,ray,dev
 comma := ,
 stamp = $(VENV)/.installed-$(subst $(comma),-,$(1))
 
