@@ -286,14 +286,14 @@ def test_bad_input_errors(merged, adapter, tmp_path, monkeypatch):
     assert_error(invoke("export", "--ckpt_dir", str(out), "--quant_bits", "4", "--quant_method", "awq"), 2,
                  "needs a CUDA GPU")
     assert_error(invoke("export", "--ckpt_dir", str(adapter)), 2, "nothing to export")
-    assert_error(invoke("export", "--ckpt_dir", str(adapter), "--quant_bits", "4"), 2, "--merge_lora true")
+    assert_error(invoke("export", "--ckpt_dir", str(adapter), "--quant_bits", "4"), 2, "--merge-lora true")
 
     orphan = tmp_path / "orphan"
     shutil.copytree(adapter, orphan)
     args = json.loads((orphan / "sft_args.json").read_text())
     args.update(model_id_or_path=str(tmp_path / "missing-base"), model_type=None)
     (orphan / "sft_args.json").write_text(json.dumps(args))
-    assert_error(invoke("export", "--ckpt_dir", str(orphan), "--merge_lora", "true"), 1, "does not exist")
+    assert_error(invoke("export", "--ckpt_dir", str(orphan), "--merge_lora", "true"), 1, "no such folder")
     assert not orphan.with_name("orphan-merged").exists()
 
     empty = tmp_path / "calib.jsonl"

@@ -165,7 +165,7 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
         # the server's defaults for requests: the model's own (as its engine reads them), then the user's options
         generation=merge_generation(GenerationConfig.from_model_dir(spec.model_dir), given),
         media=media_settings(serve.allowed_media_domains, serve.allowed_local_media_path, engine),
-        engine_log=log.path.name if log.path else None,
+        engine_log=log.path.name if log is not None and log.path else None,
         watch_dir=str(Path(serve.watch).expanduser().resolve()) if serve.watch else None,
     )
     level = "info" if verbose() or serve.log_requests else "warning"
