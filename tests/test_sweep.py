@@ -131,7 +131,7 @@ def test_sweep_answers_match_single_checkpoint_runs(sweep_run, vllm_engine, embe
     """Interleaving three adapters in one batch gives a checkpoint the answers it gets alone (greedy, float32)."""
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.eval.evaluate import load_datasets
-    from swiftcli.eval.sweep import generate_interleaved
+    from swiftcli.eval.runner import generate_adapters
     from swiftcli.registry.templates import get_template
 
     out, *_ = sweep_run
@@ -139,7 +139,7 @@ def test_sweep_answers_match_single_checkpoint_runs(sweep_run, vllm_engine, embe
     vllm_engine.add_lora("alone-checkpoint-20", str(lora_run / "checkpoint-20"))
     template = get_template(embedded_spec.template_type, vllm_engine.hf_tokenizer)
     config = GenerationConfig(temperature=0.0, do_sample=False, max_new_tokens=24)
-    (alone,) = generate_interleaved(vllm_engine, template, qa.items, config, ["alone-checkpoint-20"])
+    (alone,) = generate_adapters(vllm_engine, template, qa.items, config, ["alone-checkpoint-20"])
     swept = [json.loads(line) for line in (out / "checkpoint-20" / "samples.jsonl").read_text().splitlines()]
     assert [s["prediction"] for s in swept if s["dataset"] == "qa"] == [p.text for p in alone.predictions]
 

@@ -180,10 +180,7 @@ class AsyncVllmEngine:
     async def aclose(self) -> None:
         llm = getattr(self, "llm", None)
         if llm is not None:
-            try:
-                llm.shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
-            except TypeError:  # releases whose shutdown takes no timeout
-                llm.shutdown()
+            shutdown_llm(llm)
             del self.llm
             thaw_heap()
 
@@ -211,3 +208,11 @@ def _client_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         return (ValueError,)
     return (ValueError, VLLMClientError)
+
+
+def shutdown_llm(llm: Any) -> None:
+    """Stop an AsyncLLM, giving requests in flight a grace period where the release takes one."""
+    try:
+        llm.shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
+    except TypeError:  # releases whose shutdown takes no timeout
+        llm.shutdown()

@@ -13,14 +13,13 @@ from swiftcli.engines.detach import engine_core_detached
 from swiftcli.engines.scheduler import SERVER, usage_context
 from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.engines.vllm import (
-    SHUTDOWN_GRACE_SECONDS,
     _first_line,
     _shutdown_core,
     _start_hint,
     engine_args,
     import_vllm,
 )
-from swiftcli.engines.vllm_async import _request_error
+from swiftcli.engines.vllm_async import _request_error, shutdown_llm
 from swiftcli.engines.vllm_inputs import token_input
 from swiftcli.errors import EngineError, InputError
 
@@ -103,10 +102,7 @@ class AsyncVllmEmbedder:
     async def aclose(self) -> None:
         llm = getattr(self, "llm", None)
         if llm is not None:
-            try:
-                llm.shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
-            except TypeError:  # releases whose shutdown takes no timeout
-                llm.shutdown()
+            shutdown_llm(llm)
             del self.llm
 
 

@@ -24,12 +24,12 @@ from typing import Any
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.errors import UsageError
 from swiftcli.eval.checkpoints import Checkpoint, engine_groups
-from swiftcli.eval.datasets import EvalDataset, EvalItem
+from swiftcli.eval.datasets import EvalDataset
 from swiftcli.eval.engine_support import backend_can, check_can_score
 from swiftcli.eval.evaluate import EvalOutcome, Plan, build_summary
 from swiftcli.eval.report import SUMMARY, load_run, write_run
 from swiftcli.eval.run import answer_on_engine
-from swiftcli.eval.runner import Generated, generate_adapters
+from swiftcli.eval.runner import generate_adapters
 from swiftcli.eval.sweep_report import write_sweep_files
 from swiftcli.export.adapters import check_adapter
 from swiftcli.registry.templates import get_template
@@ -209,18 +209,6 @@ def _shared_engine(group: list[Checkpoint], engine_config: EngineConfig) -> tupl
     cfg = replace(engine_config, enable_lora=True, max_lora_rank=max(engine_config.max_lora_rank, *ranks),
                   max_loras=max(engine_config.max_loras, min(len(group), MAX_LORAS_PER_ENGINE)))
     return base, cfg
-
-
-def generate_interleaved(
-    engine: Any,
-    template: Any,
-    items: Sequence[EvalItem],
-    config: GenerationConfig,
-    adapters: Sequence[str | None],
-    on_progress: Progress | None = None,
-) -> list[Generated]:
-    """Every item once per adapter, all in one batch; one Generated per adapter (runner.generate_adapters)."""
-    return generate_adapters(engine, template, items, config, adapters, on_progress)
 
 
 def best_checkpoint(points: Sequence[SweepPoint]) -> str | None:
