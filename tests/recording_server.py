@@ -22,6 +22,7 @@ REPLY = "Paris."
 class RecordingServer:
     def __init__(self, key: str | None = None, only: str | None = None) -> None:
         self.only = only
+        self.thinking: str | None = None  # messages: a thinking block before the text, whole or streamed
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []  # each request's, names in lower case
         self.key = key
@@ -134,8 +135,9 @@ def _handler(owner: RecordingServer) -> type[BaseHTTPRequestHandler]:
             self.close_connection = True
 
         def _messages(self, body: dict[str, Any]) -> None:
+            thought = [{"type": "thinking", "thinking": owner.thinking, "signature": ""}] if owner.thinking else []
             message = {"id": "msg_1", "type": "message", "role": "assistant", "model": MODEL,
-                       "content": [{"type": "text", "text": REPLY}], "stop_reason": "end_turn",
+                       "content": [*thought, {"type": "text", "text": REPLY}], "stop_reason": "end_turn",
                        "stop_sequence": None, "usage": {"input_tokens": 7, "output_tokens": 2}}
             if not body.get("stream"):
                 self._send(200, message)
@@ -144,6 +146,9 @@ def _handler(owner: RecordingServer) -> type[BaseHTTPRequestHandler]:
             deltas = [("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                "delta": {"type": "text_delta", "text": piece}})
                       for piece in ("Paris", ".")]
+            if owner.thinking:
+                deltas.insert(0, ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+                    "type": "thinking_delta", "thinking": owner.thinking}}))
             self._events([("message_start", {"type": "message_start", "message": start}),
                           ("content_block_start", {"type": "content_block_start", "index": 0,
                                                    "content_block": {"type": "text", "text": ""}}),

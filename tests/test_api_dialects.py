@@ -34,15 +34,17 @@ def test_messages_sends_exactly_the_typed_sampling_with_x_api_key():
                                   "system": "Be brief.", "max_tokens": 9, "temperature": 0.5, "top_p": 0.8,
                                   "top_k": 7, "stop_sequences": ["END"], "stream": False}]
         assert all(h.get("x-api-key") == "sesame" for h in server.headers)
+    with RecordingServer(only="messages") as server:
         # The default dialect asks /v1/chat/completions, which this server does not serve.
-        result = invoke("infer", "--api_url", server.url, "--api_key", "sesame", "--query", FRANCE)
-        assert result.exit_code != 0 and "Traceback" not in result.output
+        result = invoke("infer", "--api_url", server.url, "--query", FRANCE)
+        assert result.exit_code == 1 and "the server refused the request: not found" in result.output, result.output
 
 
 def test_messages_refuses_what_it_cannot_carry_by_name_before_sending():
     with RecordingServer(only="messages") as server:
         for option, value in (("--seed", "3"), ("--repetition_penalty", "1.2")):
-            result = invoke("infer", "--api_url", server.url, "--api_dialect", "messages", option, value, "--query", FRANCE)
+            result = invoke("infer", "--api_url", server.url, "--api_dialect", "messages", option, value,
+                            "--query", FRANCE)
             assert result.exit_code == 2, result.output
             assert f"--api-dialect messages has no field for {option.replace('_', '-')}" in result.output
             assert "Traceback" not in result.output
@@ -69,7 +71,8 @@ def test_responses_sends_exactly_the_typed_sampling_and_refuses_the_rest():
                                   "instructions": "Be brief.", "store": False, "stream": False,
                                   "max_output_tokens": 9, "temperature": 0.5, "top_p": 0.8}]
         for option, value in (("--seed", "3"), ("--top_k", "5"), ("--stop", "END")):
-            result = invoke("infer", "--api_url", server.url, "--api_dialect", "responses", option, value, "--query", FRANCE)
+            result = invoke("infer", "--api_url", server.url, "--api_dialect", "responses", option, value,
+                            "--query", FRANCE)
             assert result.exit_code == 2, result.output
             assert f"--api-dialect responses has no field for {option.replace('_', '-')}" in result.output
         assert len(server.bodies) == 1
@@ -85,6 +88,23 @@ def test_chat_streams_through_the_dialect(dialect):
         assert "2 tokens" in result.output, "the server's usage"
         assert f"--api-dialect {dialect} has no field for --seed" in result.output, "a /set it cannot carry"
         assert len(server.bodies) == 1 and server.bodies[0]["stream"] is True
+
+
+def test_messages_thinking_comes_back_in_think_tags_whole_and_streamed():
+    from swiftcli.generation.remote import RemoteModel
+
+    with RecordingServer(only="messages") as server:
+        server.thinking = "France's capital."
+        remote = RemoteModel.connect(server.url, dialect="messages")
+        try:
+            whole = remote.answer({"query": FRANCE}, {"max_new_tokens": 5})
+            streamed = list(remote.stream({"query": FRANCE}, {"max_new_tokens": 5}))
+        finally:
+            remote.close()
+        expected = f"<think>\nFrance's capital.\n</think>\n\n{REPLY}"
+        assert whole.response == expected and (whole.prompt_tokens, whole.output_tokens) == (7, 2)
+        assert streamed[-1].text == expected and streamed[-1].finished and streamed[-1].finish_reason == "stop"
+        assert [p.text for p in streamed[:-1]][0] == "<think>\nFrance's capital."
 
 
 def test_dialect_needs_api_url_and_comes_from_the_environment():

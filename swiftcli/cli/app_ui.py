@@ -33,9 +33,7 @@ EXAMPLES = """
 
   swiftcli app-ui --ckpt-dir output/checkpoint-100 --merge-lora true --port 7861
 
-  swiftcli app-ui --api-url http://127.0.0.1:8000/v1 --api-key "$SWIFTCLI_API_KEY"
-
-  swiftcli app-ui --api-url http://127.0.0.1:8000 --api-dialect messages    [dim]# an Anthropic Messages API[/dim]
+  swiftcli app-ui --api-url http://127.0.0.1:8000/v1 --api-key "$SWIFTCLI_API_KEY" --api-dialect messages
 """
 
 
