@@ -167,12 +167,13 @@ def request_error(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def api_errors(base_url: str, key_option: str = "--api_key", refused_hint: str | None = None) -> Iterator[None]:
-    """openai's exceptions as SwiftErrors: the server's own message for a refused request, a hint when the key is
-    wrong or the server is gone. Works around `await` too (the mapping is synchronous)."""
-    # lazy: keeps --help and start-up free of the OpenAI SDK
-    import openai
-
+def api_errors(base_url: str, key_option: str = "--api_key", refused_hint: str | None = None,
+               sdk: str = "openai") -> Iterator[None]:
+    """The SDK's exceptions as SwiftErrors: the server's own message for a refused request, a hint when the key is
+    wrong or the server is gone. Works around `await` too (the mapping is synchronous). `sdk` is "openai" or
+    "anthropic": both name their exceptions alike."""
+    # lazy: keeps --help and start-up free of the SDKs
+    openai = importlib.import_module(sdk)
 
     try:
         yield
@@ -199,11 +200,13 @@ class ApiTarget:
 
 def connect_api(api_url: str, key: str | None = None, model: str | None = None, timeout: float = 10.0, *,
                 url_option: str = "--api_url", key_option: str = "--api_key",
-                model_option: str = "--model_type") -> ApiTarget:
+                model_option: str = "--model_type", listing_optional: bool = False) -> ApiTarget:
     """Check that an OpenAI-compatible server answers; return its base URL (with /v1 added when that is what
     works) and the model to use (the one asked for, else the first it serves).
 
     The option names go into the hints, so that `eval --eval_url` and `chat --api_url` each name their own.
+    With `listing_optional` (a Responses server need not list models), a model asked for is taken as it is
+    when no /models answers.
     """
     # lazy: keeps --help and start-up free of the OpenAI SDK
     import openai
@@ -234,12 +237,15 @@ def connect_api(api_url: str, key: str | None = None, model: str | None = None, 
             continue
         finally:
             client.close()
-        return _target(api_url, url, listed, model, model_option)
+        return target_of(api_url, url, listed, model, model_option)
+    if listing_optional and model:
+        return ApiTarget(candidates[-1], model)
     raise EngineError(f"{api_url} is not an OpenAI-compatible API ({server_message(last)} on /models)",
                       f"point {url_option} at the server's /v1 root, e.g. http://127.0.0.1:8000/v1")
 
 
-def _target(api_url: str, url: str, listed: list[Any], model: str | None, model_option: str) -> ApiTarget:
+def target_of(api_url: str, url: str, listed: list[Any], model: str | None, model_option: str) -> ApiTarget:
+    """The ApiTarget for a server's model list (`listed`, OpenAI's or Anthropic's entries)."""
     served = [m.id for m in listed]
     if model and served and model not in served:
         raise InputError(f"{api_url} does not serve {model!r}", f"it serves: {', '.join(served)}")

@@ -317,6 +317,23 @@ def test_api_url_front_end_to_swiftcli_deploy(context: Any, tmp_path: Path) -> N
             page.screenshot(path=str(tmp_path / "app-ui-api.png"))
 
 
+def test_api_dialect_messages_in_front_of_deploy(context: Any, deploy_server: Any, tmp_path: Path) -> None:
+    """`--api_dialect messages`: the page asks deploy's /v1/messages through the anthropic client; the
+    repetition guard deploy lists has no Messages field, so its control starts neutral."""
+    ui_port = free_port()
+    ui = [*SWIFTCLI, "app-ui", "--port", str(ui_port), "--api_url", deploy_server.root_url, "--api_dialect",
+          "messages"]
+    with running(ui, f"http://127.0.0.1:{ui_port}/", tmp_path / "app-ui.log"):
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{ui_port}/")
+        page.locator("#settings").get_by_text("Settings").first.click()
+        shown = {name: page.locator(f"#{name} input[type=number]").input_value()
+                 for name in ("temperature", "repetition_penalty")}
+        assert float(shown["temperature"]) == 0.0 and float(shown["repetition_penalty"]) == 1.0, shown
+        send(page, FRANCE)
+        assert "Paris" in wait_answer(page, 1)
+
+
 @pytest.mark.slow
 def test_fine_tuned_checkpoint_on_the_pt_backend(context: Any, lora_ckpt: Path, tmp_path: Path) -> None:
     """The seed's `--ckpt_dir` variant: a LoRA checkpoint, applied at load by the transformers backend."""

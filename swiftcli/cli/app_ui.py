@@ -11,18 +11,19 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from swiftcli.apidialect import carried, connect_dialect, refuse_uncarried
 from swiftcli.cli.common import check_before_loading, load
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import with_options
 from swiftcli.cli.output import show_logs, stderr
-from swiftcli.cli.remote import DEFAULT_CONCURRENCY, ApiKeyOption, ApiUrlOption
+from swiftcli.cli.remote import DEFAULT_CONCURRENCY, ApiKeyOption, ApiUrlOption, check_dialect
 from swiftcli.cli.state import quiet
-from swiftcli.config.commands import SERVER, ListenConfig, option
+from swiftcli.config.commands import SERVER, ApiDialectOptions, ListenConfig, option
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationConfig, GenerationOverrides
 from swiftcli.engines.loader import interactive_generation, merge_generation
 from swiftcli.errors import UsageError
-from swiftcli.webui import EngineChatBackend, OpenAIChatBackend, PageDefaults, build_app, connect_api, serve
+from swiftcli.webui import ApiChatBackend, EngineChatBackend, PageDefaults, build_app, serve
 
 EXAMPLES = """
 
@@ -32,7 +33,7 @@ EXAMPLES = """
 
   swiftcli app-ui --ckpt-dir output/checkpoint-100 --merge-lora true --port 7861
 
-  swiftcli app-ui --api-url http://127.0.0.1:8000/v1 --api-key "$SWIFTCLI_API_KEY"
+  swiftcli app-ui --api-url http://127.0.0.1:8000/v1 --api-key "$SWIFTCLI_API_KEY" --api-dialect messages
 """
 
 
@@ -58,7 +59,8 @@ class PageOptions:
             raise UsageError(f"--max-concurrency must be at least 1, not {self.max_concurrency}")
 
 
-@with_options(page=PageOptions, model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides)
+@with_options(page=PageOptions, model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides,
+              dialect=ApiDialectOptions)
 @handled
 def app_ui_command(
     api_url: ApiUrlOption = None,
@@ -68,11 +70,13 @@ def app_ui_command(
     model: ModelOptions,
     engine: EngineConfig,
     gen: GenerationOverrides,
+    dialect: ApiDialectOptions,
 ) -> None:
     """Chat in the browser: streamed Markdown answers, a system prompt, sampling controls, Stop."""
     if api_url and (model.ckpt_dir or model.infer_backend or model.merge_lora):
         raise UsageError("--api-url chats with a running server; --ckpt-dir, --merge-lora and --infer-backend "
                          "load a local model", "give one or the other")
+    api_dialect = check_dialect(api_url, dialect)
     logins = parse_auth(page.auth or [], page.auth_file)
     check_port_free(page.host, page.port)
     if not api_url:
@@ -83,7 +87,7 @@ def app_ui_command(
         engine_logs("app-ui")  # first: the page's request log below must bind the terminal, not the engine log
     show_request_logs()
     if api_url:
-        backend, defaults = api_backend(api_url, api_key, model, engine, gen)
+        backend, defaults = api_backend(api_url, api_key, model, engine, gen, api_dialect)
     else:
         backend, defaults = engine_backend(model, engine, gen)
     serve_page(backend, defaults, page, logins)
@@ -121,8 +125,9 @@ def engine_backend(model: ModelOptions, engine_config: EngineConfig, gen: Genera
 
 
 def api_backend(api_url: str, api_key: str | None, model: ModelOptions, engine: EngineConfig,
-                gen: GenerationOverrides) -> tuple[Any, Any]:
-    target = connect_api(api_url, api_key, model.model_type or model.model_id_or_path)
+                gen: GenerationOverrides, dialect: str = "chat") -> tuple[Any, Any]:
+    refuse_uncarried(dialect, gen.given())  # before connecting: a setting the API has no field for
+    target = connect_dialect(api_url, api_key, model.model_type or model.model_id_or_path, dialect)
     # The controls start at the sampling the server lists for a chat (swiftcli deploy: the model's own, as a
     # local app-ui would), else at ms-swift's defaults; then what the user gave.
     base = merge_generation(GenerationConfig(), gen.given(), **target.chat_sampling)
@@ -132,12 +137,15 @@ def api_backend(api_url: str, api_key: str | None, model: ModelOptions, engine: 
     if gen.enable_thinking is not None:
         extra["chat_template_kwargs"] = {"enable_thinking": bool(gen.enable_thinking)}
     limit = engine.max_model_len or target.max_model_len or 8192
-    backend = OpenAIChatBackend(target.base_url, api_key or "EMPTY", target.model, base, extra_body=extra,
-                                max_new_tokens_limit=limit)
+    backend = ApiChatBackend(target.base_url, api_key or "EMPTY", target.model, base, extra_body=extra,
+                             max_new_tokens_limit=limit, dialect=dialect)
     # The server counts the prompt and refuses prompt + max_tokens beyond the context: leave room for the prompt.
+    # Controls the API has no field for start neutral (top_k 0, repetition_penalty 1), so nothing is dropped.
+    sendable = carried(dialect, {"top_k": base.top_k, "repetition_penalty": base.repetition_penalty})
     defaults = PageDefaults(temperature=base.temperature if not base.greedy else 0.0, top_p=base.top_p,
                             max_new_tokens=min(base.max_new_tokens or 1024, max(1, limit // 2)),
-                            system=model.system, top_k=base.top_k, repetition_penalty=base.repetition_penalty)
+                            system=model.system, top_k=sendable.get("top_k", 0),
+                            repetition_penalty=sendable.get("repetition_penalty", 1.0))
     return backend, defaults
 
 

@@ -20,8 +20,9 @@ from swiftcli.cli.chat_thinking import ThinkingAnswerView, think_command
 from swiftcli.cli.common import load
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import PromptArgument, questions, with_options
-from swiftcli.cli.remote import ApiKeyOption, ApiOptions, ApiUrlOption
+from swiftcli.cli.remote import ApiKeyOption, ApiOptions, ApiUrlOption, check_dialect
 from swiftcli.cli.terminal import LineReader, ctrl_c_as_byte, queue_input, terminal_signals_off
+from swiftcli.config.commands import ApiDialectOptions
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.sampling import describe_sampling, interactive_generation
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
@@ -52,7 +53,7 @@ EXAMPLES = """
 """
 
 
-@with_options(model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides)
+@with_options(model=ModelOptions, engine=EngineConfig, gen=GenerationOverrides, dialect=ApiDialectOptions)
 @handled
 def chat_command(
     prompt: PromptArgument = None,
@@ -68,13 +69,15 @@ def chat_command(
     model: ModelOptions,
     engine: EngineConfig,
     gen: GenerationOverrides,
+    dialect: ApiDialectOptions,
 ) -> None:
     """Chat with the model in the terminal: streaming answers, history, /help for commands."""
 
+    api_dialect = check_dialect(api_url, dialect)
     for question in questions(prompt, command="chat"):  # the first question, as if typed
         queue_input(question)
     run_chat(model, engine, gen, markdown=not no_markdown, history_file=history_file,
-             api=ApiOptions(api_url, api_key) if api_url else None)
+             api=ApiOptions(api_url, api_key, dialect=api_dialect) if api_url else None)
 
 
 def run_chat(model: ModelOptions, engine: EngineConfig, gen: GenerationOverrides, markdown: bool = True,

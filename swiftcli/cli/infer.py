@@ -21,9 +21,9 @@ from swiftcli.cli.errors import handled
 from swiftcli.cli.infer_embed import check_embedding_options, run_embedding
 from swiftcli.cli.options import MaxConcurrencyOption, PromptArgument, questions, with_options
 from swiftcli.cli.output import message, result, stderr, warn
-from swiftcli.cli.remote import ApiKeyOption, ApiUrlOption
+from swiftcli.cli.remote import ApiKeyOption, ApiUrlOption, check_dialect
 from swiftcli.cli.state import quiet
-from swiftcli.config.commands import DatasetOptions, OutputOptions, QueryOptions
+from swiftcli.config.commands import ApiDialectOptions, DatasetOptions, OutputOptions, QueryOptions
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationConfig, GenerationOverrides
 from swiftcli.data.fingerprint import run_fingerprint
@@ -51,7 +51,7 @@ INFER_DEFAULTS = {"temperature": 0.0, "do_sample": False}
 
 
 @with_options(ask=QueryOptions, out=OutputOptions, data=DatasetOptions, model=ModelOptions, engine=EngineConfig,
-              gen=GenerationOverrides)
+              gen=GenerationOverrides, dialect=ApiDialectOptions)
 @handled
 def infer_command(
     prompt: PromptArgument = None,
@@ -68,6 +68,7 @@ def infer_command(
     model: ModelOptions,
     engine: EngineConfig,
     gen: GenerationOverrides,
+    dialect: ApiDialectOptions,
 ) -> None:
     """Answer questions with the model: the answers alone on stdout, or a dataset into a result file."""
 
@@ -75,11 +76,16 @@ def infer_command(
     if images and ask.query and prompt:
         images, prompt = [*images, *prompt], None  # ms-swift's form: --query Q --images a.jpg b.png
     queries = questions(prompt, ask.query)
+    api_dialect = check_dialect(api_url, dialect)
+    if task != "chat" and api_dialect != "chat":
+        raise UsageError(f"--api_dialect {api_dialect} asks for answers; --task {task} asks /v1/embeddings",
+                         "leave --api_dialect out")
     if task != "chat":
         embed(task, queries, data, api_url, ask.structured_output, model, engine, gen)
         return
     constraint = structured(ask.structured_output)
-    api = api_options(api_url, api_key, max_concurrency, model, engine, data, constraint)
+    api = api_options(api_url, api_key, max_concurrency, model, engine, data, constraint,
+                      api_dialect)
     if images and (api is not None or data.active):
         raise UsageError("--images goes with a question to a local model",
                          "datasets list their images in an 'images' column")
@@ -139,7 +145,8 @@ def structured(text: str | None) -> dict[str, Any] | None:
 
 
 def api_options(api_url: str | None, api_key: str | None, max_concurrency: int | None, model: ModelOptions,
-                engine: EngineConfig, data: DatasetOptions, constraint: dict[str, Any] | None) -> Any:
+                engine: EngineConfig, data: DatasetOptions, constraint: dict[str, Any] | None,
+                dialect: str = "chat") -> Any:
     """The server to ask with --api-url (local-model options refused), else None."""
 
     if not api_url:
@@ -149,7 +156,7 @@ def api_options(api_url: str | None, api_key: str | None, max_concurrency: int |
     remote.check_options(model, engine, ("load_dataset_config", data.load_dataset_config),
                          ("structured_output", constraint is not None))
     concurrency = remote.DEFAULT_CONCURRENCY if max_concurrency is None else max_concurrency
-    return remote.ApiOptions(api_url, api_key, concurrency)
+    return remote.ApiOptions(api_url, api_key, concurrency, dialect)
 
 
 def read_stdin() -> str:

@@ -15,8 +15,10 @@ from typing import Annotated, Any
 
 import typer
 
+from swiftcli.apidialect import carried, refuse_uncarried
 from swiftcli.cli.options import check_positive
 from swiftcli.cli.output import stdout
+from swiftcli.config.commands import ApiDialectOptions
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.sampling import layer_sampling, sampling_to_send
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
@@ -45,6 +47,7 @@ class ApiOptions:
     url: str
     key: str | None = None
     concurrency: int = DEFAULT_CONCURRENCY
+    dialect: str = "chat"
 
     def __post_init__(self) -> None:
         check_positive(self.concurrency, "max_concurrency")
@@ -72,8 +75,22 @@ def sampling(gen: GenerationOverrides, **command_defaults: Any) -> dict[str, Any
     return sampling_to_send(gen.given(), **command_defaults)
 
 
+def checked_sampling(api: ApiOptions, gen: GenerationOverrides, **command_defaults: Any) -> dict[str, Any]:
+    """`sampling`, with what the user typed and the API has no field for refused by name, and the command's
+    defaults it cannot carry left to the server."""
+    refuse_uncarried(api.dialect, gen.given())
+    return carried(api.dialect, sampling(gen, **command_defaults))
+
+
 def connect(api: ApiOptions, model: ModelOptions) -> Any:
-    return RemoteModel.connect(api.url, api.key, model.model_type or model.model_id_or_path)
+    return RemoteModel.connect(api.url, api.key, model.model_type or model.model_id_or_path, api.dialect)
+
+
+def check_dialect(api_url: str | None, dialect: ApiDialectOptions) -> str:
+    """The dialect to ask --api_url in; a dialect other than chat without --api_url is refused."""
+    if not api_url and dialect.api_dialect != "chat":
+        raise UsageError("--api_dialect applies to --api_url", "add --api_url URL, or unset SWIFTCLI_API_DIALECT")
+    return dialect.api_dialect
 
 
 def run_queries(api: ApiOptions, queries: list[str], output: str, model: ModelOptions, gen: GenerationOverrides,
@@ -81,7 +98,7 @@ def run_queries(api: ApiOptions, queries: list[str], output: str, model: ModelOp
     # lazy: cli.infer and cli.remote_chat import this module (a cycle inside cli)
     from swiftcli.cli.infer import print_answers
 
-    values = sampling(gen, **command_defaults)
+    values = checked_sampling(api, gen, **command_defaults)
     remote = connect(api, model)
     try:
         requests = [{"query": q, "system": model.system} for q in queries]
@@ -97,7 +114,7 @@ def run_dataset(api: ApiOptions, selection: Any, target: Path | None, overwrite:
     from swiftcli.cli.infer import answer_dataset
 
 
-    values = sampling(gen, **command_defaults)
+    values = checked_sampling(api, gen, **command_defaults)
 
     def fingerprint(rows: list[Any]) -> dict[str, Any]:
         return {"model": {"url": api.url, "name": model.model_type or model.model_id_or_path}, "adapters": [],
@@ -146,10 +163,11 @@ def run_chat(api: ApiOptions, model: ModelOptions, gen: GenerationOverrides, mar
     # lazy: cli.infer and cli.remote_chat import this module (a cycle inside cli)
     from swiftcli.cli.remote_chat import RemoteRepl
 
-    values = sampling(gen)  # bad settings fail before connecting
+    values = checked_sampling(api, gen)  # bad settings fail before connecting
     remote = connect(api, model)
     if remote.chat_sampling:  # start where a local chat with this model would, under what the user set
-        values = layer_sampling(gen.given(), **remote.chat_sampling)  # the server checked its own listing
+        # the server checked its own listing; what the API cannot carry of it stays the server's
+        values = carried(api.dialect, layer_sampling(gen.given(), **remote.chat_sampling))
     try:
         RemoteRepl.start(remote, values, model.system, stdout, markdown, history_file).run()
     finally:

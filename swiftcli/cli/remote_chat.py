@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.text import Text
 
+from swiftcli.apidialect import refuse_uncarried
 from swiftcli.cli import output
 from swiftcli.cli.chat import ChatRepl
 from swiftcli.cli.terminal import AnswerView, ctrl_c_as_byte
@@ -49,12 +50,22 @@ class RemoteRepl(ChatRepl):
         return cls(remote, sampling, ChatSession(system=system), console, markdown, history_file)
 
     def banner(self) -> None:
-        self.note(f"{self.remote.model} at {self.remote.base_url}. /help for commands, Ctrl-C stops an answer, "
+        api = "" if self.remote.dialect == "chat" else f" ({self.remote.dialect} API)"
+        self.note(f"{self.remote.model} at {self.remote.base_url}{api}. /help for commands, Ctrl-C stops an answer, "
                   "Ctrl-D or /exit quits.")
         self.note(f"Sampling: {describe_sent(self.sent())}.")
 
     def sent(self) -> dict[str, Any]:
         return {**self.sampling, **self.session.generation_overrides()}
+
+    def refused(self) -> bool:
+        """Say so when a /set value has no field in the server's API (it would be dropped otherwise)."""
+        try:
+            refuse_uncarried(self.remote.dialect, self.session.generation_overrides())
+        except SwiftError as exc:
+            output.render_error(exc)
+            return True
+        return False
 
     def handle(self, command: Any) -> bool:
         if command.name == "set" and not command.arg:
@@ -63,6 +74,8 @@ class RemoteRepl(ChatRepl):
         return super().handle(command)
 
     def answer(self, query: str) -> None:
+        if self.refused():
+            return
         view = AnswerView(self.console, self.markdown)
         progress = None
         interrupted = False

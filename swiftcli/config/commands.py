@@ -95,6 +95,18 @@ class DatasetOptions:
         return bool(self.val_dataset or self.load_dataset_config)
 
 
+API_DIALECTS = ("chat", "responses", "messages")
+
+
+@dataclass(frozen=True)
+class ApiDialectOptions:
+    """Which API a server given with --api_url is asked through."""
+
+    api_dialect: str = option(
+        "chat", "The API --api-url speaks: chat (OpenAI Chat Completions), responses (OpenAI Responses) or "
+        "messages (Anthropic Messages).", panel=SERVER, choices=API_DIALECTS, envvar="SWIFTCLI_API_DIALECT")
+
+
 @dataclass(frozen=True)
 class ListenConfig:
     """Where a server listens. `deploy` serves the API on port 8000; `app-ui` (PageListenConfig) on 7860."""

@@ -5,6 +5,7 @@ Gradio is imported only when a page is built, so importing this package stays li
 
 from swiftcli.webui.app import PageDefaults, build_app, serve
 from swiftcli.webui.backends import (
+    ApiChatBackend,
     ApiTarget,
     ChatBackend,
     ChatProgress,
@@ -15,6 +16,7 @@ from swiftcli.webui.backends import (
 )
 
 __all__ = [
+    "ApiChatBackend",
     "ChatBackend",
     "ChatProgress",
     "ChatSettings",

@@ -1,4 +1,5 @@
-"""What the chat page talks to: a local async engine, or any OpenAI-compatible server (`--api_url`).
+"""What the chat page talks to: a local async engine, or a server (`--api_url`) speaking OpenAI Chat Completions,
+OpenAI Responses or Anthropic Messages (`--api_dialect`).
 
 Both stream a cumulative answer as `ChatProgress`; cancelling the iteration (the page's Stop button) aborts the
 request: the engine's generator aborts it in the engine, the OpenAI stream closes its HTTP connection.
@@ -12,17 +13,17 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from swiftcli.apiclient import ApiTarget, StreamTally, api_errors, connect_api, openai_client
+from swiftcli.apiclient import DEFAULT_TIMEOUT, ApiTarget, api_errors, connect_api
+from swiftcli.apidialect import carried, dialect_of, refuse_uncarried
 from swiftcli.config.sampling import layer_sampling, merge_generation
 from swiftcli.config.spec import GenerationConfig
 from swiftcli.engines.base import EngineRequest, new_request_id
 from swiftcli.errors import ContextLengthError
 from swiftcli.generation.chat import Conversation
-from swiftcli.generation.remote import request_config
 
 # connect_api and ApiTarget live in swiftcli.apiclient; they stay importable from here and from swiftcli.webui.
-__all__ = ["ApiTarget", "ChatBackend", "ChatProgress", "ChatSettings", "EngineChatBackend", "OpenAIChatBackend",
-           "connect_api"]
+__all__ = ["ApiChatBackend", "ApiTarget", "ChatBackend", "ChatProgress", "ChatSettings", "EngineChatBackend",
+           "OpenAIChatBackend", "connect_api"]
 
 logger = logging.getLogger("swiftcli.webui")
 
@@ -118,15 +119,19 @@ class EngineChatBackend:
         await self.engine.aclose()
 
 
-class OpenAIChatBackend:
-    """A running OpenAI-compatible server (`swiftcli deploy`, vLLM, ...) through the official async client."""
+class ApiChatBackend:
+    """A running server (`swiftcli deploy`, vLLM, ...) through the official async client of its API: OpenAI Chat
+    Completions, OpenAI Responses or Anthropic Messages (`dialect`, see swiftcli.apidialect)."""
 
     def __init__(self, base_url: str, api_key: str, model_name: str, base_config: GenerationConfig,
-                 extra_body: dict[str, Any] | None = None, max_new_tokens_limit: int = 8192) -> None:
-        self.client = openai_client(base_url, api_key, asynchronous=True)
+                 extra_body: dict[str, Any] | None = None, max_new_tokens_limit: int = 8192,
+                 dialect: str = "chat") -> None:
+        self.api = dialect_of(dialect)
+        self.client = self.api.client(base_url, api_key, DEFAULT_TIMEOUT, asynchronous=True)
         self.base_url = base_url
         self.model_name = model_name
         self.base_config = base_config
+        # Chat Completions only: the other APIs have no extra fields (app-ui refuses what they cannot carry).
         self.extra_body = extra_body or {}
         self.default_system: str | None = None
         self.supports_system = True
@@ -136,20 +141,23 @@ class OpenAIChatBackend:
         # The page's "" (no system prompt) is left out, and the server's default applies.
         return Conversation.of(history, system or None).messages(query)
 
+    def sampling(self, settings: ChatSettings) -> dict[str, Any]:
+        """The page's controls laid by the one sampling rule, with seed and stop from the command line
+        (base_config); a control the API has no field for is refused unless it is at its neutral value."""
+        page = page_sampling(settings, settings.max_new_tokens)
+        if self.api.name != "chat":
+            page = {k: v for k, v in page.items() if NEUTRAL.get(k, object()) != v}
+            refuse_uncarried(self.api.name, page)
+        sent = {**layer_sampling(page), "seed": self.base_config.seed, "stop": list(self.base_config.stop)}
+        return carried(self.api.name, sent)
+
     async def chat(self, query: str, history: History, settings: ChatSettings) -> AsyncIterator[ChatProgress]:
-        # The page's controls are what the user set, laid by the one sampling rule; seed and stop come from the
-        # command line (base_config), and what is left out stays the server's default.
-        sent = {**layer_sampling(page_sampling(settings, settings.max_new_tokens)),
-                "seed": self.base_config.seed, "stop": list(self.base_config.stop)}
-        kwargs = request_config(sent, stream=True).to_kwargs(chat=True)
-        extra = {**self.extra_body, **kwargs.pop("extra_body", {})}
-        if extra:
-            kwargs["extra_body"] = extra
-        tally = StreamTally()
-        with api_errors(self.base_url, refused_hint="send a shorter message or lower max_new_tokens"):
-            stream = await self.client.chat.completions.create(
-                model=self.model_name, messages=self.messages(query, history, settings.system),
-                stream_options={"include_usage": True}, **kwargs)
+        kwargs = self.api.request(self.model_name, self.messages(query, history, settings.system),
+                                  self.sampling(settings), True, extra_body=self.extra_body)
+        tally = self.api.tally()
+        with api_errors(self.base_url, refused_hint="send a shorter message or lower max_new_tokens",
+                        sdk=self.api.sdk):
+            stream = await self.api.create(self.client, kwargs)
             try:
                 async for chunk in stream:
                     if tally.add(chunk):
@@ -161,6 +169,12 @@ class OpenAIChatBackend:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+# The name it had when it spoke Chat Completions only.
+OpenAIChatBackend = ApiChatBackend
+# The page's controls at values that change nothing: left out for an API without their field.
+NEUTRAL = {"top_k": 0, "repetition_penalty": 1.0}
 
 
 def page_sampling(settings: ChatSettings, max_new_tokens: int) -> dict[str, Any]:
