@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -62,8 +63,12 @@ def test_served_requests_are_logged_rated_and_exported(tmp_path: Path) -> None:
         stream_id = None
         _cancel_a_stream(server.base_url, model)
         response = client.responses.create(model=model, input="Name a color.", max_output_tokens=8)
+        with anthropic.Anthropic(base_url=server.root_url, api_key=KEY, max_retries=0, timeout=120) as claude, \
+                claude.messages.stream(model=model, max_tokens=8, system="Be brief.",
+                                       messages=[{"role": "user", "content": "Say hi."}]) as claude_stream:
+            message = claude_stream.get_final_message()
 
-        logged = _wait_for(log, lambda rs: len(rs) >= 5)
+        logged = _wait_for(log, lambda rs: len(rs) >= 6)
         by_id = {r.record["id"]: r.record for r in logged}
         stream_id = next(r.record["id"] for r in logged if r.record["stream"] and r.record["status"] == "finished")
 
@@ -94,6 +99,10 @@ def test_served_requests_are_logged_rated_and_exported(tmp_path: Path) -> None:
     assert by_id[stream_id]["answer"]["text"] == streamed and by_id[stream_id]["usage"]["completion_tokens"] > 0
     assert by_id[response.id]["route"] == "responses" and by_id[response.id]["answer"]["text"] == \
         response.output_text
+    said = by_id[message.id]
+    assert said["route"] == "messages" and said["stream"] and said["finish_reason"] == message.stop_reason
+    assert said["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}]
+    assert said["answer"]["text"] == "".join(b.text for b in message.content if b.type == "text")
     cancelled = [r for r in by_id.values() if r["status"] == "cancelled"]
     assert len(cancelled) == 1 and cancelled[0]["stream"] and cancelled[0]["usage"]["completion_tokens"] < 400
     assert all(r["latency_s"] > 0 and r["finish_reason"] for r in by_id.values() if r["status"] == "finished")
@@ -105,7 +114,7 @@ def test_served_requests_are_logged_rated_and_exported(tmp_path: Path) -> None:
 
     listed = CliRunner().invoke(app, ["logs", str(log), "--output", "json"])
     assert listed.exit_code == 0, listed.output
-    assert {r["route"] for r in json.loads(listed.stdout)} == {"chat", "completions", "responses"}
+    assert {r["route"] for r in json.loads(listed.stdout)} == {"chat", "completions", "responses", "messages"}
     rated = CliRunner().invoke(app, ["logs", str(log), "--rated", "--output", "json"])
     assert {r["id"] for r in json.loads(rated.stdout)} == {chat.id, stream_id}
     table = CliRunner().invoke(app, ["logs", str(log), "--limit", "2"], env={"COLUMNS": "200"})
