@@ -157,3 +157,21 @@ def test_cli_lists_and_exports(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     refused = CliRunner().invoke(app, ["logs", str(path), "--export", "kto", "--output-file", str(out)])
     assert refused.exit_code == 2 and "sft or dpo" in refused.output
+
+
+def test_sqlite_log_rotates_too(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    _write(path, [_request(i) for i in range(4)], max_bytes=1, keep=1)  # every record starts a new file
+    assert [p.name for p in log_files(path)] == ["log.1.db", "log.db"]
+    assert [r["id"] for _, r in read_log(path)] == ["chatcmpl-2", "chatcmpl-3"]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--log_requests", "requests.txt"], "must end in .jsonl, .sqlite or .db"),
+    (["--log_requests", "r.jsonl", "--log_requests_max_bytes", "0"], "at least 1"),
+    (["--log_requests", "r.jsonl", "--log_requests_keep", "-1"], "at least 0"),
+])
+def test_deploy_refuses_a_bad_log_before_loading(tmp_path: Path, args: list[str], says: str) -> None:
+    args = [str(tmp_path / a) if a.endswith((".txt", ".jsonl")) else a for a in args]
+    result = CliRunner().invoke(app, ["deploy", *args])
+    assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
