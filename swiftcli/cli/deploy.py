@@ -12,9 +12,10 @@ import typer
 from swiftcli.apiclient import API_KEY_ENV
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import with_options
-from swiftcli.config.commands import SERVER, ListenConfig, option
+from swiftcli.config.commands import SERVER, ListenConfig, check_writable, option
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
+from swiftcli.data.request_log import DEFAULT_KEEP, DEFAULT_MAX_BYTES, RequestLogConfig, log_kind
 from swiftcli.errors import UsageError
 from swiftcli.server.limits import ServerLimits
 
@@ -61,7 +62,13 @@ class ServeOptions:
     max_prompts: int = option(_LIMITS.max_prompts, "Most prompts in one /v1/completions request.", panel=SERVER)
     max_sequences_per_request: int = option(_LIMITS.max_choices, "Most sequences one request may start "
                                             "(n x prompts).", panel=SERVER)
-    log_requests: bool = option(False, "Log each request (and uvicorn's access log).", panel=SERVER)
+    log_requests: str | None = option(
+        None, "Record each answered request (messages, sampling, answer, usage, latency; never the API key) in "
+        "FILE.jsonl, or SQLite with FILE.sqlite / FILE.db; clients rate them with POST /v1/requests/ID/rating; "
+        "swiftcli logs FILE lists and exports them.", panel=SERVER, metavar="FILE")
+    log_requests_max_bytes: int = option(DEFAULT_MAX_BYTES, "Rotate the request log when it reaches this size "
+                                         "(FILE.jsonl -> FILE.1.jsonl).", panel=SERVER)
+    log_requests_keep: int = option(DEFAULT_KEEP, "Rotated request logs to keep.", panel=SERVER)
     tool_call_parser: str | None = option(None, "How model output becomes tool calls: hermes, llama3_json; "
                                           "default from the template family.", panel=SERVER)
     reasoning_parser: str | None = option(None, "Split the think block into reasoning_content: qwen3, "
@@ -83,6 +90,17 @@ class ServeOptions:
         if self.watch is not None:
             check_watch_dir(self.watch)
         check_parsers(self.tool_call_parser, self.reasoning_parser)
+        if self.log_requests is not None:
+            log_kind(self.log_requests, "--log-requests")
+        config = self.request_log()
+        if config is not None:
+            check_writable(Path(config.path), "--log-requests", file=True)
+
+    def request_log(self) -> RequestLogConfig | None:
+        if self.log_requests is None:
+            return None
+        return RequestLogConfig(str(Path(self.log_requests).expanduser().resolve()), self.log_requests_max_bytes,
+                                self.log_requests_keep)
 
     def limits(self) -> ServerLimits:
         return server_limits(self.max_request_bytes, self.max_stop_sequences, self.max_prompts,
@@ -111,7 +129,7 @@ def deploy_command(*, serve: ServeOptions, listen: ListenConfig, model: ModelOpt
     check_before_loading(model, engine)
     engine = lora_engine(engine, model, loras, serve.enable_runtime_lora, serve.watch is not None)
     output.engine_logs("deploy")
-    _configure_logging(verbose() or serve.log_requests)
+    _configure_logging(verbose())
     spec = resolve_spec(model, output.message)  # a wrong model fails here, before the server starts
     engine = check_adapters(loras, spec, engine)
     code = run_server(serve, listen, loras, spec, model, engine, gen.given())
@@ -157,7 +175,7 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
 
     settings = ServerSettings(
         served_model_name=serve.served_model_name, api_key=serve.api_key or None, lora_modules=loras,
-        max_concurrent_requests=serve.max_concurrent_requests, log_requests=serve.log_requests,
+        max_concurrent_requests=serve.max_concurrent_requests, request_log=serve.request_log(),
         default_max_tokens=given.get("max_new_tokens"), limits=serve.limits(),
         tool_call_parser=serve.tool_call_parser, reasoning_parser=serve.reasoning_parser,
         runtime_lora=serve.enable_runtime_lora, chat_sampling=chat_sampling(interactive_generation(spec, given)),
@@ -168,7 +186,7 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
         engine_log=log.path.name if log is not None and log.path else None,
         watch_dir=str(Path(serve.watch).expanduser().resolve()) if serve.watch else None,
     )
-    level = "info" if verbose() or serve.log_requests else "warning"
+    level = "info" if verbose() else "warning"
     return serve_app(settings, start, ListenOptions(**asdict(listen), log_level=level), announce=output.message)
 
 

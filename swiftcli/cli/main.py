@@ -27,6 +27,7 @@ from swiftcli.cli.eval import eval_app
 from swiftcli.cli.export import export_command
 from swiftcli.cli.infer import infer_command
 from swiftcli.cli.local_models import rm_command
+from swiftcli.cli.logs import logs_command
 from swiftcli.cli.models import models_command
 from swiftcli.cli.options import normalize_token
 from swiftcli.cli.progress import install as show_download_progress
@@ -118,6 +119,7 @@ app.command("models", cls=SwiftcliCommand, rich_help_panel="Models")(models_comm
 app.add_typer(eval_app, name="eval", rich_help_panel="Run")
 app.command("deploy", cls=SwiftcliCommand, rich_help_panel="Run")(deploy_command)
 app.command("app-ui", cls=SwiftcliCommand, rich_help_panel="Run")(app_ui_command)
+app.command("logs", cls=SwiftcliCommand, rich_help_panel="Run")(logs_command)
 app.command("export", cls=SwiftcliCommand, rich_help_panel="Models")(export_command)
 app.command("check", cls=SwiftcliCommand, rich_help_panel="Models")(check_command)
 app.command("download", cls=SwiftcliCommand, rich_help_panel="Models")(download_command)

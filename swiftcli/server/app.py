@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from swiftcli import __version__
 from swiftcli.config.spec import GenerationConfig
+from swiftcli.data.request_log import RequestLogConfig
 from swiftcli.errors import SwiftError
 from swiftcli.server.admission import ClientGone, admit, until_disconnected
 from swiftcli.server.auth import presented_key
@@ -43,6 +44,7 @@ from swiftcli.server.media import MediaSettings, chat_media
 from swiftcli.server.messages import add_messages_routes
 from swiftcli.server.metrics import Metrics, MetricsMiddleware
 from swiftcli.server.protocol import ChatCompletionRequest, CompletionRequest
+from swiftcli.server.request_log import RequestLog, install_request_log
 from swiftcli.server.responses import add_responses_routes
 from swiftcli.server.sampling import guided_decoding
 from swiftcli.server.serving import Serving
@@ -65,7 +67,8 @@ class ServerSettings:
     api_key: str | None = None
     lora_modules: dict[str, str] = field(default_factory=dict)
     max_concurrent_requests: int | None = None
-    log_requests: bool = False
+    # deploy --log_requests FILE: a record of each answered request (server.request_log); None: off.
+    request_log: RequestLogConfig | None = None
     default_max_tokens: int | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
     # Parser names; None: the template family's default (see registry.tool_prompts).
@@ -101,6 +104,7 @@ class ServerState:
         self.aliases: dict[str, str] = {}
         # Tasks that run while the server does (started by the app's lifespan, cancelled at shutdown).
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self.request_log: RequestLog | None = None
         # Tokenizing a long prompt takes seconds: one worker thread keeps it off the event loop (so /health
         # answers) and never runs the tokenizer on two threads at once.
         self.tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
@@ -195,6 +199,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
         for task in tasks:
             task.cancel()
         state.tokenizer_thread.shutdown(wait=False, cancel_futures=True)
+        if state.request_log is not None:
+            state.request_log.close()
         if state.engine is not None and loader is not None:
             state.ready = False
             await state.engine.aclose()
@@ -217,6 +223,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None, te
     add_tokenizer_routes(app, state)
     install_lora_admin(app, state)
     install_watch(app, state)
+    state.request_log = install_request_log(app, state, state.settings.request_log)
     return app
 
 
@@ -295,11 +302,11 @@ def add_generation_routes(app: FastAPI, state: ServerState, serving: Serving) ->
             if req.has_media else None
         requests = await state.off_loop(serving.chat_requests, req, adapter, plan, media)
         model = req.model or state.model_id
-        _log(state, "chat", requests, req)
+        _log("chat", requests, req)
         return await _respond(http, state, req.stream, requests, guided,
                               full=lambda slot: serving.chat_full(req, requests, model, slot, guided, plan),
                               streamer=lambda slot, stream, first: serving.chat_stream(
-                                  req, requests, model, slot, stream, first, plan))
+                                  req, requests, model, slot, stream, first, plan), logged=req)
 
     @app.post("/v1/completions")
     @_internal_errors
@@ -312,27 +319,37 @@ def add_generation_routes(app: FastAPI, state: ServerState, serving: Serving) ->
         for request in requests:
             request.stop_token_ids = [*request.stop_token_ids, *(req.stop_token_ids or [])]
         model = req.model or state.model_id
-        _log(state, "completion", requests, req)
+        _log("completion", requests, req)
         return await _respond(http, state, req.stream, requests, guided,
                               full=lambda slot: serving.completion_full(req, requests, prompts, model, slot,
                                                                         guided),
                               streamer=lambda slot, stream, first: serving.completion_stream(
-                                  req, requests, prompts, model, slot, stream, first))
+                                  req, requests, prompts, model, slot, stream, first), logged=req)
 
 
 async def _respond(http: Request, state: ServerState, stream: bool, requests: list[Any],
-                   guided: dict[str, Any] | None, full: Callable[..., Any], streamer: Callable[..., Any]
-                   ) -> Response:
+                   guided: dict[str, Any] | None, full: Callable[..., Any], streamer: Callable[..., Any],
+                   logged: Any = None) -> Response:
+    """Admit, then answer whole or streamed; `logged` (the chat or completion request) goes to the request
+    log with the answer, when the server keeps one."""
     slot = admit(state)
     slot.prompt_tokens = sum(len(r.prompt_ids) for r in requests)
     handed_over = False
+    recording = None
+    if state.request_log is not None:
+        model = getattr(logged, "model", None) or state.model_id
+        recording = state.request_log.start(http.scope["path"], requests, guided, stream, logged, model)
     try:
         if not stream:
             try:
                 body = await until_disconnected(http.receive, full(slot))
             except ClientGone:
+                if recording is not None:
+                    recording.cancelled(slot)
                 return Response(status_code=499)
             slot.release(finished=True)
+            if recording is not None:
+                recording.finished(body, slot)
             return JSONResponse(body)
         results = merge(state.engine, requests, guided)
         # Wait for the first result before answering 200, so that engine-side validation errors are 400s.
@@ -347,7 +364,10 @@ async def _respond(http: Request, state: ServerState, stream: bool, requests: li
             await results.aclose()
             raise
         handed_over = True
-        return StreamingResponse(streamer(slot, results, first), media_type="text/event-stream",
+        events = streamer(slot, results, first)
+        if recording is not None:
+            events = recording.stream(events, slot)
+        return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     finally:
         if not handed_over:
@@ -370,8 +390,8 @@ def _internal_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _log(state: ServerState, kind: str, requests: list[Any], req: Any) -> None:
-    if state.settings.log_requests:
+def _log(kind: str, requests: list[Any], req: Any) -> None:
+    if logger.isEnabledFor(logging.INFO):  # deploy -v
         logger.info("%s %s: %d prompt tokens, stream=%s, max_tokens=%s", kind, requests[0].request_id,
                     sum(len(r.prompt_ids) for r in requests), req.stream, requests[0].config.max_new_tokens)
 

@@ -340,7 +340,7 @@ def add_messages_routes(app: FastAPI, state: Any, serving: Any, respond: Callabl
             return framed(body, stream, slot.release, done=b"", on_error=_stream_error)
 
         return await respond(http, state, req.stream, turn.requests, turn.guided,  # type: ignore[no-any-return]
-                             full=full, streamer=streamer)
+                             full=full, streamer=streamer, logged=turn.req)
 
     @app.post("/v1/messages/count_tokens")
     @guard

@@ -480,7 +480,8 @@ def add_responses_routes(app: FastAPI, state: Any, serving: Any, respond: Respon
             body = _stream_events(exchange, events, state, turn, slot, prepend(first, stream), store, api_key)
             return framed(body, stream, slot.release, done=b"", on_error=_stream_error(events))
 
-        return await respond(http, state, req.stream, turn.requests, turn.guided, full=full, streamer=streamer)  # type: ignore[no-any-return]
+        return await respond(http, state, req.stream, turn.requests, turn.guided, full=full,  # type: ignore[no-any-return]
+                             streamer=streamer, logged=turn.req)
 
     @app.get("/v1/responses/{response_id}")
     async def get_response(response_id: str, http: Request) -> Response:

@@ -86,7 +86,7 @@ def serve(settings: ServerSettings, loader: Loader, listen: ListenOptions,
     state: ServerState = app.state.server
     config = uvicorn.Config(
         app, host=listen.host, port=listen.port, ssl_keyfile=listen.ssl_keyfile, ssl_certfile=listen.ssl_certfile,
-        log_level=listen.log_level, access_log=settings.log_requests, timeout_graceful_shutdown=2,
+        log_level=listen.log_level, access_log=listen.log_level == "info", timeout_graceful_shutdown=2,
         timeout_keep_alive=5,
     )
     server = _server_class()(config, state, listen.shutdown_timeout, announce)
