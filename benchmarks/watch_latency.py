@@ -43,6 +43,7 @@ def make_inputs(root: Path, checkpoints: int, rows: int) -> tuple[Path, Path]:
     from swiftcli.hub.resolve import resolve_model
 
     base = resolve_model().model_dir
+    root.mkdir(parents=True, exist_ok=True)
     data = root / "qa.jsonl"
     data.write_text("".join(json.dumps({"query": QUESTIONS[i % len(QUESTIONS)] + f" ({i})", "response": "Paris"})
                             + "\n" for i in range(rows)))

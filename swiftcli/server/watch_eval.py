@@ -120,14 +120,19 @@ class EngineBridge:
         """Each request's final state as it finishes; an engine error is raised here (closing aborts the rest)."""
         results: queue.Queue[RequestResult | BaseException] = queue.Queue()
         future = asyncio.run_coroutine_threadsafe(self._drive(list(requests), results), self.loop)
+        complete = False
         try:
             for _ in requests:
                 item = results.get()
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+            complete = True
         finally:
-            future.cancel()
+            if complete:
+                future.result()  # every request has answered: the drive is ending
+            else:
+                future.cancel()
 
     async def _drive(self, requests: list[EngineRequest], results: queue.Queue[RequestResult | BaseException]
                      ) -> None:
