@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import shutil
 import sys
 import time
@@ -82,7 +83,7 @@ async def load(base_url: str, requests: int, concurrency: int, max_tokens: int) 
 
 def measure(name: str, extra: list[str], run: Path, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     flags = ["--watch", str(run), "--served_model_name", "base", "--max_lora_rank", "8",
-             "--max_new_tokens", str(args.eval_tokens), *[a.format(data=data) for a in extra]]
+             "--max_new_tokens", str(args.eval_tokens), *[a.replace("{data}", str(data)) for a in extra]]
     server = start_server(flags, timeout=900)
     try:
         with httpx.Client(base_url=server.root_url, timeout=60) as http:
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--work_dir", default="/tmp/swiftcli-watch-latency")
     parser.add_argument("--output")
     args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     root = Path(args.work_dir) / time.strftime("%Y%m%d-%H%M%S")
     data, run = make_inputs(root, args.checkpoints, args.rows)
     runs = []
