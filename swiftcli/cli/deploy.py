@@ -12,7 +12,7 @@ import typer
 from swiftcli.apiclient import API_KEY_ENV
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import with_options
-from swiftcli.config.commands import SERVER, ListenConfig, check_writable, option
+from swiftcli.config.commands import SERVER, ListenConfig, WatchEvalConfig, check_writable, option
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
 from swiftcli.data.request_log import DEFAULT_KEEP, DEFAULT_MAX_BYTES, RequestLogConfig, log_kind
@@ -108,17 +108,19 @@ class ServeOptions:
 
 
 @with_options(serve=ServeOptions, listen=ListenConfig, model=ModelOptions, engine=EngineConfig,
-              gen=GenerationOverrides)
+              gen=GenerationOverrides, scoring=WatchEvalConfig)
 @handled
 def deploy_command(*, serve: ServeOptions, listen: ListenConfig, model: ModelOptions, engine: EngineConfig,
-                   gen: GenerationOverrides) -> None:
+                   gen: GenerationOverrides, scoring: WatchEvalConfig) -> None:
     """Serve the model with an OpenAI-compatible API (chat, completions, streaming, LoRA, metrics)."""
     from swiftcli.cli import output
     from swiftcli.cli.common import check_before_loading
     from swiftcli.cli.scaling import check_ray_address, run_worker_node
     from swiftcli.cli.state import verbose
     from swiftcli.loading import resolve_spec
+    from swiftcli.server.watch_eval import check_watch_eval
 
+    check_watch_eval(scoring, serve.watch)
     check_ray_address(engine, dataset=False)
     if engine.headless:  # a worker node: its engines only; the head node serves the API
         run_worker_node(model, engine)
@@ -132,7 +134,8 @@ def deploy_command(*, serve: ServeOptions, listen: ListenConfig, model: ModelOpt
     _configure_logging(verbose())
     spec = resolve_spec(model, output.message)  # a wrong model fails here, before the server starts
     engine = check_adapters(loras, spec, engine)
-    code = run_server(serve, listen, loras, spec, model, engine, gen.given())
+    watch_scoring, engine = prepare_watch_scoring(scoring, serve.watch, spec, model, engine, gen.given())
+    code = run_server(serve, listen, loras, spec, model, engine, gen.given(), watch_scoring)
     if code:
         raise typer.Exit(code)
 
@@ -153,7 +156,7 @@ def lora_engine(engine: EngineConfig, model: ModelOptions, loras: dict[str, str]
 
 
 def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str], spec: ModelSpec,
-               model: ModelOptions, engine: EngineConfig, given: dict[str, Any]) -> int:
+               model: ModelOptions, engine: EngineConfig, given: dict[str, Any], watch_scoring: Any = None) -> int:
     """Start the server; the engine loads in the background while /health answers 503. The exit code."""
     from swiftcli.cli import output
     from swiftcli.cli.state import verbose
@@ -185,9 +188,22 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
         media=media_settings(serve.allowed_media_domains, serve.allowed_local_media_path, engine),
         engine_log=log.path.name if log is not None and log.path else None,
         watch_dir=str(Path(serve.watch).expanduser().resolve()) if serve.watch else None,
+        watch_scoring=watch_scoring,
     )
     level = "info" if verbose() else "warning"
     return serve_app(settings, start, ListenOptions(**asdict(listen), log_level=level), announce=output.message)
+
+
+def prepare_watch_scoring(options: WatchEvalConfig, watch: str | None, spec: ModelSpec, model: ModelOptions,
+                          engine: EngineConfig, given: dict[str, Any]) -> tuple[Any, EngineConfig]:
+    """--eval_dataset with --watch: the datasets read and checked now, and the engine with priority scheduling
+    (server.watch_eval); (None, engine) without."""
+    from swiftcli.server.watch_eval import prepare_scoring, scoring_engine
+
+    if not options.active or watch is None:
+        return None, engine
+    scoring = prepare_scoring(options, Path(watch).expanduser().resolve(), spec.model_dir, given)
+    return scoring, scoring_engine(engine, model.infer_backend)
 
 
 def check_task(task: str, backend: str | None, lora: bool) -> None:

@@ -107,6 +107,43 @@ class ApiDialectOptions:
         "messages (Anthropic Messages).", panel=SERVER, choices=API_DIALECTS, envvar="SWIFTCLI_API_DIALECT")
 
 
+WATCH_EVAL = "Scoring checkpoints (--watch)"
+MC_METHODS = ("loglikelihood", "generate")
+
+
+@dataclass(frozen=True)
+class WatchEvalConfig:
+    """`deploy --watch DIR --eval_dataset FILE`: each checkpoint scored in the background as `eval` scores it.
+
+    The names are `eval`'s options of the same meaning (swiftcli.eval.settings.EvalSettings)."""
+
+    eval_dataset: list[str] | None = option(
+        None, "With --watch: score each checkpoint on this .jsonl/.json/.csv file (repeatable) in the background, "
+        "below users' requests; `best` serves the top scorer.", panel=WATCH_EVAL, metavar="FILE")
+    eval_limit: int | None = option(None, "Score at most N rows per dataset.", panel=WATCH_EVAL)
+    eval_mc_method: str = option("loglikelihood", "Multiple choice: loglikelihood of each option or generate "
+                                 "(the option letter in the answer).", panel=WATCH_EVAL, choices=MC_METHODS)
+    eval_output_dir: str | None = option(None, "Where each checkpoint's run goes (eval's sweep layout; a "
+                                         "restart reads them back); default DIR/eval.", panel=WATCH_EVAL,
+                                         metavar="DIR")
+
+    def __post_init__(self) -> None:
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise UsageError("--eval-limit must be at least 1")
+        if self.eval_mc_method not in MC_METHODS:
+            raise UsageError(f"--eval-mc-method must be loglikelihood or generate, not {self.eval_mc_method!r}")
+        given = [name for name, value in (("--eval-limit", self.eval_limit), ("--eval-output-dir",
+                 self.eval_output_dir)) if value is not None]
+        if given and not self.eval_dataset:
+            raise UsageError(f"{given[0]} needs --eval-dataset", "or drop it")
+        if self.eval_mc_method != "loglikelihood" and not self.eval_dataset:
+            raise UsageError("--eval-mc-method needs --eval-dataset", "or drop it")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.eval_dataset)
+
+
 @dataclass(frozen=True)
 class ListenConfig:
     """Where a server listens. `deploy` serves the API on port 8000; `app-ui` (PageListenConfig) on 7860."""

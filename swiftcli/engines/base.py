@@ -38,6 +38,9 @@ class EngineRequest:
     multi_modal_data: dict[str, list[Any]] | None = None
     # The data-parallel replica to run on (engines.data_parallel); None lets the engine choose.
     replica: int | None = None
+    # Scheduling priority on an engine with `priority_scheduling` (lower runs first; 0 is a user's request). Work in
+    # the background (deploy --watch's scoring) asks for a higher number, so people's requests go first.
+    priority: int = 0
 
 
 @dataclass
@@ -90,6 +93,8 @@ class EngineCapabilities:
     """Has `final_results(requests)`: finished states only, cheaper than `stream` for batch work."""
     max_lora_rank: int | None = None
     """Largest adapter rank it accepts; None: it states no limit."""
+    priority_scheduling: bool = False
+    """Schedules waiting requests by `EngineRequest.priority` (vLLM started with scheduling_policy=priority)."""
 
 
 PLAIN = EngineCapabilities()
@@ -101,6 +106,7 @@ _FEATURES = {
     "prompt_logprobs": "prompt logprobs",
     "batched_prompt_logprobs": "prompt logprobs for several prompts at once",
     "final_results": "final-only results",
+    "priority_scheduling": "request priorities",
 }
 
 

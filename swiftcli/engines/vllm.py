@@ -82,7 +82,7 @@ def platform_defaults() -> PlatformDefaults:
 
 # What vLLM can do when started for it (LoRA needs enable_lora; see `started_capabilities`).
 VLLM_CAPABILITIES = EngineCapabilities(lora=True, runtime_lora=True, structured_output=True, prompt_logprobs=True,
-                                       batched_prompt_logprobs=True, final_results=True)
+                                       batched_prompt_logprobs=True, final_results=True, priority_scheduling=True)
 
 
 def started_capabilities(args: dict[str, Any], final_results: bool) -> EngineCapabilities:
@@ -91,7 +91,8 @@ def started_capabilities(args: dict[str, Any], final_results: bool) -> EngineCap
     rank = args.get("max_lora_rank") if lora else None
     return replace(VLLM_CAPABILITIES, lora=lora, runtime_lora=lora, final_results=final_results,
                    batched_prompt_logprobs=not lora_breaks_batched_prompt_logprobs(args),
-                   max_lora_rank=int(rank) if rank else None)
+                   max_lora_rank=int(rank) if rank else None,
+                   priority_scheduling=args.get("scheduling_policy") == "priority")
 
 
 def check_model(spec: ModelSpec, config: EngineConfig, asynchronous: bool = False) -> None:

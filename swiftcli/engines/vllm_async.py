@@ -123,7 +123,8 @@ class AsyncVllmEngine:
             raise InputError(f"unknown LoRA adapter {adapter!r}")
         stream = self.llm.generate(prompt, params, request.request_id,
                                    lora_request=self._lora.get(adapter) if adapter else None,
-                                   data_parallel_rank=request.replica)
+                                   data_parallel_rank=request.replica,
+                                   priority=request.priority if self.capabilities.priority_scheduling else 0)
         parts: dict[int, Completion] = {}
         try:
             async for output in stream:

@@ -87,6 +87,8 @@ class ServerSettings:
     engine_log: str | None = None
     # deploy --watch: a training output folder whose checkpoints are served as they appear (server.watch).
     watch_dir: str | None = None
+    # deploy --watch --eval_dataset: how each checkpoint is scored in the background (server.watch_eval.WatchScoring).
+    watch_scoring: Any = None
 
 
 class ServerState:

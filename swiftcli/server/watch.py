@@ -4,7 +4,8 @@ A background task polls DIR for `checkpoint-*` folders. A LoRA checkpoint is loa
 complete: its adapter config and weights exist and have not changed between two polls, since a trainer writes
 them over several seconds. A deleted checkpoint is unloaded. `latest` names the loaded checkpoint with the
 highest step. Full-weight checkpoints are listed but not loaded: each needs an engine of its own.
-`GET /v1/checkpoints` returns the table (behind the API key like every /v1 route).
+`GET /v1/checkpoints` returns the table (behind the API key like every /v1 route). With --eval_dataset each loaded
+checkpoint is also scored in the background and `best` names the top scorer (server.watch_eval).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from swiftcli.errors import SwiftError
 from swiftcli.eval.checkpoints import checkpoint_step
 from swiftcli.export.adapters import check_adapter
 from swiftcli.hub.resolve import has_weights, is_adapter
+from swiftcli.server.watch_eval import BEST, CheckpointScorer
 
 logger = logging.getLogger("swiftcli.server")
 POLL_S = 2.0
@@ -139,7 +141,7 @@ class CheckpointWatcher:
         ckpt.stable, ckpt.kind = True, "lora"
         ckpt.step = checkpoint_step(path)  # trainer_state.json may have been written after the folder
         engine = state.engine
-        if ckpt.name in engine.lora_names or ckpt.name in (state.model_id, LATEST):
+        if ckpt.name in engine.lora_names or ckpt.name in (state.model_id, LATEST, BEST):
             ckpt.reason = f"the name {ckpt.name} is already served by another model"
             return
         try:
@@ -180,7 +182,15 @@ def install_watch(app: FastAPI, state: Any) -> None:
         return
     watcher = CheckpointWatcher(Path(run_dir))
     state.background.append(lambda: watcher.run(state))
+    scoring = state.settings.watch_scoring
+    scorer = CheckpointScorer(scoring, watcher) if scoring is not None else None
+    if scorer is not None:
+        state.background.append(lambda: scorer.run(state))
 
     @app.get("/v1/checkpoints")
     async def checkpoints() -> dict[str, Any]:
-        return {"object": "list", "data": watcher.table(), LATEST: state.aliases.get(LATEST)}
+        rows = watcher.table()
+        body = {"object": "list", "data": scorer.annotate(rows) if scorer else rows, LATEST: state.aliases.get(LATEST)}
+        if scorer is not None:
+            body[BEST] = state.aliases.get(BEST)
+        return body
