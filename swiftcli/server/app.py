@@ -84,6 +84,8 @@ class ServerSettings:
     engine_log: str | None = None
     # deploy --watch: a training output folder whose checkpoints are served as they appear (server.watch).
     watch_dir: str | None = None
+    # deploy --strict_parity: a watched checkpoint whose serving differs from its training is not loaded.
+    strict_parity: bool = False
 
 
 class ServerState:
