@@ -220,3 +220,22 @@ def test_deploy_says_each_difference_at_start_and_per_watched_checkpoint(adapter
         assert "checkpoint-10: prompt: system prompt differs" in server.output()
     finally:
         assert server.stop() == 0, server.output()[-3000:]
+
+
+@pytest.mark.slow
+def test_deploy_refuses_an_adapter_vllm_would_apply_in_part(tiny_vlm, tmp_path):
+    """A real peft adapter on a vision-language model that trains the vision tower: deploy refuses it before the
+    engine starts, with --merge_lora true as the way out (the library checks: tests/test_vlm_lora.py)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(str(tiny_vlm), dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(tmp_path / "checkpoint-5")
+    result = CliRunner().invoke(app, ["deploy", "--ckpt_dir", str(tmp_path / "checkpoint-5"), "--port", "8479"])
+    assert result.exit_code == 1, result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "trains the vision tower" in error
+    assert "--merge-lora true" in result.output.replace("--merge_lora", "--merge-lora")  # the hint
+    assert "Traceback" not in result.output
