@@ -9,10 +9,11 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def make_lora_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, scale: float = 0.05,
-                      args_file: str = "sft_args.json") -> Path:
+                      args_file: str = "sft_args.json", extra_args: dict[str, object] | None = None) -> Path:
     """Save a rank-8 LoRA adapter with small random (non-zero) A and B, so outputs change but stay fluent.
 
-    The checkpoint directory also gets ms-swift's argument file naming the base model.
+    The checkpoint directory also gets ms-swift's argument file naming the base model (plus `extra_args`, e.g.
+    the training run's `system`).
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -30,7 +31,7 @@ def make_lora_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, scale: fl
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(out_dir)
     args = {"model_type": "smollm2-135m-instruct", "model_id_or_path": str(base_dir),
-            "template_type": "smollm2", "sft_type": "lora", "dtype": "bf16"}
+            "template_type": "smollm2", "sft_type": "lora", "dtype": "bf16", **(extra_args or {})}
     (out_dir / args_file).write_text(json.dumps(args, indent=2))
     return out_dir
 

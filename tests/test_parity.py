@@ -108,6 +108,25 @@ def test_check_compares_adapter_and_merge(engines, lora_run, tmp_path):
     # The merge ran on an engine of its own (full weights, no LoRA) in float32.
     merged_spec, merged_config = engines[-1]
     assert merged_spec.adapters == () and not merged_config.enable_lora and merged_config.dtype == "float32"
+    # How deploy would serve it against its training run (sft_args.json): the same.
+    (training,) = report["train_serve"]
+    assert training["checkpoint"] == "checkpoint-20" and training["ok"], training
+    assert [i["aspect"] for i in training["items"]] == ["prompt", "generation_config", "adapter"]
+    assert "train/serve checkpoint-20: serving matches training: prompt same" in result.output
+
+
+@pytest.mark.slow
+def test_check_prints_how_serving_differs_from_training(engines, embedded_spec, tmp_path):
+    from checkpoints import make_lora_adapter
+
+    ckpt = make_lora_adapter(embedded_spec.model_dir, tmp_path / "checkpoint-10", args_file="args.json",
+                             extra_args={"system": "You are a pirate."})
+    result = invoke(["check", "--ckpt_dir", str(ckpt), "--system", "Be brief.", "--max_new_tokens", "4",
+                     "--prompt", "List three fruits.", "--check_merged", "false"])
+    assert result.exit_code == 0, result.output  # the engines agree; the difference is reported, not a failure
+    (line,) = [line for line in result.output.splitlines() if line.startswith("train/serve ")]
+    assert line.startswith("train/serve checkpoint-10: prompt: system prompt differs: training (template smollm2, "
+                           "system 'You are a pirate.')") and "system 'Be brief.'" in line
 
 
 def _broken_adapter(good: Path, folder: Path) -> Path:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swiftcli.config.spec import GenerationConfig
+from swiftcli.server.app import ServerSettings
 from swiftcli.server.watch import FULL_WEIGHT_REASON, PENDING_REASON, CheckpointWatcher
 
 
@@ -50,6 +52,8 @@ class State:
         self.engine = RecordingEngine()
         self.model_id = "base"
         self.aliases: dict[str, str] = {}
+        self.settings = ServerSettings(generation=GenerationConfig())
+        self.template = None  # these checkpoints have no args.json: no training prompt to render against
 
 
 def write_adapter(path: Path, rank: int = 8, weights: bytes | None = b"weights") -> None:

@@ -18,11 +18,13 @@ from swiftcli.cli.output import result
 from swiftcli.cli.output import stdout as console
 from swiftcli.config.commands import OutputOptions, check_writable, option
 from swiftcli.config.options import ModelOptions
+from swiftcli.config.sampling import serving_generation
 from swiftcli.config.spec import EngineConfig
 from swiftcli.data.records import read_samples
 from swiftcli.engines import loader
 from swiftcli.errors import InputError, UsageError
 from swiftcli.eval.parity import DEFAULT_PROMPTS, run_parity
+from swiftcli.export.train_parity import TrainServeReport, serving_reports
 
 CHECK_PANEL = "Check"
 
@@ -73,6 +75,9 @@ def check_command(*, check: CheckOptions, out: OutputOptions, model: ModelOption
 
     With a LoRA --ckpt-dir: transformers + adapter (the reference) vs vLLM + adapter vs the merged model on vLLM.
     Float32 by default (on CPU, what vLLM serves); --dtype bf16 checks the serving dtype, where near-ties flip.
+    A --ckpt-dir is also compared with its training run (args.json): the prompt `deploy` renders (template and
+    system prompt), its sampling defaults and the adapter, one line per difference (they do not change the exit
+    code).
     Exit code 1 when a side diverges where both were sure, a logprob gap is too large, or a side cannot run.
     """
 
@@ -82,13 +87,16 @@ def check_command(*, check: CheckOptions, out: OutputOptions, model: ModelOption
     if model.infer_backend is not None:
         raise UsageError("check runs both backends: drop --infer-backend")
     prompts = _prompts(check.prompt or [], Path(check.prompts_file) if check.prompts_file else None)
-    report = _run(model, engine, prompts, check.max_new_tokens, check.near_tie, check.max_logprob_gap,
-                  check.check_merged)
-    document = json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
+    report, training = _run(model, engine, prompts, check.max_new_tokens, check.near_tie, check.max_logprob_gap,
+                            check.check_merged)
+    document = json.dumps({**report.to_dict(), "train_serve": [t.to_dict() for t in training]}, indent=2,
+                          ensure_ascii=False)
     if out.json:
         result(document)
     else:
         print_report(report)
+        for line in [line for t in training for line in t.summary()]:
+            console.print(f"train/serve {line}", highlight=False, markup=False)
     if check.output_json is not None:
         Path(check.output_json).expanduser().write_text(document + "\n", encoding="utf-8")
     if not report.ok:
@@ -110,22 +118,28 @@ def _prompts(given: list[str], path: Path | None) -> list[str]:
 
 
 def _run(model: ModelOptions, engine: EngineConfig, prompts: list[str], max_new_tokens: int, near_tie: float,
-         max_gap: float, check_merged: bool) -> Any:
+         max_gap: float, check_merged: bool) -> tuple[Any, list[TrainServeReport]]:
+    """The vLLM-vs-transformers report, and for a --ckpt-dir how `deploy` would serve it against its training
+    (export.train_parity, on the tokenizer alone)."""
     # looked up per call, so a lent engine (tests) or a swapped function takes effect
     from swiftcli.loading import resolve_spec
 
     check_before_loading(model, engine)
     output.engine_logs("check")
     spec = resolve_spec(model, output.message)
+    training = [] if not model.ckpt_dir else serving_reports(
+        {Path(model.ckpt_dir).name: Path(model.ckpt_dir)}, spec, serving_generation(spec, {}),
+        engine.trust_remote_code)
     dtype = engine.dtype or "float32"
     dtype = {"half": "float16", "float": "float32"}.get(dtype, dtype)
 
     def say(message: str) -> None:
         output.message(f"running {message}", style="dim")
 
-    return run_parity(spec, lambda s, c: loader.start_engine(s, c, "vllm", False), prompts, dtype=dtype,
-                      max_new_tokens=max_new_tokens, near_tie=near_tie, max_logprob_gap=max_gap,
-                      check_merged=check_merged, engine_config=engine, on_message=say)
+    report = run_parity(spec, lambda s, c: loader.start_engine(s, c, "vllm", False), prompts, dtype=dtype,
+                        max_new_tokens=max_new_tokens, near_tie=near_tie, max_logprob_gap=max_gap,
+                        check_merged=check_merged, engine_config=engine, on_message=say)
+    return report, training
 
 
 def print_report(report: Any) -> None:

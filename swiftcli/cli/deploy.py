@@ -73,6 +73,9 @@ class ServeOptions:
                                           "default from the template family.", panel=SERVER)
     reasoning_parser: str | None = option(None, "Split the think block into reasoning_content: qwen3, "
                                           "deepseek_r1; default qwen3 for Qwen3.", panel=SERVER)
+    strict_parity: bool = option(False, "Refuse a checkpoint whose prompt (template, system prompt) or sampling "
+                                 "defaults differ from its training run's args.json: exit 1 at start; --watch "
+                                 "leaves it unloaded.", panel=SERVER)
     task: str = option("chat", "chat: the generation routes; embedding: /v1/embeddings on vLLM's pooling "
                        "runner.", panel=SERVER, metavar="TASK")
 
@@ -134,6 +137,8 @@ def deploy_command(*, serve: ServeOptions, listen: ListenConfig, model: ModelOpt
     _configure_logging(verbose())
     spec = resolve_spec(model, output.message)  # a wrong model fails here, before the server starts
     engine = check_adapters(loras, spec, engine)
+    if serve.task == "chat":
+        report_train_parity(model, spec, loras, gen.given(), engine, serve.strict_parity)
     watch_scoring, engine = prepare_watch_scoring(scoring, serve.watch, spec, model, engine, gen.given())
     code = run_server(serve, listen, loras, spec, model, engine, gen.given(), watch_scoring)
     if code:
@@ -160,9 +165,8 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
     """Start the server; the engine loads in the background while /health answers 503. The exit code."""
     from swiftcli.cli import output
     from swiftcli.cli.state import verbose
-    from swiftcli.config.sampling import chat_sampling
-    from swiftcli.config.spec import GenerationConfig
-    from swiftcli.engines.loader import interactive_generation, merge_generation
+    from swiftcli.config.sampling import chat_sampling, serving_generation
+    from swiftcli.engines.loader import interactive_generation
     from swiftcli.loading import load
     from swiftcli.server.app import ServerSettings
     from swiftcli.server.run import ListenOptions
@@ -184,11 +188,12 @@ def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str],
         runtime_lora=serve.enable_runtime_lora, chat_sampling=chat_sampling(interactive_generation(spec, given)),
         task=serve.task,
         # the server's defaults for requests: the model's own (as its engine reads them), then the user's options
-        generation=merge_generation(GenerationConfig.from_model_dir(spec.model_dir), given),
+        generation=serving_generation(spec, given),
         media=media_settings(serve.allowed_media_domains, serve.allowed_local_media_path, engine),
         engine_log=log.path.name if log is not None and log.path else None,
         watch_dir=str(Path(serve.watch).expanduser().resolve()) if serve.watch else None,
         watch_scoring=watch_scoring,
+        strict_parity=serve.strict_parity,
     )
     level = "info" if verbose() else "warning"
     return serve_app(settings, start, ListenOptions(**asdict(listen), log_level=level), announce=output.message)
@@ -287,6 +292,27 @@ def check_adapters(loras: dict[str, str], spec: ModelSpec, config: EngineConfig)
                 f"rank {ranks[top]}.")
         return replace(config, max_lora_rank=needed)
     return config
+
+
+def report_train_parity(model: ModelOptions, spec: ModelSpec, loras: dict[str, str], given: dict[str, Any],
+                        engine: EngineConfig, strict: bool) -> None:
+    """One line per difference between each checkpoint's training and this server (stderr); with `strict`, the
+    first difference is the error."""
+    from swiftcli.cli.output import message
+    from swiftcli.config.sampling import serving_generation
+    from swiftcli.export.train_parity import refuse_differences, serving_reports
+
+    checkpoints = {Path(model.ckpt_dir).name: Path(model.ckpt_dir)} if model.ckpt_dir else {}
+    checkpoints.update({name: Path(path) for name, path in loras.items()})
+    if not checkpoints:
+        return
+    reports = serving_reports(checkpoints, spec, serving_generation(spec, given), engine.trust_remote_code,
+                              given.get("enable_thinking"), adapters_served=not model.merge_lora)
+    for report in reports:
+        for line in report.summary():
+            message(line, style=None if report.ok else "yellow")
+    if strict:
+        refuse_differences(reports)
 
 
 def check_watch_dir(value: str) -> None:

@@ -60,6 +60,13 @@ def interactive_generation(spec: ModelSpec, given: Mapping[str, Any]) -> Generat
     return merge_generation(GenerationConfig.for_model(spec), given)
 
 
+def serving_generation(spec: ModelSpec, given: Mapping[str, Any]) -> GenerationConfig:
+    """What `swiftcli deploy` starts a request from when it sets no sampling: the served model folder's
+    generation_config.json (a LoRA checkpoint's own is not read: see export.train_parity), then the user's
+    options."""
+    return merge_generation(GenerationConfig.from_model_dir(spec.model_dir), given)
+
+
 def sampling_to_send(given: Mapping[str, Any], **command_defaults: Any) -> dict[str, Any]:
     """A remote run's sampling: the same `layer_sampling`, checked as a local run checks it, as GenerationConfig
     names. What it leaves out stays the server's default (`swiftcli deploy`: its model's)."""

@@ -89,6 +89,8 @@ class ServerSettings:
     watch_dir: str | None = None
     # deploy --watch --eval_dataset: how each checkpoint is scored in the background (server.watch_eval.WatchScoring).
     watch_scoring: Any = None
+    # deploy --strict_parity: a watched checkpoint whose serving differs from its training is not loaded.
+    strict_parity: bool = False
 
 
 class ServerState:

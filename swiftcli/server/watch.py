@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from swiftcli.errors import SwiftError
 from swiftcli.eval.checkpoints import checkpoint_step
 from swiftcli.export.adapters import check_adapter
+from swiftcli.export.train_parity import train_serve_report
 from swiftcli.hub.resolve import has_weights, is_adapter
 from swiftcli.server.watch_eval import BEST, CheckpointScorer
 
@@ -49,12 +50,14 @@ class WatchedCheckpoint:
     reason: str | None = PENDING_REASON
     kind: str = "pending"
     metrics: dict[str, float] = field(default_factory=dict)
+    # How serving differs from the checkpoint's training run (export.train_parity), one line each.
+    parity: list[str] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         return {"id": self.name, "object": "checkpoint", "step": self.step, "kind": self.kind,
                 "loaded": self.loaded, "seen_at": int(self.seen),
                 "loaded_at": int(self.loaded_at) if self.loaded_at is not None else None,
-                "metrics": dict(self.metrics), "reason": self.reason}
+                "metrics": dict(self.metrics), "reason": self.reason, "parity": list(self.parity)}
 
 
 def adapter_signature(path: Path) -> tuple[tuple[str, int, int], ...] | None:
@@ -146,6 +149,8 @@ class CheckpointWatcher:
             return
         try:
             check_adapter(path, engine.spec, engine.capabilities.max_lora_rank)
+            if not _same_as_training(state, ckpt):
+                return
             await engine.load_lora(ckpt.name, str(path))
         except SwiftError as exc:
             ckpt.reason = _public(exc.message, path, ckpt.name)
@@ -168,6 +173,20 @@ class CheckpointWatcher:
             state.aliases.pop(LATEST, None)
         else:
             state.aliases[LATEST] = latest
+
+
+def _same_as_training(state: Any, ckpt: WatchedCheckpoint) -> bool:
+    """Log how serving differs from the checkpoint's training (export.train_parity); False when that refuses it
+    (deploy --strict_parity true). The differences stay on the checkpoint's row."""
+    generation = state.settings.generation or state.engine.generation_config
+    report = train_serve_report(ckpt.path, state.template, generation, name=ckpt.name)
+    ckpt.parity = [_public(line, ckpt.path, ckpt.name) for line in report.lines(differences_only=True)]
+    for line in report.summary():
+        (logger.info if report.ok else logger.warning)("%s", line)
+    if state.settings.strict_parity and ckpt.parity:
+        ckpt.reason = f"serving differs from training (strict parity): {ckpt.parity[0]}"
+        return False
+    return True
 
 
 def _public(message: str, path: Path, name: str) -> str:
