@@ -4,7 +4,8 @@ A background task polls DIR for `checkpoint-*` folders. A LoRA checkpoint is loa
 complete: its adapter config and weights exist and have not changed between two polls, since a trainer writes
 them over several seconds. A deleted checkpoint is unloaded. `latest` names the loaded checkpoint with the
 highest step. Full-weight checkpoints are listed but not loaded: each needs an engine of its own.
-`GET /v1/checkpoints` returns the table (behind the API key like every /v1 route).
+`GET /v1/checkpoints` returns the table (behind the API key like every /v1 route), with each checkpoint's last
+training loss from its trainer_state.json when it logged one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from swiftcli.errors import SwiftError
-from swiftcli.eval.checkpoints import checkpoint_step
+from swiftcli.eval.checkpoints import checkpoint_step, training_loss
 from swiftcli.export.adapters import check_adapter
 from swiftcli.hub.resolve import has_weights, is_adapter
 
@@ -47,12 +48,13 @@ class WatchedCheckpoint:
     reason: str | None = PENDING_REASON
     kind: str = "pending"
     metrics: dict[str, float] = field(default_factory=dict)
+    train_loss: float | None = None  # trainer_state.json's last logged loss, for the page's learning curve
 
     def row(self) -> dict[str, Any]:
         return {"id": self.name, "object": "checkpoint", "step": self.step, "kind": self.kind,
                 "loaded": self.loaded, "seen_at": int(self.seen),
                 "loaded_at": int(self.loaded_at) if self.loaded_at is not None else None,
-                "metrics": dict(self.metrics), "reason": self.reason}
+                "metrics": dict(self.metrics), "train_loss": self.train_loss, "reason": self.reason}
 
 
 def adapter_signature(path: Path) -> tuple[tuple[str, int, int], ...] | None:
@@ -138,6 +140,7 @@ class CheckpointWatcher:
             return  # still being written, or already tried with these very files
         ckpt.stable, ckpt.kind = True, "lora"
         ckpt.step = checkpoint_step(path)  # trainer_state.json may have been written after the folder
+        ckpt.train_loss = training_loss(path)
         engine = state.engine
         if ckpt.name in engine.lora_names or ckpt.name in (state.model_id, LATEST):
             ckpt.reason = f"the name {ckpt.name} is already served by another model"
