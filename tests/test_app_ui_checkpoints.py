@@ -113,7 +113,7 @@ def test_table_lists_the_runs_checkpoints(page_url: str, context: Any, watch_ser
 
 @pytest.mark.slow
 def test_chat_with_a_chosen_checkpoint_and_side_by_side(page_url: str, context: Any,  # noqa: F811
-                                                         watch_server: Any) -> None:
+                                                         watch_server: Any, tmp_path: Path) -> None:
     expected = {model: greedy(watch_server, model) for model in ("base", "checkpoint-10", "checkpoint-20")}
     # The adapter changes the answer, so an equal answer below means the page asked that checkpoint.
     assert expected["checkpoint-20"] != expected["base"], expected
@@ -140,6 +140,7 @@ def test_chat_with_a_chosen_checkpoint_and_side_by_side(page_url: str, context: 
     assert words(first) == words(expected["checkpoint-10"]), (first, expected)
     assert words(second) == words(expected["base"]), (second, expected)
     assert page.locator("#checkpoint-question textarea").input_value() == ""
+    page.screenshot(path=str(tmp_path / "training-run.png"), full_page=True)
 
 
 def test_no_panel_in_front_of_a_server_without_checkpoints() -> None:
