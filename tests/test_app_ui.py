@@ -309,6 +309,7 @@ def test_api_url_front_end_to_swiftcli_deploy(context: Any, tmp_path: Path) -> N
             answer = wait_answer(page, 1)
             assert "Paris" in answer
             assert "smollm2-deploy · " in answer
+            assert page.locator("#training-run").count() == 0, "a server without checkpoints has no run panel"
             assert "stopped · smollm2-deploy" in check_stop(page, 2)
             send(page, FRANCE)
             # The stopped turn is in this answer's history, which tips the small model either way: completion only.

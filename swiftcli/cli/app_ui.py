@@ -24,6 +24,7 @@ from swiftcli.config.spec import EngineConfig, GenerationConfig, GenerationOverr
 from swiftcli.engines.loader import interactive_generation, merge_generation
 from swiftcli.errors import UsageError
 from swiftcli.webui import ApiChatBackend, EngineChatBackend, PageDefaults, build_app, serve
+from swiftcli.webui.checkpoints import training_run_panel
 
 EXAMPLES = """
 
@@ -96,7 +97,9 @@ def app_ui_command(
 def serve_page(backend: Any, defaults: Any, page: PageOptions, logins: list[tuple[str, str]] | None) -> None:
     """Serve until Ctrl-C or SIGTERM, then close the backend (and its engine)."""
 
-    demo = build_app(backend, defaults, concurrency=page.max_concurrency)
+    # In front of `deploy --watch`: the training run's checkpoints, their curve and a chat with any of them.
+    run_panel = training_run_panel(backend)
+    demo = build_app(backend, defaults, concurrency=page.max_concurrency, panels=[run_panel] if run_panel else ())
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the page as Ctrl-C does
     try:
         serve(demo, host=page.host, port=page.port, share=page.share, on_ready=announce(backend.model_name),

@@ -93,6 +93,17 @@ def checkpoint_step(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def training_loss(path: Path) -> float | None:
+    """The last training loss trainer_state.json logged (its log_history's last `loss`), if it logged one."""
+    try:
+        history = json.loads((path / "trainer_state.json").read_text(encoding="utf-8")).get("log_history")
+    except (OSError, ValueError, AttributeError):
+        return None
+    losses = [entry["loss"] for entry in history or () if isinstance(entry, dict)
+              and isinstance(entry.get("loss"), int | float) and not isinstance(entry["loss"], bool)]
+    return float(losses[-1]) if losses else None
+
+
 def unique_names(paths: Sequence[Path]) -> list[str]:
     """Folder names, with the parent's name in front where two runs both have e.g. checkpoint-100."""
     names = [p.name for p in paths]

@@ -4,8 +4,9 @@ A background task polls DIR for `checkpoint-*` folders. A LoRA checkpoint is loa
 complete: its adapter config and weights exist and have not changed between two polls, since a trainer writes
 them over several seconds. A deleted checkpoint is unloaded. `latest` names the loaded checkpoint with the
 highest step. Full-weight checkpoints are listed but not loaded: each needs an engine of its own.
-`GET /v1/checkpoints` returns the table (behind the API key like every /v1 route). With --eval_dataset each loaded
-checkpoint is also scored in the background and `best` names the top scorer (server.watch_eval).
+`GET /v1/checkpoints` returns the table (behind the API key like every /v1 route), with each checkpoint's last
+training loss from its trainer_state.json when it logged one. With --eval_dataset each loaded checkpoint is
+also scored in the background and `best` names the top scorer (server.watch_eval).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from swiftcli.errors import SwiftError
-from swiftcli.eval.checkpoints import checkpoint_step
+from swiftcli.eval.checkpoints import checkpoint_step, training_loss
 from swiftcli.export.adapters import check_adapter
 from swiftcli.export.train_parity import train_serve_report
 from swiftcli.hub.resolve import has_weights, is_adapter
@@ -52,12 +53,14 @@ class WatchedCheckpoint:
     metrics: dict[str, float] = field(default_factory=dict)
     # How serving differs from the checkpoint's training run (export.train_parity), one line each.
     parity: list[str] = field(default_factory=list)
+    train_loss: float | None = None  # trainer_state.json's last logged loss, for the page's learning curve
 
     def row(self) -> dict[str, Any]:
         return {"id": self.name, "object": "checkpoint", "step": self.step, "kind": self.kind,
                 "loaded": self.loaded, "seen_at": int(self.seen),
                 "loaded_at": int(self.loaded_at) if self.loaded_at is not None else None,
-                "metrics": dict(self.metrics), "reason": self.reason, "parity": list(self.parity)}
+                "metrics": dict(self.metrics), "train_loss": self.train_loss, "reason": self.reason,
+                "parity": list(self.parity)}
 
 
 def adapter_signature(path: Path) -> tuple[tuple[str, int, int], ...] | None:
@@ -143,6 +146,7 @@ class CheckpointWatcher:
             return  # still being written, or already tried with these very files
         ckpt.stable, ckpt.kind = True, "lora"
         ckpt.step = checkpoint_step(path)  # trainer_state.json may have been written after the folder
+        ckpt.train_loss = training_loss(path)
         engine = state.engine
         if ckpt.name in engine.lora_names or ckpt.name in (state.model_id, LATEST, BEST):
             ckpt.reason = f"the name {ckpt.name} is already served by another model"

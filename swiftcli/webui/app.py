@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,8 @@ UPDATE_INTERVAL_S = 0.05
 PAGE_ERROR = "the answer failed; the details are in the server's log"
 
 Turn = dict[str, Any]  # query, response, tokens, seconds, status (running|done|stopped|error), error
+# A part added below the chat: called inside the open Blocks with (gradio, the page, its view, the concurrency).
+PagePanel = Callable[[Any, "ChatPage", "PageView", "int | None"], None]
 
 
 @dataclass(frozen=True)
@@ -71,14 +73,17 @@ def render(turns: list[Turn], model_name: str) -> list[dict[str, str]]:
 
 
 def build_app(backend: ChatBackend, defaults: PageDefaults | None = None, title: str | None = None,
-              concurrency: int | None = None) -> Any:
+              concurrency: int | None = None, panels: Sequence[PagePanel] = ()) -> Any:
     """The Blocks app; call `.queue().launch(...)` on it (see `serve`). At most `concurrency` answers are
-    generated at once over all tabs (None: no limit); the others wait in Gradio's queue."""
+    generated at once over all tabs (None: no limit); the others wait in Gradio's queue. Each of `panels` adds
+    its part below the chat (e.g. webui.checkpoints' training-run panel)."""
     gr = _gradio()
     page = ChatPage(backend, gr)
     with gr.Blocks(title=title or f"{backend.model_name} · swiftcli", fill_height=True) as demo:
         view = _layout(gr, backend, defaults or PageDefaults(), title)
         _wire(page, view, concurrency)
+        for panel in panels:
+            panel(gr, page, view, concurrency)
     return demo
 
 

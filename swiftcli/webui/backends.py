@@ -8,6 +8,7 @@ request: the engine's generator aborts it in the engine, the OpenAI stream close
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -136,6 +137,12 @@ class ApiChatBackend:
         self.default_system: str | None = None
         self.supports_system = True
         self.max_new_tokens_limit = max_new_tokens_limit
+
+    def with_model(self, model_name: str) -> ApiChatBackend:
+        """The same server, client and settings, chatting with another of its models (a checkpoint's id)."""
+        other = copy.copy(self)
+        other.model_name = model_name
+        return other
 
     def messages(self, query: str, history: History, system: str | None) -> list[dict[str, str]]:
         # The page's "" (no system prompt) is left out, and the server's default applies.
