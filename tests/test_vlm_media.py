@@ -344,3 +344,14 @@ def test_eval_rows_carry_their_images(tmp_path):
     gen = tmp_path / "gen.jsonl"
     gen.write_text(json.dumps({"query": "<image>What?", "response": "x", "images": ["img/a.png"]}) + "\n")
     assert load_dataset(gen, "gen").items[0].images == first.images
+
+
+def test_the_pt_backend_refuses_images_and_videos_by_name_rather_than_dropping_them():
+    from swiftcli.config.spec import GenerationConfig
+    from swiftcli.engines.base import EngineRequest
+    from swiftcli.engines.pt import _refuse_vllm_only
+
+    request = EngineRequest([1, 2], GenerationConfig(), multi_modal_data={"image": [object()], "video": [object()]})
+    with pytest.raises(InputError, match="images, videos need the vllm backend"):
+        _refuse_vllm_only(request)
+    _refuse_vllm_only(EngineRequest([1, 2], GenerationConfig(), multi_modal_data={"image": []}))
