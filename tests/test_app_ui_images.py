@@ -85,6 +85,28 @@ def test_an_uploaded_image_reaches_the_engine_and_shows_in_the_conversation(cont
         page.screenshot(path=str(tmp_path / "app-ui-image.png"))
 
 
+@pytest.mark.slow
+def test_an_uploaded_image_reaches_a_server_through_api_url(context: Any, tiny_vlm: Path, tmp_path: Path) -> None:
+    """`app-ui --api_url` in front of `swiftcli deploy` of the tiny VLM: the upload goes as an image_url part, and
+    the server's usage (shown under the answer) counts its tokens."""
+    picture = write_png(tmp_path / "seed7.png")
+    api_port, ui_port = free_port(), free_port()
+    server = [*SWIFTCLI, "deploy", "--model", str(tiny_vlm), "--dtype", "fp32", "--max_model_len", "1024",
+              "--max_num_seqs", "2", "--port", str(api_port), "--served_model_name", "tiny-vlm"]
+    with running(server, f"http://127.0.0.1:{api_port}/health", tmp_path / "deploy.log"):
+        ui = [*SWIFTCLI, "app-ui", "--port", str(ui_port), "--api_url", f"http://127.0.0.1:{api_port}/v1",
+              "--temperature", "0", "--max_new_tokens", str(NEW_TOKENS)]
+        with running(ui, f"http://127.0.0.1:{ui_port}/", tmp_path / "app-ui.log"):
+            page = context.new_page()
+            page.goto(f"http://127.0.0.1:{ui_port}/")
+            page.locator("#message input[type=file]").set_input_files(str(picture))
+            page.locator("#message img").first.wait_for()
+            send(page, QUESTION)
+            answer = wait_answer(page, 1)
+            assert "tiny-vlm · " in answer and page.locator(f"{USER} img").count() == 1
+            assert prompt_tokens(answer) == transformers_prompt_tokens(tiny_vlm, picture)
+
+
 class TextBackend:
     """A text-only backend that records what it is asked (the page's handlers, without a model)."""
 
