@@ -10,8 +10,12 @@ Prints output tok/s, TTFT p50/p99, TPOT, ITL and the API process's CPU time per 
 loop's work, engine core excluded) per server and level with the swiftcli/vLLM ratios; writes JSON.
 
     python benchmarks/serve.py                                   # embedded model, 64 clients, 2 passes
+    python benchmarks/serve.py --model /tmp/qwen2.5-vl-7b --images_per_request 1 --image_size 448 ...  # images
     python benchmarks/serve.py --model /tmp/llama-8b-shape --engine_kwargs '{"load_format": "dummy",
         "gpu_memory_utilization": 0.45}' --tensor_parallel_size 2 --concurrency 1,16,64,128,256 --max_tokens 256
+
+With `--images_per_request N`, every request carries N different images (seeded noise, PNG data URIs, the same
+set for both servers, made before the load) as OpenAI `image_url` parts, and requests/s is reported beside tok/s.
 
 Two servers share the accelerators while both are up: give each at most half (`gpu_memory_utilization`).
 """
@@ -61,7 +65,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int,
+def image_uris(count: int, size: int, seed: int = 0) -> list[str]:
+    """`count` different noise images of size x size pixels as PNG data URIs (no two alike: no cache hits)."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    uris = []
+    for _ in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        uris.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+    return uris
+
+
+def user_content(prompt: str, images: list[str]) -> str | list[dict]:
+    if not images:
+        return prompt
+    return [*({"type": "image_url", "image_url": {"url": uri}} for uri in images), {"type": "text", "text": prompt}]
+
+
+async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str | list[dict], max_tokens: int,
                       ignore_eos: bool = True) -> RequestStats:
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
             "temperature": 0, "ignore_eos": ignore_eos, "stream": True, "stream_options": {"include_usage": True}}
@@ -97,16 +124,20 @@ async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: s
 
 
 async def run_load(base_url: str, model: str, num_prompts: int, concurrency: int, max_tokens: int,
-                   ignore_eos: bool = True) -> dict:
+                   ignore_eos: bool = True, images: list[str] | None = None, images_per_request: int = 0) -> dict:
     url = f"{base_url}/v1/chat/completions"
-    prompts = [f"Write a short story about {TOPICS[i % len(TOPICS)]} (story {i})." for i in range(num_prompts)]
+    texts = [f"Write a short story about {TOPICS[i % len(TOPICS)]} (story {i})." for i in range(num_prompts)]
+    pool = images or []
+    per = images_per_request
+    prompts = [user_content(text, [pool[(i * per + k) % len(pool)] for k in range(per)] if pool else [])
+               for i, text in enumerate(texts)]
     limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
     async with httpx.AsyncClient(timeout=httpx.Timeout(600), limits=limits) as client:
         # Warm-up, not measured.
         await asyncio.gather(*(one_request(client, url, model, "Hello!", 8) for _ in range(4)))
         semaphore = asyncio.Semaphore(concurrency)
 
-        async def bounded(prompt: str) -> RequestStats:
+        async def bounded(prompt: str | list[dict]) -> RequestStats:
             async with semaphore:
                 return await one_request(client, url, model, prompt, max_tokens, ignore_eos)
 
@@ -120,6 +151,7 @@ async def run_load(base_url: str, model: str, num_prompts: int, concurrency: int
     return {
         "requests": num_prompts, "completed": len(good), "failed": num_prompts - len(good),
         "wall_s": wall, "output_tokens": tokens, "output_tok_s": tokens / wall if wall else 0.0,
+        "requests_s": len(good) / wall if wall else 0.0,
         "ttft_p50_s": percentile([r.ttft for r in good], 0.5), "ttft_p99_s": percentile([r.ttft for r in good], 0.99),
         "tpot_mean_s": statistics.fmean(tpot) if tpot else float("nan"),
         "itl_p50_s": percentile(itl, 0.5), "itl_p99_s": percentile(itl, 0.99),
@@ -256,18 +288,22 @@ def requests_for(concurrency: int, args: argparse.Namespace) -> int:
 def alternate(servers: list[Running], args: argparse.Namespace, levels: list[int]) -> dict:
     """passes x levels x servers, the server order flipped every pass; {kind: {level: [run, ...]}}."""
     runs: dict = {s.kind: {c: [] for c in levels} for s in servers}
+    wanted = args.images_per_request * max(requests_for(c, args) for c in levels)
+    images = image_uris(wanted, args.image_size) if wanted else []
     for p in range(args.passes):
         for c in levels:
             for server in servers if p % 2 == 0 else servers[::-1]:
                 busy = api_cpu_seconds(server.process)
                 with client_gc(args.client_gc) as pauses:
                     result = asyncio.run(run_load(server.base_url, args.served_model_name, requests_for(c, args), c,
-                                                  args.max_tokens, args.ignore_eos))
+                                                  args.max_tokens, args.ignore_eos, images,
+                                                  args.images_per_request))
                 busy = api_cpu_seconds(server.process) - busy
                 result["api_cpu_ms_per_1k_tok"] = 1e6 * busy / max(result["output_tokens"], 1)
                 result["client_gc_max_pause_ms"] = 1000 * max(pauses, default=0.0)
                 runs[server.kind][c].append(result)
                 print(f"pass {p + 1} c={c:<4} {server.kind:<9} {result['output_tok_s']:>9.1f} tok/s  "
+                      f"{result['requests_s']:6.2f} req/s  "
                       f"TTFT p50 {result['ttft_p50_s'] * 1000:7.1f} p99 {result['ttft_p99_s'] * 1000:7.1f} ms  "
                       f"API CPU {result['api_cpu_ms_per_1k_tok']:6.1f} ms/1k tok  "
                       f"client GC {result['client_gc_max_pause_ms']:5.0f} ms  failed {result['failed']}",
@@ -312,7 +348,8 @@ def api_cpu_seconds(process: subprocess.Popen) -> float:
     return float(times.user + times.system)
 
 
-METRICS = [("out tok/s", "output_tok_s", 1), ("TTFT p50 ms", "ttft_p50_s", 1000), ("TTFT p99 ms", "ttft_p99_s", 1000),
+METRICS = [("out tok/s", "output_tok_s", 1), ("requests/s", "requests_s", 1), ("TTFT p50 ms", "ttft_p50_s", 1000),
+           ("TTFT p99 ms", "ttft_p99_s", 1000),
            ("TPOT ms", "tpot_mean_s", 1000), ("ITL p50 ms", "itl_p50_s", 1000), ("ITL p99 ms", "itl_p99_s", 1000),
            ("API CPU ms/1k", "api_cpu_ms_per_1k_tok", 1), ("client GC ms", "client_gc_max_pause_ms", 1)]
 
@@ -356,6 +393,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18700)
     parser.add_argument("--client_gc", type=lambda v: v.lower() in ("1", "true", "yes", "on"), default=False,
                         help="keep the load generator's garbage collector on while measuring (default: off)")
+    parser.add_argument("--images_per_request", type=int, default=0, help="images in each request (default: text)")
+    parser.add_argument("--image_size", type=int, default=448, help="side of each square image, in pixels")
     parser.add_argument("--only", choices=["swiftcli", "vllm"], default=None)
     parser.add_argument("--swiftcli_args", default="",
                         help="extra swiftcli deploy arguments, e.g. '--data_parallel_size 1' (the measured side only)")

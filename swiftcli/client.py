@@ -12,7 +12,10 @@ Results are the openai package's own types: ChatCompletion / Completion, or an i
 
 from __future__ import annotations
 
+import base64
+import mimetypes
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from swiftcli.apiclient import XRequestConfig, is_chat_model, openai_client
@@ -132,9 +135,6 @@ def _images_body(images: Sequence[str] | None) -> dict[str, Any]:
     """ms-swift's request field `images`; local files go inline as data URIs (a server reads no client paths)."""
     if not images:
         return {}
-    import base64
-    import mimetypes
-    from pathlib import Path
 
     refs = []
     for ref in images:

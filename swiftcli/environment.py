@@ -14,6 +14,7 @@ from typing import Any
 
 from swiftcli import __version__
 from swiftcli.config.paths import models_dir, swiftcli_home
+from swiftcli.hub.usage import usage_path
 
 PACKAGES = ("vllm", "torch", "transformers", "huggingface_hub", "modelscope", "peft", "openai")
 ENV_PREFIXES = ("SWIFTCLI_", "HF_", "HUGGINGFACE_", "MODELSCOPE_", "VLLM_", "CUDA_", "TRANSFORMERS_", "TORCH_",
@@ -76,7 +77,6 @@ def vllm_platform() -> str | None:
 
 def paths() -> dict[str, str]:
     from swiftcli.hub.download import HF, MODELSCOPE, cache_dirs
-    from swiftcli.hub.usage import usage_path
 
     caches = cache_dirs()
     return {"swiftcli_home": str(swiftcli_home()), "models": str(models_dir()),

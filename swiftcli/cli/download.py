@@ -10,6 +10,9 @@ import typer
 
 from swiftcli.cli import output
 from swiftcli.cli.errors import handled
+from swiftcli.errors import ModelNotFoundError
+from swiftcli.hub.download import HUB_NAMES, hub_name, snapshot_download, use_hf_hub
+from swiftcli.registry import models as registry
 
 
 @handled
@@ -36,7 +39,6 @@ def download_command(
     """
     if use_hf:
         os.environ["USE_HF"] = "1"
-    from swiftcli.hub.download import snapshot_download
 
     path = snapshot_download(hub_id(model), revision, local_dir=local_dir)
     output.result(str(path))
@@ -44,10 +46,6 @@ def download_command(
 
 def hub_id(model: str) -> str:
     """A registered model type's id on the current hub; anything else as it is."""
-    from swiftcli.errors import ModelNotFoundError
-    from swiftcli.hub.download import HUB_NAMES, hub_name, use_hf_hub
-    from swiftcli.registry import models as registry
-
     if model not in registry.names():
         return model
     info = registry.get(model)

@@ -9,6 +9,7 @@ from swiftcli.cli import output
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import with_options
 from swiftcli.config.commands import OutputOptions
+from swiftcli.environment import collect
 
 
 @with_options(out=OutputOptions)
@@ -23,8 +24,6 @@ def env_command(*, out: OutputOptions) -> None:
 
       swiftcli env --output json | jq .versions
     """
-    from swiftcli.environment import collect
-
     with output.phase("Collecting"):
         info = collect()
     if out.json:

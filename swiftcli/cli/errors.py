@@ -12,6 +12,7 @@ import typer
 
 from swiftcli.cli.output import report, stderr
 from swiftcli.errors import SwiftError
+from swiftcli.hub.download import downloads_running
 
 
 def handled(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -38,8 +39,6 @@ def handled(func: Callable[..., Any]) -> Callable[..., Any]:
 def _exit_now_if_downloading() -> None:
     """A hub client's worker threads would keep the process alive until their files finish: exit without them.
     The partial file they leave is removed by the next download of that model."""
-    from swiftcli.hub.download import downloads_running
-
     if downloads_running():
         stderr.print("[dim]The download stopped; running the command again completes it.[/]")
         sys.stdout.flush()

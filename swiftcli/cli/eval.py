@@ -133,13 +133,11 @@ class progress_bar:
     """A Rich progress bar on stderr (hidden with --quiet); yields advance(n)."""
 
     def __init__(self, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
-        from swiftcli.cli.output import stderr
-        from swiftcli.cli.state import quiet
+        from swiftcli.cli.output import progress
 
-        self.bar = Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=stderr, transient=True, disable=quiet())
+        self.bar = progress("eval", MofNCompleteColumn(), TimeElapsedColumn())
         self.task = self.bar.add_task("eval", total=total)
 
     def __enter__(self) -> Any:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from swiftcli.cli.errors import handled
+from swiftcli.cli.output import result, stderr, stdout
+from swiftcli.errors import InputError, UsageError
+from swiftcli.eval.compare import compare_runs, render_html
+from swiftcli.eval.report import load_run
 
 COMPARE_EXAMPLES = """
 
@@ -30,11 +36,6 @@ def compare_command(
         help="text: two tables; json: the metrics, deltas and flips on stdout.")] = "text",
 ) -> None:
     """Compare two runs: every metric side by side with its delta, and samples that flipped right/wrong."""
-    from swiftcli.cli.output import result, stderr, stdout
-    from swiftcli.errors import UsageError
-    from swiftcli.eval.compare import compare_runs, render_html
-    from swiftcli.eval.report import load_run
-
     if output_format not in ("text", "json"):
         raise UsageError(f"--output must be text or json, not {output_format!r}")
     comparison = compare_runs(load_run(run_a), load_run(run_b))
@@ -88,11 +89,6 @@ def _num(value: float | None) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    from swiftcli.errors import InputError, UsageError
-
     if path.is_dir():
         raise UsageError(f"--html {path} is a directory", "give a file name, e.g. report.html")
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from swiftcli.cli import output, remote
 from swiftcli.cli.chat import run_chat
@@ -347,9 +347,8 @@ def run_fingerprint_of(model: ModelOptions, engine: EngineConfig, gen: Generatio
 
 
 def _progress(total: int, hidden: bool) -> Any:
-    return Progress(TextColumn("Answering"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[tok_s]:.1f} tok/s"), TimeElapsedColumn(),
-                    console=stderr, disable=hidden, transient=False, refresh_per_second=4)
+    return output.progress("Answering", MofNCompleteColumn(), TextColumn("{task.fields[tok_s]:.1f} tok/s"),
+                           TimeElapsedColumn(), transient=False, hidden=hidden)
 
 
 def _summary(stats: Any, total: int, output: str, hidden: bool) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
 from rich.text import Text
 
 from swiftcli.cli import state
@@ -25,6 +26,14 @@ from swiftcli.errors import EngineError, SwiftError
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 _session: dict[str, Any] = {"debug": False, "engine_log": None}
+
+
+def progress(label: str, *columns: str | ProgressColumn, transient: bool = True, hidden: bool | None = None
+             ) -> Progress:
+    """The CLI's one progress bar: `label`, a bar, then `columns`, on stderr; hidden with --quiet unless `hidden`
+    says otherwise. Start and stop it (or use it as a context manager)."""
+    return Progress(TextColumn(label), BarColumn(), *columns, console=stderr, transient=transient,
+                    disable=state.quiet() if hidden is None else hidden, refresh_per_second=4)
 
 
 def set_debug(value: bool) -> None:

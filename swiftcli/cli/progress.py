@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Any
 
+from rich.progress import DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
+
 from swiftcli.cli import output, state
 from swiftcli.hub.download import format_bytes
 from swiftcli.hub.progress import DownloadProgress, set_progress_handler
@@ -41,17 +43,8 @@ class DownloadDisplay:
 
     def _draw(self, event: DownloadProgress) -> None:
         if event.model_id not in self._bars:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            progress = Progress(TextColumn("Downloading {task.description}"), BarColumn(), DownloadColumn(),
-                                TransferSpeedColumn(), TimeRemainingColumn(), console=output.stderr, transient=True)
+            progress = output.progress("Downloading {task.description}", DownloadColumn(), TransferSpeedColumn(),
+                                       TimeRemainingColumn())
             progress.start()
             self._bars[event.model_id] = (progress, progress.add_task(event.model_id, total=event.total))
         progress, task = self._bars[event.model_id]

@@ -8,8 +8,14 @@ from typing import Any
 
 from swiftcli.cli import output
 from swiftcli.config.options import ModelOptions
-from swiftcli.config.spec import EngineConfig
+from swiftcli.config.spec import EngineConfig, GenerationConfig
+from swiftcli.data.ray_runs import RayAnswerer, import_ray_llm
+from swiftcli.engines import check_backend, default_backend
+from swiftcli.engines.data_parallel import check_scaling, run_headless
+from swiftcli.engines.loader import merge_generation
+from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.errors import UsageError
+from swiftcli.registry.templates import get_template
 
 
 def refuse_worker_options(command: str, engine: EngineConfig) -> None:
@@ -22,8 +28,6 @@ def refuse_worker_options(command: str, engine: EngineConfig) -> None:
 
 def run_worker_node(model: ModelOptions, engine: EngineConfig) -> None:
     """This node's engines, joined to the head node, with no API server, until SIGTERM or Ctrl-C."""
-    from swiftcli.engines import check_backend, default_backend
-    from swiftcli.engines.data_parallel import check_scaling, run_headless
     from swiftcli.loading import resolve_spec
 
     backend = model.infer_backend or default_backend()
@@ -44,12 +48,7 @@ def ray_dataset_answerer(model: ModelOptions, engine: EngineConfig, gen: Any, sk
 
     @contextlib.contextmanager
     def connected() -> Iterator[Any]:
-        from swiftcli.config.spec import GenerationConfig
-        from swiftcli.data.ray_runs import RayAnswerer, import_ray_llm
-        from swiftcli.engines.loader import merge_generation
-        from swiftcli.engines.tokenizer import load_tokenizer
         from swiftcli.loading import resolve_spec
-        from swiftcli.registry.templates import get_template
 
         import_ray_llm()
         spec = resolve_spec(model)

@@ -14,12 +14,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.data.runs import ResultFile, Row, RunStats, StreamWriter, result_row
 from swiftcli.engines.base import EngineRequest, check_context_length
+from swiftcli.engines.vllm import engine_args, sampling_params
 from swiftcli.errors import InputError, MissingDependencyError, SwiftError
+from swiftcli.generation.core import encode_request
+from swiftcli.generation.thinking import split_thinking
 
 RAY_HINT = 'install the Ray extra: pip install "swiftcli[ray]"'
 # vLLM sampling fields that swiftcli sets (engines.vllm.sampling_params); passed to Ray Data as a plain dict.
@@ -51,8 +55,6 @@ def model_context(spec: ModelSpec, config: EngineConfig) -> int:
 
 def sampling_dict(request: EngineRequest, max_model_len: int) -> dict[str, Any]:
     """The vLLM sampling settings of one request, as a local vLLM engine would build them."""
-    from swiftcli.engines.vllm import sampling_params
-
     max_tokens = check_context_length(len(request.prompt_ids), request.config.max_new_tokens, max_model_len)
     params = sampling_params(request, max_tokens)
     values = {name: getattr(params, name) for name in SAMPLING_FIELDS}
@@ -62,10 +64,6 @@ def sampling_dict(request: EngineRequest, max_model_len: int) -> dict[str, Any]:
 
 def ray_engine_kwargs(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
     """vLLM engine arguments for each Ray Data engine actor: a local engine's, one replica each."""
-    from dataclasses import replace
-
-    from swiftcli.engines.vllm import engine_args
-
     args = engine_args(spec, replace(config, data_parallel_size=1, ray_address=None))
     for key in ("model", "tokenizer"):
         args.pop(key, None)
@@ -103,9 +101,6 @@ class RayAnswerer:
 
     def __call__(self, rows: Sequence[Row], writer: ResultFile | StreamWriter, done: int, stats: RunStats,
                  on_row: Callable[[RunStats], None] | None = None) -> RunStats:
-        from swiftcli.generation.core import encode_request
-        from swiftcli.generation.thinking import split_thinking
-
         t0 = time.perf_counter()
         items = []
         for i, row in list(enumerate(rows))[done:]:

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from swiftcli.config.distributed import local_replicas
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import (
     Completion,
@@ -27,7 +28,7 @@ from swiftcli.engines.base import (
     RequestResult,
     check_context_length,
 )
-from swiftcli.engines.data_parallel import vllm_scaling_args
+from swiftcli.engines.data_parallel import check_replica_devices, vllm_scaling_args
 from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
 from swiftcli.engines.modalities import check_accepts
 from swiftcli.engines.outputs import to_result
@@ -161,12 +162,6 @@ def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
 def check_replicas(config: EngineConfig, is_cpu: bool, local_gpus: bool) -> int:
     """Data-parallel replicas on this node, checked against its devices: GPUs, or on CPU cores (each rank's
     threads are bound to cores of their own)."""
-    import os
-
-    from swiftcli.config.distributed import local_replicas
-    from swiftcli.engines.data_parallel import check_replica_devices
-    from swiftcli.engines.parallel import visible_gpus
-
     replicas = local_replicas(config)
     if config.data_parallel_size > 1:
         if is_cpu:

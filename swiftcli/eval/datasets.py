@@ -10,8 +10,10 @@ Three kinds, told apart by a file's first row (or set with `kind=`):
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import mimetypes
 import random
 import re
 import string
@@ -22,6 +24,7 @@ from typing import Any
 
 from swiftcli.data.records import IMAGE_TAG, Record, read_records, to_sample
 from swiftcli.errors import InputError, UsageError
+from swiftcli.eval.extract import parse_number
 from swiftcli.generation.vision import split_tags
 
 GENERATION = "generation"
@@ -128,9 +131,6 @@ def image_parts(query: str, images: list[str]) -> list[dict[str, Any]]:
 
 def _inline(ref: str) -> str:
     """A local image file as a data URI: a server reads no client paths."""
-    import base64
-    import mimetypes
-
     if "://" in ref or ref.startswith("data:"):
         return ref
     media_type = mimetypes.guess_type(ref)[0] or "image/png"
@@ -244,8 +244,6 @@ def _answer_letter(answer: Any, choices: list[str], letters: str) -> str:
 
 
 def _gsm8k(data: dict[str, Any]) -> Parsed:
-    from swiftcli.eval.extract import parse_number
-
     question = _question(data)
     answer = data.get("answer")
     match = GSM8K_ANSWER.search(answer) if isinstance(answer, str) else None

@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from swiftcli import __version__
+from swiftcli.errors import InputError, UsageError
 from swiftcli.eval.datasets import MULTIPLE_CHOICE, EvalDataset, EvalItem, dataset_names, load_dataset
 from swiftcli.eval.runner import Generated
 from swiftcli.eval.scoring import score_dataset
@@ -25,8 +27,6 @@ def load_datasets(
     seed: int = 0,
 ) -> list[EvalDataset]:
     """Read every file up front, so bad data fails before an engine starts."""
-    from swiftcli.errors import InputError, UsageError
-
     if not paths:
         raise UsageError("give at least one --eval-dataset FILE")
     if few_shot < 0:
@@ -125,8 +125,6 @@ def build_summary(
     load_s: float,
     total_s: float,
 ) -> dict[str, Any]:
-    from swiftcli import __version__
-
     done = sum(d["ok"] for d in outcome.datasets)
     seconds = outcome.generate_s or 1e-9
     return {

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from swiftcli.apiclient import http_client, reply_message
+from swiftcli.config.spec import GenerationConfig
+from swiftcli.engines.base import EngineRequest, check_context_length, generate_all
 from swiftcli.errors import EngineError, InputError, SwiftError
 from swiftcli.eval.datasets import EvalItem
 from swiftcli.eval.runner import Generated, Prediction, RemoteTarget
@@ -88,9 +90,6 @@ def score_local(engine: Any, items: Sequence[EvalItem], on_progress: Progress | 
 
 def _score_batch(engine: Any, items: Sequence[EvalItem], progress: Progress, adapter: str | None
                  ) -> list[Prediction]:
-    from swiftcli.config.spec import GenerationConfig
-    from swiftcli.engines.base import EngineRequest, check_context_length, generate_all
-
     tokenizer = engine.hf_tokenizer
 
     def encode(text: str) -> list[int]:

@@ -14,12 +14,22 @@ non-finite logprobs (a broken adapter) do.
 
 from __future__ import annotations
 
+import gc
 import math
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
+from swiftcli.engines.base import EngineRequest, generate_all
+from swiftcli.engines.pt import get_model_tokenizer
+from swiftcli.engines.tokenizer import load_tokenizer
+from swiftcli.export.adapters import check_adapter
+from swiftcli.hub.resolve import resolve_model
+from swiftcli.registry.templates import get_template
 
 DEFAULT_PROMPTS = (
     "What is the capital of France?",
@@ -84,8 +94,6 @@ class ParityReport:
         return not self.errors and all(c.ok for c in self.comparisons)
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return {**asdict(self), "ok": self.ok}
 
 
@@ -134,8 +142,6 @@ def _margin(reference: Trace, candidate: Trace, i: int) -> float | None:
 def vllm_traces(engine: Any, prompts: Sequence[list[int]], stop_ids: Sequence[int], max_new_tokens: int,
                 adapter: str | None = None) -> list[Trace]:
     """Greedy answers from a swiftcli vLLM engine (all prompts in one batch), with TOP_LOGPROBS per step."""
-    from swiftcli.engines.base import EngineRequest, generate_all
-
     config = GenerationConfig(temperature=0.0, do_sample=False, max_new_tokens=max_new_tokens,
                               logprobs=TOP_LOGPROBS, seed=0)
     requests = [EngineRequest(list(ids), config, stop_token_ids=list(stop_ids), adapter=adapter) for ids in prompts]
@@ -152,11 +158,7 @@ def vllm_traces(engine: Any, prompts: Sequence[list[int]], stop_ids: Sequence[in
 def transformers_traces(spec: ModelSpec, prompts: Sequence[list[int]], stop_ids: Sequence[int],
                         max_new_tokens: int, dtype: str) -> list[Trace]:
     """Greedy answers from transformers (peft applies `spec.adapters`), one prompt at a time: no padding."""
-    import gc
-
     import torch
-
-    from swiftcli.engines.pt import get_model_tokenizer
 
     model, tokenizer = get_model_tokenizer(spec, dtype, device="cpu")
     traces = []
@@ -198,11 +200,6 @@ def run_parity(
     on_message: Callable[[str], None] | None = None,
 ) -> ParityReport:
     """Run `prompts` greedily on every side and compare each with transformers (with the adapter, if any)."""
-    from dataclasses import replace
-
-    from swiftcli.engines.tokenizer import load_tokenizer
-    from swiftcli.registry.templates import get_template
-
     say = on_message or (lambda _m: None)
     template = get_template(spec.template_type, load_tokenizer(spec), spec.default_system)
     encoded = [template.encode(p) for p in prompts]
@@ -247,10 +244,6 @@ def _on_engine(start_engine: EngineStarter, spec: ModelSpec, config: EngineConfi
 
 def _lora_side(start_engine: EngineStarter, spec: ModelSpec, config: EngineConfig, encoded: list[list[int]],
                stops: list[int], max_new_tokens: int) -> list[Trace]:
-    from dataclasses import replace
-
-    from swiftcli.export.adapters import check_adapter
-
     base = replace(spec, adapters=(), ckpt_dir=None)
     path = spec.adapters[0]
     rank = check_adapter(path, base).rank
@@ -263,13 +256,7 @@ def _merged_side(start_engine: EngineStarter, spec: ModelSpec, config: EngineCon
                  stops: list[int], max_new_tokens: int, dtype: str) -> list[Trace]:
     """Merge into a temporary folder in the check's dtype (a bf16 merge would round the weights the reference
     keeps in float32), then run it on vLLM as a plain model."""
-    import shutil
-    import tempfile
-    from dataclasses import replace
-    from pathlib import Path
-
     from swiftcli.export.merge import merge_lora
-    from swiftcli.hub.resolve import resolve_model
 
     folder = Path(tempfile.mkdtemp(prefix="swiftcli-parity-"))
     try:

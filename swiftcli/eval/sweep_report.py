@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import os
 from pathlib import Path
@@ -79,7 +80,6 @@ def write_sweep_files(sweep: Any) -> dict[str, str]:
     out = Path(sweep.output_dir)
     data = table(sweep)
     _replace(out / SWEEP_JSON, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
-    import io
 
     buffer = io.BytesIO()
     learning_curve_figure(sweep).savefig(buffer, format="png", dpi=110)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -195,8 +196,6 @@ PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_p
 
 def copy_processor_files(model_dir: Path, out: Path) -> None:
     """The image processor's configuration goes with a merged vision-language model."""
-    import shutil
-
     for name in PROCESSOR_FILES:
         if (model_dir / name).is_file() and not (out / name).exists():
             shutil.copy2(model_dir / name, out / name)
