@@ -420,13 +420,13 @@ def test_engine_requests_carry_the_page_settings(embedded_spec: Any) -> None:
 
     from swiftcli.config.spec import GenerationConfig
     from swiftcli.engines.tokenizer import load_tokenizer
-    from swiftcli.errors import ContextLengthError
+    from swiftcli.errors import ContextLengthError, InputError
     from swiftcli.registry.templates import get_template
     from swiftcli.webui import ChatSettings, EngineChatBackend
 
     tokenizer = load_tokenizer(embedded_spec)
     template = get_template(embedded_spec.template_type, tokenizer, embedded_spec.default_system)
-    engine = SimpleNamespace(max_model_len=256)  # only its context length is read when encoding
+    engine = SimpleNamespace(max_model_len=256, spec=embedded_spec)  # its context and modalities are read
     backend = EngineChatBackend(engine, template, GenerationConfig(), "m")
     settings = ChatSettings(system="Answer like a pirate.", temperature=0.0, top_p=0.5, max_new_tokens=1000)
 
@@ -443,3 +443,7 @@ def test_engine_requests_carry_the_page_settings(embedded_spec: Any) -> None:
 
     with pytest.raises(ContextLengthError, match="context of 256 tokens"):
         backend.request("hello " * 300, [], settings)
+
+    assert not backend.takes_images
+    with pytest.raises(InputError, match="takes text only, not images"):  # refused by name, never dropped
+        backend.request("<image>" + FRANCE, [], settings, [str(ROOT / "docs" / "missing.png")])

@@ -58,7 +58,7 @@ def test_chat_events_share_one_concurrency_limit():
     from swiftcli.webui.app import build_app
 
     class Backend:
-        model_name, max_new_tokens_limit, default_system, supports_system = "m", 64, None, True
+        model_name, max_new_tokens_limit, default_system, supports_system, takes_images = "m", 64, None, True, False
 
     demo = build_app(Backend(), concurrency=3)  # type: ignore[arg-type]
     chat = [fn for fn in demo.fns.values() if fn.concurrency_id == "chat"]

@@ -174,7 +174,8 @@ def hostile_requests(media) -> dict:
         "unknown format": ([image_part(data_uri(b"GIF89a" + b"\0" * 64, "image/gif"))], "not an image in a known"),
         "not an image": ([image_part(data_uri(b"hello", "text/plain"))], "not an image"),
         "too many images": ([image_part(data_uri(png(1)))] * 3, "3 images, more than the 2"),
-        "video": ([{"type": "video_url", "video_url": {"url": "http://example.com/a.mp4"}}], "video"),
+        "video": ([{"type": "video_url", "video_url": {"url": "http://example.com/a.mp4"}}],
+                  "takes text and images, not videos"),
         "ftp": ([image_part("ftp://example.com/a.png")], "http, https or data"),
     }
 
@@ -198,6 +199,51 @@ def test_a_text_only_server_refuses_images_with_a_400(deploy_server):
         text_only.chat.completions.create(model=text_only.models.list().data[0].id,
                                           messages=[{"role": "user", "content": parts}], max_tokens=4)
     assert "takes text only, not images" in str(info.value)
+    with pytest.raises(openai.BadRequestError) as info:
+        parts = [{"type": "video_url", "video_url": {"url": "http://169.254.169.254/a.mp4"}},
+                 {"type": "text", "text": "?"}]
+        text_only.chat.completions.create(model=text_only.models.list().data[0].id,
+                                          messages=[{"role": "user", "content": parts}], max_tokens=4)
+    assert "takes text only, not videos" in str(info.value)
+
+
+def test_an_image_model_refuses_videos_in_ms_swift_form(client, served, vlm_server):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=served, messages=[{"role": "user", "content": "<video>What happens?"}],
+                                       max_tokens=4, extra_body={"videos": ["http://169.254.169.254/a.mp4"]})
+    assert "takes text and images, not videos" in str(info.value) and info.value.status_code == 400
+    assert vlm_server.process.poll() is None
+
+
+def test_the_pages_api_backend_sends_uploads_as_image_url_parts(vlm_server, served, media, reference):
+    """app-ui --api_url: the page's uploads reach the server as image_url data URIs, in the history too."""
+    import asyncio
+
+    from swiftcli.config.spec import GenerationConfig
+    from swiftcli.webui import ChatSettings, OpenAIChatBackend
+
+    backend = OpenAIChatBackend(vlm_server.base_url, "none", served, GenerationConfig())
+    settings = ChatSettings(None, 0.0, 1.0, NEW_TOKENS)
+    picture = str(media["dir"] / "a.png")
+
+    async def last(query, history, images):
+        return [p async for p in backend.chat(query, history, settings, images)][-1]
+
+    async def conversation():
+        try:
+            first = await last("<image>" + QUESTION, [], [picture])
+            text = await last(QUESTION, [], [])
+            again = await last("And?", [("<image>" + QUESTION, first.text)], [picture])
+            return first, text, again
+        finally:
+            await backend.aclose()
+
+    first, text, again = asyncio.run(conversation())
+    answer, prompt_tokens = reference
+    assert first.finished and first.text == answer
+    assert first.prompt_tokens == prompt_tokens, "the server counted the image's tokens"
+    assert text.prompt_tokens < prompt_tokens - 10, "without the image the prompt is shorter by its tokens"
+    assert again.prompt_tokens > prompt_tokens, "the history's image is sent again"
 
 
 def test_the_client_api_takes_images_like_ms_swift(vlm_server, media, reference):

@@ -262,11 +262,11 @@ def test_chat_requests_with_image_parts_become_part_messages_in_order():
                                      {"type": "input_image", "image_url": "data:b"}]}]})
     assert req.has_media
     messages, refs = part_messages(req)
-    assert refs == ["data:a", "data:b"]
+    assert refs == {"image": ["data:a", "data:b"], "video": []}
     assert [p["type"] for p in messages[1]["content"]] == ["image", "text", "image"]
     swift = _chat({"messages": [{"role": "user", "content": "<image>Hi"}], "images": ["u1", "u2"]})
     messages, refs = part_messages(swift)
-    assert refs == ["u1", "u2"] and [p["type"] for p in messages[0]["content"]] == ["image", "image", "text"]
+    assert refs["image"] == ["u1", "u2"] and [p["type"] for p in messages[0]["content"]] == ["image", "image", "text"]
     assert not _chat({"messages": [{"role": "user", "content": "<image> as text"}]}).has_media
 
 
@@ -276,8 +276,9 @@ def test_chat_requests_with_image_parts_become_part_messages_in_order():
       "images": ["b"]}, "not both"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "a"}}]}],
       "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools are not supported"),
-    ({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "a"}}]}]},
-     "video input is not supported"),
+    ({"messages": [{"role": "assistant", "content": [{"type": "video_url", "video_url": {"url": "a"}}]}]},
+     "videos go in user messages"),
+    ({"messages": [{"role": "user", "content": "<video>"}]}, "1 <video> tags but the request lists no `videos`"),
 ])
 def test_chat_image_requests_we_cannot_honour_are_refused_by_name(body, reason):
     from swiftcli.server.errors import APIError
@@ -343,3 +344,14 @@ def test_eval_rows_carry_their_images(tmp_path):
     gen = tmp_path / "gen.jsonl"
     gen.write_text(json.dumps({"query": "<image>What?", "response": "x", "images": ["img/a.png"]}) + "\n")
     assert load_dataset(gen, "gen").items[0].images == first.images
+
+
+def test_the_pt_backend_refuses_images_and_videos_by_name_rather_than_dropping_them():
+    from swiftcli.config.spec import GenerationConfig
+    from swiftcli.engines.base import EngineRequest
+    from swiftcli.engines.pt import _refuse_vllm_only
+
+    request = EngineRequest([1, 2], GenerationConfig(), multi_modal_data={"image": [object()], "video": [object()]})
+    with pytest.raises(InputError, match="images, videos need the vllm backend"):
+        _refuse_vllm_only(request)
+    _refuse_vllm_only(EngineRequest([1, 2], GenerationConfig(), multi_modal_data={"image": []}))

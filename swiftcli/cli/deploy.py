@@ -353,7 +353,7 @@ deploy_command.__doc__ = (deploy_command.__doc__ or "") + EXAMPLES
 
 
 def media_settings(domains: list[str] | None, local_path: str | None, engine: EngineConfig) -> Any:
-    """The deploy options that bound requests' images, checked before the engine starts."""
+    """The deploy options that bound requests' images and videos, checked before the engine starts."""
     import ipaddress
     import re
     from pathlib import Path
@@ -370,4 +370,5 @@ def media_settings(domains: list[str] | None, local_path: str | None, engine: En
     if local_path is not None and not Path(local_path).is_dir():
         raise _usage(f"--allowed_local_media_path {local_path} is not a directory")
     local = str(Path(local_path).resolve()) if local_path else None
-    return MediaSettings(tuple(entries), local, (engine.limit_mm_per_prompt or {}).get("image"))
+    limits = engine.limit_mm_per_prompt or {}
+    return MediaSettings(tuple(entries), local, limits.get("image"), limits.get("video"))

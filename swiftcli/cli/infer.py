@@ -72,9 +72,11 @@ def infer_command(
 ) -> None:
     """Answer questions with the model: the answers alone on stdout, or a dataset into a result file."""
 
-    images = list(ask.images or [])
+    images, videos = list(ask.images or []), list(ask.videos or [])
     if images and ask.query and prompt:
         images, prompt = [*images, *prompt], None  # ms-swift's form: --query Q --images a.jpg b.png
+    elif videos and ask.query and prompt:
+        videos, prompt = [*videos, *prompt], None
     queries = questions(prompt, ask.query)
     api_dialect = check_dialect(api_url, dialect)
     if task != "chat" and api_dialect != "chat":
@@ -86,28 +88,28 @@ def infer_command(
     constraint = structured(ask.structured_output)
     api = api_options(api_url, api_key, max_concurrency, model, engine, data, constraint,
                       api_dialect)
-    if images and (api is not None or data.active):
-        raise UsageError("--images goes with a question to a local model",
-                         "datasets list their images in an 'images' column")
+    if (images or videos) and (api is not None or data.active):
+        raise UsageError(f"{'--images' if images else '--videos'} goes with a question to a local model",
+                         "datasets list their images and videos in 'images' and 'videos' columns")
+    media = {"images": images, "videos": videos}
     if api is None:
         check_before_loading(model, engine)
     if data.active:
         if queries:
             raise UsageError("give either a question or a dataset, not both")
         answer_rows(data, out.output, model, engine, gen, constraint, api)
-    elif queries or images or not sys.stdin.isatty():
+    elif queries or images or videos or not sys.stdin.isatty():
         if queries:
-            answer_questions(queries, out.output, model, engine, gen, constraint, api, images)
+            answer_questions(queries, out.output, model, engine, gen, constraint, api, media)
         else:
             text = read_stdin()
             request = json_request(text)
-            if request is not None and api is not None and request.get("images"):
-                raise UsageError("images in stdin JSON go to a local model, not --api-url")
+            if request is not None and api is not None and (request.get("images") or request.get("videos")):
+                raise UsageError("images and videos in stdin JSON go to a local model, not --api-url")
             if request is not None and api is None:
-                run_queries([], out.output, model, engine, gen, constraint, images=images,
-                            stdin_request=request)
+                run_queries([], out.output, model, engine, gen, constraint, media=media, stdin_request=request)
             else:
-                answer_questions([text], out.output, model, engine, gen, constraint, api, images)
+                answer_questions([text], out.output, model, engine, gen, constraint, api, media)
     else:
         if constraint is not None:
             raise UsageError("--structured-output applies to questions and datasets, not the chat")
@@ -168,11 +170,11 @@ def read_stdin() -> str:
 
 def answer_questions(queries: list[str], output: str, model: ModelOptions, engine: EngineConfig,
                      gen: GenerationOverrides, constraint: dict[str, Any] | None, api: Any,
-                     images: list[str] | None = None) -> None:
+                     media: dict[str, list[str]] | None = None) -> None:
     if api is not None:
         remote.run_queries(api, queries, output, model, gen, INFER_DEFAULTS)
     else:
-        run_queries(queries, output, model, engine, gen, constraint, images=images)
+        run_queries(queries, output, model, engine, gen, constraint, media=media)
 
 
 def json_request(text: str) -> dict[str, Any] | None:
@@ -216,10 +218,10 @@ def print_answers(answers: Any, output: str) -> None:
 
 def run_queries(queries: list[str], output: str, model: ModelOptions, engine: EngineConfig,
                 gen: GenerationOverrides, constraint: dict[str, Any] | None = None, *,
-                images: list[str] | None = None, stdin_request: dict[str, Any] | None = None) -> None:
+                media: dict[str, list[str]] | None = None, stdin_request: dict[str, Any] | None = None) -> None:
+    """`media`: {"images": [...], "videos": [...]} for every question."""
     extra: dict[str, Any] = {"structured_outputs": constraint} if constraint else {}
-    if images:
-        extra["images"] = images
+    extra.update({key: refs for key, refs in (media or {}).items() if refs})
     requests = [{"query": q, "system": model.system, **extra} for q in queries]
     if stdin_request is not None:
         requests = [{"system": model.system, **stdin_request, **extra}]
@@ -233,9 +235,9 @@ def run_queries(queries: list[str], output: str, model: ModelOptions, engine: En
 
 
 def check_images_early(model: ModelOptions, requests: list[dict[str, Any]]) -> None:
-    """Before the engine starts: the model takes images, and every image opens."""
+    """Before the engine starts: the model takes the images and videos, and every one opens."""
     from swiftcli.engines.modalities import check_accepts
-    from swiftcli.generation.media import load_image
+    from swiftcli.generation.media import load_image, load_video
     from swiftcli.generation.vision import request_media
     from swiftcli.loading import resolve_spec
 
@@ -245,6 +247,8 @@ def check_images_early(model: ModelOptions, requests: list[dict[str, Any]]) -> N
             check_accepts(resolve_spec(model), media)
             for ref in media.get("image", []):
                 load_image(ref)
+            for ref in media.get("video", []):
+                load_video(ref)
 
 
 def result_target(result_file: str | None, result_dir: str | None) -> Path | None:

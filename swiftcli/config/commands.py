@@ -53,6 +53,9 @@ class QueryOptions:
     images: list[str] | None = option(
         None, "Images for the questions: paths, http(s) URLs or data URIs (repeatable, or ms-swift's --query Q "
         "--images a.jpg b.png); image tags in a question mark where each goes.")
+    videos: list[str] | None = option(
+        None, "Videos for the questions (models that take video): paths, http(s) URLs or data URIs (repeatable); "
+        "video tags in a question mark where each goes.")
     structured_output: str | None = option(
         None, 'Constrain answers: {"choice": [...]}, {"regex": "..."}, {"json": schema}, {"grammar": "..."}.',
         panel="Generation", metavar="JSON")

@@ -48,6 +48,8 @@ def dataset_hash(samples: Sequence[Any]) -> str:
         row = [sample.system, sample.query, sample.response, sample.history]
         if getattr(sample, "image_sha256", None):
             row.append(sample.image_sha256)
+        if getattr(sample, "video_sha256", None):
+            row.append({"videos": sample.video_sha256})
         digest.update(json.dumps(row, ensure_ascii=True).encode() + b"\n")
     return digest.hexdigest()
 

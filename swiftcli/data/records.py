@@ -53,12 +53,17 @@ class Sample:
     # image's bytes (of a URL's text), so that a changed image makes a changed row.
     images: list[str] = field(default_factory=list)
     image_sha256: list[str] = field(default_factory=list)
+    # Videos (a `videos` column, with `<video>` tags in the text), referenced and hashed as the images are.
+    videos: list[str] = field(default_factory=list)
+    video_sha256: list[str] = field(default_factory=list)
 
     def request(self) -> dict[str, Any]:
         """The row as a request for `swiftcli.generation.infer`."""
         request: dict[str, Any] = {"query": self.query, "history": self.history, "system": self.system}
         if self.images:
             request["images"] = list(self.images)
+        if self.videos:
+            request["videos"] = list(self.videos)
         return request
 
 
@@ -170,16 +175,19 @@ def to_sample(data: dict[str, Any], base_dir: Path | None = None) -> Sample:
     """The request a row asks for; raises InputError (without a location: see `read_samples`) on bad rows.
 
     Images come from an `images` column (ms-swift's rows, with `<image>` tags in the text; alpaca rows) or from
-    OpenAI image content parts; relative paths are taken from `base_dir` (the dataset file's folder).
+    OpenAI image content parts, videos from a `videos` column; relative paths are taken from `base_dir` (the
+    dataset file's folder).
     """
     sample = _text_sample(data)
     images = [*sample.images, *_image_column(data.get("images"))]
-    if _present(data.get("videos")):
-        raise InputError("video rows are not supported yet", "send the frames as images")
-    if not images:
-        return sample
-    refs = [_absolute(ref, base_dir) for ref in images]
-    return replace(sample, images=refs, image_sha256=[media_ref_hash(ref) for ref in refs])
+    videos = _image_column(data.get("videos"), "videos")
+    if images:
+        refs = [_absolute(ref, base_dir) for ref in images]
+        sample = replace(sample, images=refs, image_sha256=[media_ref_hash(ref) for ref in refs])
+    if videos:
+        refs = [_absolute(ref, base_dir) for ref in videos]
+        sample = replace(sample, videos=refs, video_sha256=[media_ref_hash(ref) for ref in refs])
+    return sample
 
 
 def _text_sample(data: dict[str, Any]) -> Sample:
@@ -304,19 +312,19 @@ def _part_url(part: dict[str, Any], number: int) -> str:
     return value
 
 
-def _image_column(value: Any) -> list[str]:
-    value = _maybe_json(value, "images")
+def _image_column(value: Any, column: str = "images") -> list[str]:
+    value = _maybe_json(value, column)
     if value in (None, "", []):
         return []
     items = [value] if isinstance(value, str | dict) else value
     if not isinstance(items, list):
-        raise InputError("'images' must be a list of paths or URLs")
+        raise InputError(f"'{column}' must be a list of paths or URLs")
     refs = []
     for item in items:
         if isinstance(item, dict):  # ms-swift also writes {"path": ...} or {"bytes": ...}
             item = item.get("path") or item.get("url")
         if not isinstance(item, str) or not item:
-            raise InputError("'images' must be a list of paths or URLs")
+            raise InputError(f"'{column}' must be a list of paths or URLs")
         refs.append(item)
     return refs
 

@@ -82,6 +82,8 @@ def result_row(sample: Sample, response: str) -> dict[str, Any]:
                            "label": sample.response, "history": sample.history}
     if sample.images:
         row.update(images=sample.images, images_sha256=sample.image_sha256)
+    if sample.videos:
+        row.update(videos=sample.videos, videos_sha256=sample.video_sha256)
     return row
 
 
@@ -235,7 +237,8 @@ def _same_row(row: dict[str, Any], expected: Row) -> bool:
     sample = expected.sample
     return (row.get("query") == sample.query and row.get("system") == sample.system
             and row.get("label") == sample.response and (row.get("history") or []) == (sample.history or [])
-            and (row.get("images_sha256") or []) == sample.image_sha256)
+            and (row.get("images_sha256") or []) == sample.image_sha256
+            and (row.get("videos_sha256") or []) == sample.video_sha256)
 
 
 def _ends_with_newline(f: IO[bytes], size: int) -> bool:

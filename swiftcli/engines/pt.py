@@ -314,5 +314,6 @@ def _refuse_vllm_only(request: EngineRequest) -> None:
              if getattr(cfg, name) != getattr(defaults, name)]
     if request.guided:
         names.append("structured outputs")
+    names += [f"{modality}s" for modality, items in (request.multi_modal_data or {}).items() if items]
     if names:
         raise InputError(f"{', '.join(names)} need the vllm backend", "drop them, or use --infer_backend vllm")

@@ -4,7 +4,8 @@ A request `{"query": "<image>What is this?", "history": [...], "images": ["a.jpg
 content parts (`{"type": "image"}` where each tag stood) rendered by the model's own chat template, the same
 template transformers' `processor.apply_chat_template` uses; each part becomes one placeholder token that the
 engine expands into the image's tokens. Images fill the tags in order across the history and the query; when
-there are more images than tags, the rest go before the query's text, as ms-swift does.
+there are more images than tags, the rest go before the query's text, as ms-swift does. Videos (`videos`, `<video>`
+tags) work the same way, decoded into frames for the engine.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from swiftcli.errors import InputError, TemplateError
-from swiftcli.generation.media import CLI_POLICY, LoadedImage, MediaPolicy, load_images
+from swiftcli.generation.media import CLI_POLICY, LoadedImage, MediaPolicy, load_images, load_videos
 from swiftcli.registry.templates import Template
 
 IMAGE_TAG = "<image>"
@@ -73,15 +74,19 @@ def vision_messages(query: str, history: Sequence[Sequence[str]] | None, system:
 
 def encode_vision(template: Template, request: dict[str, Any], policy: MediaPolicy = CLI_POLICY,
                   *, enable_thinking: bool | None = None) -> tuple[list[int], dict[str, list[Any]], list[str]]:
-    """(prompt ids with one placeholder per image, multi-modal data for the engine, the images' sha256)."""
+    """(prompt ids with one placeholder per image and video, multi-modal data for the engine (images as PIL
+    images, videos as vLLM's (frames, metadata) pairs), the images' and videos' sha256)."""
     media = request_media(request)
-    if "video" in media:
-        raise InputError("video input is not supported yet", "send images (frames) instead")
     images: list[LoadedImage] = load_images(media.get("image", []), policy)
+    videos = load_videos(media.get("video", []), policy)
     system = template._resolve_system(request.get("system"))
-    messages = vision_messages(str(request.get("query") or ""), request.get("history"), system, len(images))
+    messages = vision_messages(str(request.get("query") or ""), request.get("history"), system, len(images),
+                               len(videos))
     ids = encode_part_messages(template, messages, enable_thinking=enable_thinking)
-    return ids, {"image": [i.image for i in images]}, [i.sha256 for i in images]
+    data: dict[str, list[Any]] = {"image": [i.image for i in images]} if images else {}
+    if videos:
+        data["video"] = [v.engine_item() for v in videos]
+    return ids, data, [i.sha256 for i in images] + [v.sha256 for v in videos]
 
 
 def split_tags(text: str) -> list[dict[str, Any]]:

@@ -40,6 +40,8 @@ class InputImagePart(_Request):
 
 
 class VideoUrlPart(_Request):
+    """vLLM's chat video part: an http(s) URL or a data: URI of a video (decoded into frames, see server.media)."""
+
     type: Literal["video_url"]
     video_url: ImageUrl | str
 
@@ -183,10 +185,12 @@ class ChatCompletionRequest(SamplingFields):
     chat_template_kwargs: dict[str, Any] | None = None
     # ms-swift's request shape: images for the `<image>` tags in the messages' text.
     images: list[str] | None = None
+    # ... and videos for its `<video>` tags.
+    videos: list[str] | None = None
 
     @property
     def has_media(self) -> bool:
-        return bool(self.images) or any(m.has_media for m in self.messages)
+        return bool(self.images) or bool(self.videos) or any(m.has_media for m in self.messages)
 
     def message_dicts(self) -> list[dict[str, Any]]:
         """Messages as plain dicts (content as text), what the templates render."""

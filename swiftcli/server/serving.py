@@ -118,7 +118,7 @@ class Serving:
         stop_ids = [*stop_ids, *(req.stop_token_ids or [])]
         return [EngineRequest(prompt_ids, config, request_id=f"chatcmpl-{uuid.uuid4().hex}", stop=stop,
                               stop_token_ids=stop_ids, adapter=adapter,
-                              multi_modal_data={"image": media.images} if media else None)]
+                              multi_modal_data=media.engine_data() if media else None)]
 
     def completion_requests(self, req: CompletionRequest, adapter: str | None) -> tuple[list[EngineRequest],
                                                                                         list[str]]:

@@ -3,6 +3,9 @@
 Each browser tab has its own conversation in a `gr.State`; the Stop button cancels the running answer, which
 aborts the request in the engine (or closes the server stream). Answers stream as Markdown with the model's
 name, the token count and the speed underneath.
+
+A model that takes images gets a message box with an upload; each turn's images show above its question and reach
+the model as `<image>` tags in the history it sees. A text-only model's page has no upload.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swiftcli.errors import MissingDependencyError, SwiftError
+from swiftcli.errors import InputError, MissingDependencyError, SwiftError
+from swiftcli.generation.vision import IMAGE_TAG
 from swiftcli.webui.backends import ChatBackend, ChatSettings
 
 logger = logging.getLogger("swiftcli.webui")
@@ -23,7 +27,8 @@ logger = logging.getLogger("swiftcli.webui")
 UPDATE_INTERVAL_S = 0.05
 PAGE_ERROR = "the answer failed; the details are in the server's log"
 
-Turn = dict[str, Any]  # query, response, tokens, seconds, status (running|done|stopped|error), error
+# query, images (local files), response, tokens, prompt_tokens, seconds, status (running|done|stopped|error), error
+Turn = dict[str, Any]
 # A part added below the chat: called inside the open Blocks with (gradio, the page, its view, the concurrency).
 PagePanel = Callable[[Any, "ChatPage", "PageView", "int | None"], None]
 
@@ -40,28 +45,47 @@ class PageDefaults:
     repetition_penalty: float = 1.0
 
 
-def new_turn(query: str) -> Turn:
-    return {"query": query, "response": "", "tokens": 0, "seconds": 0.0, "status": "running", "error": None}
+def new_turn(query: str, images: Sequence[str] = ()) -> Turn:
+    return {"query": query, "images": list(images), "response": "", "tokens": 0, "prompt_tokens": 0,
+            "seconds": 0.0, "status": "running", "error": None}
+
+
+def tagged(turn: Turn) -> str:
+    """The turn's question as the model sees it: an `<image>` tag for each of its images, before the text."""
+    return IMAGE_TAG * len(turn.get("images") or []) + turn["query"]
+
+
+def kept(turns: list[Turn]) -> list[Turn]:
+    """The earlier turns the model sees: answered ones (stopped ones too), never errors."""
+    return [t for t in turns if t["status"] in ("done", "stopped") and t["response"]]
 
 
 def chat_history(turns: list[Turn]) -> list[tuple[str, str]]:
-    """What the model sees of earlier turns: answered ones (stopped ones too), never errors."""
-    return [(t["query"], t["response"]) for t in turns if t["status"] in ("done", "stopped") and t["response"]]
+    """What the model sees of earlier turns, images as `<image>` tags (their files: `history_images`)."""
+    return [(tagged(t), t["response"]) for t in kept(turns)]
+
+
+def history_images(turns: list[Turn]) -> list[str]:
+    return [image for t in kept(turns) for image in t.get("images") or []]
 
 
 def footer(turn: Turn, model_name: str) -> str:
     rate = turn["tokens"] / turn["seconds"] if turn["seconds"] > 0 else 0.0
     parts = [model_name, f"{turn['tokens']} tokens", f"{rate:.1f} tokens/s"]
+    if turn.get("prompt_tokens"):
+        parts.append(f"{turn['prompt_tokens']} prompt tokens")
     if turn["status"] == "stopped":
         parts.insert(0, "stopped")
     return " · ".join(parts)
 
 
-def render(turns: list[Turn], model_name: str) -> list[dict[str, str]]:
-    """The conversation as Chatbot messages; the stats line sits under each finished answer."""
-    messages: list[dict[str, str]] = []
+def render(turns: list[Turn], model_name: str) -> list[dict[str, Any]]:
+    """The conversation as Chatbot messages (a question's images above its text); the stats line sits under each
+    finished answer."""
+    messages: list[dict[str, Any]] = []
     for turn in turns:
-        messages.append({"role": "user", "content": turn["query"]})
+        images = [{"path": image} for image in turn.get("images") or []]
+        messages.append({"role": "user", "content": [*images, turn["query"]] if images else turn["query"]})
         if turn["status"] == "error":
             content = f"**Error:** {turn['error']}"
         elif turn["status"] == "running":
@@ -105,17 +129,22 @@ class ChatPage:
         self.gr = gr
         self.model_name = backend.model_name
 
-    async def answer(self, query: str, turns: list[Turn], settings: ChatSettings
+    async def answer(self, query: str, images: Sequence[str], turns: list[Turn], settings: ChatSettings
                      ) -> AsyncIterator[tuple[Any, Any]]:
-        history = chat_history(turns)
-        turn = new_turn(query)
+        history, images_so_far = chat_history(turns), history_images(turns)
+        turn = new_turn(query, images)
         turns = [*turns, turn]
         yield render(turns, self.model_name), turns
         start = time.perf_counter()
         last_update = 0.0
         try:
-            async for progress in self.backend.chat(query, history, settings):
-                turn.update(response=progress.text, tokens=progress.tokens, seconds=time.perf_counter() - start)
+            if images and not self.backend.takes_images:  # the page hides the upload; an API call may not
+                raise InputError(f"model {self.model_name} takes text only, not images")
+            chat = self.backend.chat(tagged(turn), history, settings, [*images_so_far, *images]) \
+                if images_so_far or images else self.backend.chat(query, history, settings)
+            async for progress in chat:
+                turn.update(response=progress.text, tokens=progress.tokens, seconds=time.perf_counter() - start,
+                            prompt_tokens=progress.prompt_tokens)
                 if time.perf_counter() - last_update >= UPDATE_INTERVAL_S:
                     last_update = time.perf_counter()
                     yield render(turns, self.model_name), turns
@@ -131,17 +160,18 @@ class ChatPage:
                             max_new_tokens=int(max_new_tokens), top_k=int(top_k),
                             repetition_penalty=max(float(repetition_penalty), 0.01))
 
-    async def send(self, message: str, turns: list[Turn], *controls: Any) -> AsyncIterator[tuple[Any, Any, Any]]:
+    async def send(self, message: str | dict[str, Any] | None, turns: list[Turn], *controls: Any
+                   ) -> AsyncIterator[tuple[Any, Any, Any]]:
         skip = self.gr.skip
-        query = (message or "").strip()
+        query, images = message_parts(message)
         # An empty message is ignored, and so is one sent while this tab's answer is still streaming.
-        if not query or (turns and turns[-1]["status"] == "running"):
+        if not (query or images) or (turns and turns[-1]["status"] == "running"):
             yield skip(), skip(), skip()
             return
         # The box is emptied once, with the first update. Later updates leave it alone: a next message typed while
         # this answer streams must survive them, and the update Gradio repeats when the event completes.
-        box: Any = ""
-        async for chat, state in self.answer(query, turns, self.settings_of(*controls)):
+        box: Any = self.empty_message()
+        async for chat, state in self.answer(query, images, turns, self.settings_of(*controls)):
             yield box, chat, state
             box = skip()
 
@@ -149,7 +179,9 @@ class ChatPage:
         if not turns or turns[-1]["status"] == "running":
             yield self.gr.skip(), self.gr.skip()
             return
-        async for chat, state in self.answer(turns[-1]["query"], turns[:-1], self.settings_of(*controls)):
+        last = turns[-1]
+        async for chat, state in self.answer(last["query"], last.get("images") or [], turns[:-1],
+                                             self.settings_of(*controls)):
             yield chat, state
 
     def mark_stopped(self, turns: list[Turn]) -> tuple[Any, Any]:
@@ -158,9 +190,19 @@ class ChatPage:
             turns[-1]["status"] = "stopped"
         return render(turns, self.model_name), turns
 
-    @staticmethod
-    def clear() -> tuple[Any, Any, Any]:
-        return [], [], ""
+    def empty_message(self) -> Any:
+        return {"text": "", "files": []} if self.backend.takes_images else ""
+
+    def clear(self) -> tuple[Any, Any, Any]:
+        return [], [], self.empty_message()
+
+
+def message_parts(message: str | dict[str, Any] | None) -> tuple[str, list[str]]:
+    """(text, image files) of the message box's value: a Textbox's string, a MultimodalTextbox's dict."""
+    if isinstance(message, dict):
+        files = [f if isinstance(f, str) else f.get("path") for f in message.get("files") or []]
+        return str(message.get("text") or "").strip(), [f for f in files if f]
+    return (message or "").strip(), []
 
 
 @dataclass
@@ -186,8 +228,7 @@ def _layout(gr: Any, backend: ChatBackend, defaults: PageDefaults, title: str | 
     gr.Markdown(f"### {title or model_name}")
     chatbot = gr.Chatbot(elem_id="chatbot", label=model_name, height=520, buttons=["copy"], feedback_options=None)
     with gr.Row(equal_height=True):
-        message = gr.Textbox(elem_id="message", show_label=False, placeholder="Message (Enter to send)", scale=8,
-                             lines=1, max_lines=8, autofocus=True)
+        message = _message_box(gr, backend.takes_images)
         send = gr.Button("Send", elem_id="send", variant="primary", scale=1, min_width=80)
         stop = gr.Button("Stop", elem_id="stop", variant="stop", scale=1, min_width=80)
     with gr.Row():
@@ -210,6 +251,17 @@ def _layout(gr: Any, backend: ChatBackend, defaults: PageDefaults, title: str | 
                                            elem_id="repetition_penalty")
     return PageView(turns, chatbot, message, send, stop, regenerate, clear,
                     [system, temperature, top_p, max_new_tokens, top_k, repetition_penalty])
+
+
+def _message_box(gr: Any, takes_images: bool) -> Any:
+    """A text box; with an image upload (the paperclip, or drop a file) when the model takes images."""
+    if takes_images:
+        return gr.MultimodalTextbox(elem_id="message", show_label=False, scale=8, lines=1, max_lines=8,
+                                    autofocus=True, sources=["upload"], file_types=["image"],
+                                    file_count="multiple", submit_btn=False,
+                                    placeholder="Message (Enter to send); attach images with the clip")
+    return gr.Textbox(elem_id="message", show_label=False, placeholder="Message (Enter to send)", scale=8, lines=1,
+                      max_lines=8, autofocus=True)
 
 
 def _wire(page: ChatPage, view: PageView, concurrency: int | None) -> None:

@@ -245,7 +245,7 @@ class CheckpointPanel:
             yield self.gr.skip(), self.gr.skip()
             return
         column = ChatPage(self.backend.with_model(model), self.gr)
-        async for chat, state in column.answer(query, turns, self.page.settings_of(*controls)):
+        async for chat, state in column.answer(query, (), turns, self.page.settings_of(*controls)):
             yield chat, state
 
     async def answer_second(self, query: str, side_by_side: bool, model: str, turns: list[Turn], *controls: Any
