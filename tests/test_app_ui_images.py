@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,9 @@ def run_answer(page: ChatPage, query: str, images: list[str], turns: list[dict[s
         states = [state async for _, state in page.answer(query, images, turns, ChatSettings(None, 0.0, 1.0, 8))]
         return states[-1]  # type: ignore[no-any-return]
 
-    return asyncio.run(go())
+    # A thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, go()).result()
 
 
 def test_the_upload_is_offered_only_where_the_model_takes_images() -> None:
