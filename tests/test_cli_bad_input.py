@@ -4,7 +4,6 @@ traceback, and no model resolved, downloaded or loaded: the model-loading functi
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -126,9 +125,7 @@ def _fill(args: list[str], files: dict[str, str]) -> list[str]:
 @pytest.mark.parametrize("args, code, words", CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_bad_value_is_one_error_line_before_any_load(args, code, words, files, no_model_load):
     args = _fill(args, files)
-    started = time.perf_counter()
     result = CliRunner().invoke(app, args)
-    seconds = time.perf_counter() - started
     assert not isinstance(result.exception, ModelLoadReached), f"{args}: reached the model load"
     assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
     lines = result.stderr.splitlines()
@@ -137,7 +134,6 @@ def test_bad_value_is_one_error_line_before_any_load(args, code, words, files, n
     assert len(lines) <= 2 and all(line.startswith(("Error: ", "Hint: ")) for line in lines), result.stderr
     assert "Traceback" not in result.output and "╭" not in result.output
     assert result.stdout == ""
-    assert seconds < 5, f"{args} took {seconds:.1f} s"
 
 
 @pytest.mark.parametrize("args", [["infer", "--temperature", "-1", "x", "-v"],
