@@ -26,7 +26,8 @@ from swiftcli.config.commands import ApiDialectOptions
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.sampling import describe_sampling, interactive_generation
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
-from swiftcli.errors import SwiftError
+from swiftcli.engines.modalities import check_accepts
+from swiftcli.errors import SwiftError, UsageError
 from swiftcli.generation.chat import (
     COMMANDS,
     ChatSession,
@@ -39,6 +40,7 @@ from swiftcli.generation.chat import (
     suggest,
 )
 from swiftcli.generation.core import encode_request
+from swiftcli.generation.media import load_image
 from swiftcli.generation.thinking import split_thinking
 
 EXAMPLES = """
@@ -186,9 +188,6 @@ class ChatRepl:
         self.note("History cleared.")
 
     def attach_image(self, arg: str) -> None:
-        from swiftcli.engines.modalities import check_accepts
-        from swiftcli.generation.media import load_image
-
         ref = arg.strip()
         if not ref:
             self.session.pending_images.clear()
@@ -196,8 +195,6 @@ class ChatRepl:
             return
         spec = self.image_spec()
         if spec is None:
-            from swiftcli.errors import UsageError
-
             raise UsageError("/image needs a local model", "leave out --api_url to chat with images")
         check_accepts(spec, {"image": [ref]})
         load_image(ref)  # a bad path or image fails now, not at the next question

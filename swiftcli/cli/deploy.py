@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import re
+import socket
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,14 +14,32 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from swiftcli.apiclient import API_KEY_ENV
+from swiftcli.cli import output
+from swiftcli.cli.common import check_before_loading
 from swiftcli.cli.errors import handled
 from swiftcli.cli.options import with_options
+from swiftcli.cli.output import message, show_logs
+from swiftcli.cli.scaling import check_ray_address, run_worker_node
+from swiftcli.cli.state import verbose
 from swiftcli.config.commands import SERVER, ListenConfig, WatchEvalConfig, check_writable, option
 from swiftcli.config.options import ModelOptions
+from swiftcli.config.sampling import chat_sampling, serving_generation
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
 from swiftcli.data.request_log import DEFAULT_KEEP, DEFAULT_MAX_BYTES, RequestLogConfig, log_kind
+from swiftcli.engines import default_backend, require_capability
+from swiftcli.engines.loader import interactive_generation
+from swiftcli.engines.vllm_embed import AsyncVllmEmbedder
 from swiftcli.errors import UsageError
+from swiftcli.export.adapters import check_adapter, engine_rank
+from swiftcli.export.train_parity import refuse_differences, serving_reports
+from swiftcli.loading import load
+from swiftcli.parsers import get_reasoning_parser, get_tool_parser
+from swiftcli.registry.templates import get_template
+from swiftcli.server.app import ServerSettings
 from swiftcli.server.limits import ServerLimits
+from swiftcli.server.media import MediaSettings
+from swiftcli.server.run import ListenOptions
+from swiftcli.server.watch_eval import check_watch_eval, prepare_scoring, scoring_engine
 
 if TYPE_CHECKING:
     from swiftcli.config.spec import ModelSpec
@@ -116,12 +138,7 @@ class ServeOptions:
 def deploy_command(*, serve: ServeOptions, listen: ListenConfig, model: ModelOptions, engine: EngineConfig,
                    gen: GenerationOverrides, scoring: WatchEvalConfig) -> None:
     """Serve the model with an OpenAI-compatible API (chat, completions, streaming, LoRA, metrics)."""
-    from swiftcli.cli import output
-    from swiftcli.cli.common import check_before_loading
-    from swiftcli.cli.scaling import check_ray_address, run_worker_node
-    from swiftcli.cli.state import verbose
     from swiftcli.loading import resolve_spec
-    from swiftcli.server.watch_eval import check_watch_eval
 
     check_watch_eval(scoring, serve.watch)
     check_ray_address(engine, dataset=False)
@@ -148,8 +165,6 @@ def deploy_command(*, serve: ServeOptions, listen: ListenConfig, model: ModelOpt
 def lora_engine(engine: EngineConfig, model: ModelOptions, loras: dict[str, str], runtime: bool,
                 watch: bool = False) -> EngineConfig:
     """The engine config with LoRA on, room for the adapters named, and the backend checked for it."""
-    from swiftcli.engines import require_capability
-
     if loras:
         require_capability(model.infer_backend, "runtime_lora", "--lora_modules", asynchronous=True)
         engine = replace(engine, enable_lora=True, max_loras=max(engine.max_loras, len(loras)))
@@ -163,13 +178,6 @@ def lora_engine(engine: EngineConfig, model: ModelOptions, loras: dict[str, str]
 def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str], spec: ModelSpec,
                model: ModelOptions, engine: EngineConfig, given: dict[str, Any], watch_scoring: Any = None) -> int:
     """Start the server; the engine loads in the background while /health answers 503. The exit code."""
-    from swiftcli.cli import output
-    from swiftcli.cli.state import verbose
-    from swiftcli.config.sampling import chat_sampling, serving_generation
-    from swiftcli.engines.loader import interactive_generation
-    from swiftcli.loading import load
-    from swiftcli.server.app import ServerSettings
-    from swiftcli.server.run import ListenOptions
     from swiftcli.server.run import serve as serve_app
 
     log = output.engine_logs("deploy")
@@ -203,8 +211,6 @@ def prepare_watch_scoring(options: WatchEvalConfig, watch: str | None, spec: Mod
                           engine: EngineConfig, given: dict[str, Any]) -> tuple[Any, EngineConfig]:
     """--eval_dataset with --watch: the datasets read and checked now, and the engine with priority scheduling
     (server.watch_eval); (None, engine) without."""
-    from swiftcli.server.watch_eval import prepare_scoring, scoring_engine
-
     if not options.active or watch is None:
         return None, engine
     scoring = prepare_scoring(options, Path(watch).expanduser().resolve(), spec.model_dir, given)
@@ -213,8 +219,6 @@ def prepare_watch_scoring(options: WatchEvalConfig, watch: str | None, spec: Mod
 
 def check_task(task: str, backend: str | None, lora: bool) -> None:
     """--task embedding runs vLLM's pooling runner on the base model."""
-    from swiftcli.engines import default_backend
-
     if task not in TASKS:
         raise UsageError(f"--task must be chat or embedding, not {task!r}")
     if task == "embedding" and (backend or default_backend()) != "vllm":
@@ -226,16 +230,11 @@ def check_task(task: str, backend: str | None, lora: bool) -> None:
 
 def start_embedder(spec: ModelSpec, engine: EngineConfig) -> tuple[object, object]:
     """The pooling engine and the model's template (for /v1/models and the tokenizer routes)."""
-    from swiftcli.engines.vllm_embed import AsyncVllmEmbedder
-    from swiftcli.registry.templates import get_template
-
     embedder = AsyncVllmEmbedder(spec, engine)
     return embedder, get_template(spec.template_type, embedder.hf_tokenizer, spec.default_system)
 
 
 def _usage(message: str, hint: str | None = None) -> Exception:
-    from swiftcli.errors import UsageError
-
     return UsageError(message, hint)
 
 
@@ -256,8 +255,6 @@ def parse_lora_modules(values: list[str]) -> dict[str, str]:
 
 def check_parsers(tool_call_parser: str | None, reasoning_parser: str | None) -> None:
     """Unknown parser names fail before the model loads."""
-    from swiftcli.parsers import get_reasoning_parser, get_tool_parser
-
     if tool_call_parser:
         get_tool_parser(tool_call_parser)
     if reasoning_parser:
@@ -278,9 +275,6 @@ def check_adapters(loras: dict[str, str], spec: ModelSpec, config: EngineConfig)
     """Fail before loading when an adapter cannot be served; the config with --max_lora_rank raised (said so)
     when an adapter's rank needs it."""
 
-    from swiftcli.cli.output import message
-    from swiftcli.export.adapters import check_adapter, engine_rank
-
     paths = {**{p.name: p for p in spec.adapters}, **{n: Path(p) for n, p in loras.items()}}
     if not paths:
         return config
@@ -298,10 +292,6 @@ def report_train_parity(model: ModelOptions, spec: ModelSpec, loras: dict[str, s
                         engine: EngineConfig, strict: bool) -> None:
     """One line per difference between each checkpoint's training and this server (stderr); with `strict`, the
     first difference is the error."""
-    from swiftcli.cli.output import message
-    from swiftcli.config.sampling import serving_generation
-    from swiftcli.export.train_parity import refuse_differences, serving_reports
-
     checkpoints = {Path(model.ckpt_dir).name: Path(model.ckpt_dir)} if model.ckpt_dir else {}
     checkpoints.update({name: Path(path) for name, path in loras.items()})
     if not checkpoints:
@@ -327,8 +317,6 @@ def check_watch_dir(value: str) -> None:
 def check_listen(host: str, port: int) -> None:
     """Fail before loading the model when the address cannot be served (the port and TLS files are checked by
     ListenConfig)."""
-    import socket
-
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -342,10 +330,6 @@ def check_listen(host: str, port: int) -> None:
 
 
 def _configure_logging(verbose: bool) -> None:
-    import logging
-
-    from swiftcli.cli.output import show_logs
-
     show_logs("swiftcli", logging.INFO if verbose else logging.WARNING)
 
 
@@ -354,12 +338,6 @@ deploy_command.__doc__ = (deploy_command.__doc__ or "") + EXAMPLES
 
 def media_settings(domains: list[str] | None, local_path: str | None, engine: EngineConfig) -> Any:
     """The deploy options that bound requests' images and videos, checked before the engine starts."""
-    import ipaddress
-    import re
-    from pathlib import Path
-
-    from swiftcli.server.media import MediaSettings
-
     entries = [d.strip() for item in domains or [] for d in item.split(",") if d.strip()]
     for entry in entries:
         try:

@@ -4,20 +4,34 @@ The command parses and dispatches; the work lives in swiftcli.eval (settings, ru
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from swiftcli.cli.common import load
 from swiftcli.cli.errors import handled
+from swiftcli.cli.eval_compare import compare_command
+from swiftcli.cli.eval_sweep import run_sweep_command
 from swiftcli.cli.options import ALIASES, with_options
+from swiftcli.cli.output import counting_bar, message, result, stdout
 from swiftcli.cli.remote import ApiKeyOption, ApiUrlOption
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationOverrides
-from swiftcli.eval.settings import EvalSettings
+from swiftcli.engines import default_backend
+from swiftcli.engines.threaded import ThreadedAsyncEngine
+from swiftcli.errors import UsageError
+from swiftcli.eval.checkpoints import is_sweep
+from swiftcli.eval.engine_support import check_can_score
+from swiftcli.eval.report import default_output_dir
+from swiftcli.eval.run import run_local, run_remote
+from swiftcli.eval.settings import EvalSettings, check_before_load
+from swiftcli.server.app import ServerSettings
+from swiftcli.server.local import local_server
 
 EXAMPLES = """
 
@@ -64,14 +78,11 @@ def eval_command(
     """Score a model on dataset files: per-sample jsonl, summary.json and a table of metrics."""
     if ctx.invoked_subcommand is not None:
         return
-    from swiftcli.eval.checkpoints import is_sweep
-    from swiftcli.eval.report import default_output_dir
 
     _check_options(api_url, output_format, model)
     seed = gen.seed if gen.seed is not None else 0
     output_dir = settings.output_dir or default_output_dir()
     if is_sweep(model.ckpt_dir):  # a glob, a list or a run folder: every checkpoint, resumable
-        from swiftcli.cli.eval_sweep import run_sweep_command
 
         return run_sweep_command(settings, output_dir, seed, model, engine, gen, output_format)
     if api_url:
@@ -82,8 +93,6 @@ def eval_command(
 
 
 def _check_options(api_url: str | None, output_format: str, model: ModelOptions) -> None:
-    from swiftcli.errors import UsageError
-
     if output_format not in OUTPUT_FORMATS:
         raise UsageError(f"--output must be text or json, not {output_format!r}")
     if api_url and (model.model_type or model.model_id_or_path or model.ckpt_dir):
@@ -94,12 +103,6 @@ def _check_options(api_url: str | None, output_format: str, model: ModelOptions)
 def eval_local(settings: EvalSettings, output_dir: Path, seed: int, model: ModelOptions, engine: EngineConfig,
                gen: GenerationOverrides) -> dict[str, Any]:
     """Check what needs no model, then load it and evaluate (swiftcli.eval.run.run_local)."""
-    from swiftcli.cli.common import load
-    from swiftcli.engines import default_backend
-    from swiftcli.eval.engine_support import check_can_score
-    from swiftcli.eval.run import run_local
-    from swiftcli.eval.settings import check_before_load
-
     plan = settings.plan(check_before_load(settings, output_dir, seed))
     check_can_score(model.infer_backend or default_backend(), plan)
     return run_local(settings, plan, output_dir, seed, gen.given(), lambda: load("eval", model, engine, gen),
@@ -109,9 +112,6 @@ def eval_local(settings: EvalSettings, output_dir: Path, seed: int, model: Model
 def eval_remote(settings: EvalSettings, output_dir: Path, seed: int, url: str, key: str | None,
                 model: ModelOptions, gen: GenerationOverrides) -> dict[str, Any]:
     """Check what needs no server, then evaluate the server's model (swiftcli.eval.run.run_remote)."""
-    from swiftcli.eval.run import run_remote
-    from swiftcli.eval.settings import check_before_load
-
     plan = settings.plan(check_before_load(settings, output_dir, seed))
     return run_remote(settings, plan, output_dir, seed, gen.given(), url, key, model.system, bar=progress_bar)
 
@@ -120,39 +120,19 @@ def eval_remote(settings: EvalSettings, output_dir: Path, seed: int, url: str, k
 def _serve(loaded: Any) -> Iterator[str]:
     """The loaded engine behind a server on 127.0.0.1 for lm-eval's tasks (the server lives above eval in the
     layers, so the command joins the two). The engine answers one request at a time here and stays open."""
-    from swiftcli.engines.threaded import ThreadedAsyncEngine
-    from swiftcli.server.app import ServerSettings
-    from swiftcli.server.local import local_server
-
     settings = ServerSettings(served_model_name=loaded.spec.name)
     with local_server(ThreadedAsyncEngine(loaded.engine), loaded.template, settings) as url:
         yield url
 
 
-class progress_bar:
-    """A Rich progress bar on stderr (hidden with --quiet); yields advance(n)."""
-
-    def __init__(self, total: int) -> None:
-        from rich.progress import MofNCompleteColumn, TimeElapsedColumn
-
-        from swiftcli.cli.output import progress
-
-        self.bar = progress("eval", MofNCompleteColumn(), TimeElapsedColumn())
-        self.task = self.bar.add_task("eval", total=total)
-
-    def __enter__(self) -> Any:
-        self.bar.start()
-        return lambda n: self.bar.advance(self.task, n)
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.stop()
+def progress_bar(total: int) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    """eval's bar: rows answered out of `total`."""
+    return counting_bar("eval", total)
 
 
 def print_summary(summary: dict[str, Any], output_dir: Path, output_format: str = "text") -> None:
     """The run's metrics on stdout (a table, or summary.json with --output json); where it went on stderr."""
     from rich.table import Table
-
-    from swiftcli.cli.output import message, result, stdout
 
     if output_format == "json":
         result(json.dumps(summary, ensure_ascii=False, indent=2))
@@ -176,8 +156,6 @@ eval_command.__doc__ = (eval_command.__doc__ or "") + EXAMPLES
 
 
 def _register_compare() -> None:
-    from swiftcli.cli.eval_compare import compare_command
-
     eval_app.command("compare")(compare_command)
 
 

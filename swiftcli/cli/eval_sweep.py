@@ -7,15 +7,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from swiftcli.cli import output
+from swiftcli.cli.output import stdout
 from swiftcli.config.options import ModelOptions
-from swiftcli.config.spec import EngineConfig, GenerationOverrides
-from swiftcli.eval.settings import EvalSettings
+from swiftcli.config.spec import EngineConfig, GenerationConfig, GenerationOverrides
+from swiftcli.engines import default_backend, loader
+from swiftcli.errors import UsageError
+from swiftcli.eval.checkpoints import resolve_checkpoints
+from swiftcli.eval.settings import EvalSettings, check_before_load, eval_generation
+from swiftcli.eval.sweep import run_sweep
+from swiftcli.eval.sweep_report import table
 
 
 def check_sweep_options(model: ModelOptions) -> None:
     """Refuse, before anything loads, what a sweep cannot honour."""
-    from swiftcli.errors import UsageError
-
     if model.merge_lora:
         raise UsageError("--merge-lora true merges one checkpoint; a sweep serves its LoRA checkpoints as adapters",
                          "drop --merge-lora, or give --ckpt-dir a single checkpoint")
@@ -24,15 +29,6 @@ def check_sweep_options(model: ModelOptions) -> None:
 def run_sweep_command(settings: EvalSettings, output_dir: Path, seed: int, model: ModelOptions, engine: EngineConfig,
                       gen: GenerationOverrides, output_format: str) -> None:
     """Every checkpoint of `--ckpt-dir` (a glob, a list or a run folder), scored as `eval` scores one."""
-    from swiftcli.cli import output
-    from swiftcli.cli.eval import progress_bar
-    from swiftcli.config.spec import GenerationConfig
-    from swiftcli.engines import default_backend, loader
-    from swiftcli.eval.checkpoints import resolve_checkpoints
-    from swiftcli.eval.settings import check_before_load, eval_generation
-    from swiftcli.eval.sweep import run_sweep
-    from swiftcli.eval.sweep_report import table
-
     check_sweep_options(model)
     plan = settings.plan(check_before_load(settings, output_dir, seed, sweep=True))
     output.engine_logs("eval")
@@ -46,7 +42,7 @@ def run_sweep_command(settings: EvalSettings, output_dir: Path, seed: int, model
     config = eval_generation(GenerationConfig.from_model_dir(checkpoints[0].spec.model_dir), gen.given())
     engine = replace(engine, seed=seed) if gen.seed is not None else engine
     say(f"{len(checkpoints)} checkpoint(s): {', '.join(c.name for c in checkpoints)}")
-    with progress_bar(sum(len(d.items) for d in plan.datasets) * len(checkpoints)) as advance:
+    with output.counting_bar("eval", sum(len(d.items) for d in plan.datasets) * len(checkpoints)) as advance:
         sweep = run_sweep(plan, checkpoints, output_dir, config, engine,
                           lambda spec, cfg: loader.start_engine(spec, cfg, backend, False), backend=backend,
                           settings=settings.recorded(seed, None), on_progress=advance, on_message=say)
@@ -61,8 +57,6 @@ def run_sweep_command(settings: EvalSettings, output_dir: Path, seed: int, model
 def print_sweep(sweep: Any) -> None:
     """The table on stdout: one row per checkpoint, one column per dataset metric; the best one named."""
     from rich.table import Table
-
-    from swiftcli.cli.output import stdout
 
     columns: list[tuple[str, str]] = []
     for point in sweep.points:

@@ -22,18 +22,23 @@ from swiftcli.cli.infer_embed import check_embedding_options, run_embedding
 from swiftcli.cli.options import MaxConcurrencyOption, PromptArgument, questions, with_options
 from swiftcli.cli.output import message, result, stderr, warn
 from swiftcli.cli.remote import ApiKeyOption, ApiUrlOption, check_dialect
+from swiftcli.cli.scaling import ray_dataset_answerer
 from swiftcli.cli.state import quiet
 from swiftcli.config.commands import ApiDialectOptions, DatasetOptions, OutputOptions, QueryOptions
 from swiftcli.config.options import ModelOptions
 from swiftcli.config.spec import EngineConfig, GenerationConfig, GenerationOverrides
 from swiftcli.data.fingerprint import run_fingerprint
+from swiftcli.data.records import to_sample
 from swiftcli.data.runs import ResultFile, RunStats, StreamWriter, run_rows
 from swiftcli.data.selection import DatasetSelection, select_rows
 from swiftcli.engines import default_backend
 from swiftcli.engines.loader import merge_generation
+from swiftcli.engines.modalities import check_accepts
 from swiftcli.errors import InputError, UsageError
 from swiftcli.generation.core import infer
+from swiftcli.generation.media import load_image, load_video
 from swiftcli.generation.structured import check_structured_output
+from swiftcli.generation.vision import request_media
 
 EXAMPLES = """
 
@@ -187,7 +192,6 @@ def json_request(text: str) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict):
         return None
-    from swiftcli.data.records import to_sample
 
     return to_sample(data, Path.cwd()).request()
 
@@ -236,9 +240,6 @@ def run_queries(queries: list[str], output: str, model: ModelOptions, engine: En
 
 def check_images_early(model: ModelOptions, requests: list[dict[str, Any]]) -> None:
     """Before the engine starts: the model takes the images and videos, and every one opens."""
-    from swiftcli.engines.modalities import check_accepts
-    from swiftcli.generation.media import load_image, load_video
-    from swiftcli.generation.vision import request_media
     from swiftcli.loading import resolve_spec
 
     for request in requests:
@@ -267,8 +268,6 @@ def run_dataset(selection: Any, target: Path | None, overwrite: bool, output: st
                 engine: EngineConfig, gen: GenerationOverrides, constraint: dict[str, Any] | None = None) -> None:
     """The dataset mode on a local engine (loaded only when rows remain to be answered)."""
     if engine.ray_address and engine.distributed_executor_backend != "ray":  # the rows go to Ray Data
-        from swiftcli.cli.scaling import ray_dataset_answerer
-        from swiftcli.errors import UsageError
 
         if constraint is not None:
             raise UsageError("--structured_output is not available with --ray_address", "leave one of them out")

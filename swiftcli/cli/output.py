@@ -11,11 +11,11 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from swiftcli.cli import state
@@ -34,6 +34,15 @@ def progress(label: str, *columns: str | ProgressColumn, transient: bool = True,
     says otherwise. Start and stop it (or use it as a context manager)."""
     return Progress(TextColumn(label), BarColumn(), *columns, console=stderr, transient=transient,
                     disable=state.quiet() if hidden is None else hidden, refresh_per_second=4)
+
+
+@contextlib.contextmanager
+def counting_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A bar counting `total` items (done / total, time); yields advance(n)."""
+    bar = progress(label, MofNCompleteColumn(), TimeElapsedColumn())
+    task = bar.add_task(label, total=total)
+    with bar:
+        yield lambda n: bar.advance(task, n)
 
 
 def set_debug(value: bool) -> None:

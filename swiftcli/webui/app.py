@@ -19,6 +19,7 @@ from typing import Any
 
 from swiftcli.errors import InputError, MissingDependencyError, SwiftError
 from swiftcli.generation.vision import IMAGE_TAG
+from swiftcli.server.failures import to_api_error
 from swiftcli.webui.backends import ChatBackend, ChatSettings
 
 logger = logging.getLogger("swiftcli.webui")
@@ -291,8 +292,6 @@ def _wire(page: ChatPage, view: PageView, concurrency: int | None) -> None:
 def page_error(exc: Exception) -> str:
     """What the page says about a failed answer: our own message for bad input (e.g. a prompt too long for the
     context), a generic one for anything else. Details, paths and tracebacks go to the log only."""
-    from swiftcli.server.failures import to_api_error
-
     error = to_api_error(exc, "chat request")
     if error.status < 500 or isinstance(exc, SwiftError) and error.status in (429, 503):
         return error.message
