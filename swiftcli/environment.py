@@ -76,7 +76,7 @@ def vllm_platform() -> str | None:
 
 
 def paths() -> dict[str, str]:
-    from swiftcli.hub.download import HF, MODELSCOPE, cache_dirs
+    from swiftcli.hub.download import HF, MODELSCOPE, cache_dirs  # looked up per call: tests patch it on its module
 
     caches = cache_dirs()
     return {"swiftcli_home": str(swiftcli_home()), "models": str(models_dir()),

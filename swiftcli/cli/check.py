@@ -122,7 +122,7 @@ def _run(model: ModelOptions, engine: EngineConfig, prompts: list[str], max_new_
     """The vLLM-vs-transformers report, and for a --ckpt-dir how `deploy` would serve it against its training
     (export.train_parity, on the tokenizer alone)."""
     # looked up per call, so a lent engine (tests) or a swapped function takes effect
-    from swiftcli.loading import resolve_spec
+    from swiftcli.loading import resolve_spec  # looked up per call: tests patch it on its module
 
     check_before_loading(model, engine)
     output.engine_logs("check")

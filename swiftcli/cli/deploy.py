@@ -138,7 +138,7 @@ class ServeOptions:
 def deploy_command(*, serve: ServeOptions, listen: ListenConfig, model: ModelOptions, engine: EngineConfig,
                    gen: GenerationOverrides, scoring: WatchEvalConfig) -> None:
     """Serve the model with an OpenAI-compatible API (chat, completions, streaming, LoRA, metrics)."""
-    from swiftcli.loading import resolve_spec
+    from swiftcli.loading import resolve_spec  # looked up per call: tests patch it on its module
 
     check_watch_eval(scoring, serve.watch)
     check_ray_address(engine, dataset=False)
@@ -178,7 +178,7 @@ def lora_engine(engine: EngineConfig, model: ModelOptions, loras: dict[str, str]
 def run_server(serve: ServeOptions, listen: ListenConfig, loras: dict[str, str], spec: ModelSpec,
                model: ModelOptions, engine: EngineConfig, given: dict[str, Any], watch_scoring: Any = None) -> int:
     """Start the server; the engine loads in the background while /health answers 503. The exit code."""
-    from swiftcli.server.run import serve as serve_app
+    from swiftcli.server.run import serve as serve_app  # looked up per call: tests patch it on its module
 
     log = output.engine_logs("deploy")
 

@@ -132,7 +132,7 @@ def progress_bar(total: int) -> contextlib.AbstractContextManager[Callable[[int]
 
 def print_summary(summary: dict[str, Any], output_dir: Path, output_format: str = "text") -> None:
     """The run's metrics on stdout (a table, or summary.json with --output json); where it went on stderr."""
-    from rich.table import Table
+    from rich.table import Table  # deferred: rich loads only when needed (a light start-up)
 
     if output_format == "json":
         result(json.dumps(summary, ensure_ascii=False, indent=2))

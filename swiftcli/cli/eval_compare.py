@@ -52,7 +52,7 @@ def compare_command(
 
 
 def _metrics_table(comparison: Any) -> Any:
-    from rich.table import Table
+    from rich.table import Table  # deferred: rich loads only when needed (a light start-up)
 
     label_a, label_b = comparison.a.label, comparison.b.label
     table = Table(title="metrics", title_justify="left")
@@ -68,7 +68,7 @@ def _metrics_table(comparison: Any) -> Any:
 
 
 def _flips_table(comparison: Any) -> Any:
-    from rich.table import Table
+    from rich.table import Table  # deferred: rich loads only when needed (a light start-up)
 
     table = Table(title="samples", title_justify="left")
     for column in ("dataset", "matched", "wrong->right", "right->wrong", "both right", "both wrong"):

@@ -56,7 +56,7 @@ def run_sweep_command(settings: EvalSettings, output_dir: Path, seed: int, model
 
 def print_sweep(sweep: Any) -> None:
     """The table on stdout: one row per checkpoint, one column per dataset metric; the best one named."""
-    from rich.table import Table
+    from rich.table import Table  # deferred: rich loads only when needed (a light start-up)
 
     columns: list[tuple[str, str]] = []
     for point in sweep.points:

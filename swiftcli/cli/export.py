@@ -93,7 +93,7 @@ def export_command(*, export: ExportOptions, out: OutputOptions) -> None:
 
     engine_logs("export")
     if export.quant_bits is None:
-        from swiftcli.export.merge import merge_lora
+        from swiftcli.export.merge import merge_lora  # looked up per call: tests patch it on its module
 
         result = merge_lora(
             export.ckpt_dir or "", export.output_dir, model_type=export.model_type,

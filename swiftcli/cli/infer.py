@@ -240,7 +240,7 @@ def run_queries(queries: list[str], output: str, model: ModelOptions, engine: En
 
 def check_images_early(model: ModelOptions, requests: list[dict[str, Any]]) -> None:
     """Before the engine starts: the model takes the images and videos, and every one opens."""
-    from swiftcli.loading import resolve_spec
+    from swiftcli.loading import resolve_spec  # looked up per call: tests patch it on its module
 
     for request in requests:
         media = request_media(request)
@@ -344,7 +344,7 @@ def run_fingerprint_of(model: ModelOptions, engine: EngineConfig, gen: Generatio
                        ) -> dict[str, Any]:
     """The settings that decide this run's answers, known before the engine starts."""
     # looked up per call, so a lent engine (tests) or a swapped function takes effect
-    from swiftcli.loading import resolve_spec
+    from swiftcli.loading import resolve_spec  # looked up per call: tests patch it on its module
 
     spec = resolve_spec(model, output.message)
     config = merge_generation(GenerationConfig.from_model_dir(spec.model_dir), gen.given(), **INFER_DEFAULTS)

@@ -32,7 +32,7 @@ def check_embedding_options(api_url: str | None, structured_output: str | None, 
 def run_embedding(texts: list[str], target: Path | None, overwrite: bool, model: ModelOptions,
                   engine: EngineConfig) -> None:
     # looked up per call, so a lent engine (tests) or a swapped function takes effect
-    from swiftcli.loading import resolve_spec
+    from swiftcli.loading import resolve_spec  # looked up per call: tests patch it on its module
 
     if not texts:
         raise InputError("nothing to embed")

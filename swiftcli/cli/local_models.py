@@ -25,7 +25,7 @@ def show_local_models(as_json: bool) -> None:
     if not rows:
         output.message("No models on disk yet: `swiftcli download MODEL` fetches one.")
         return
-    from rich.table import Table
+    from rich.table import Table  # deferred: rich loads only when needed (a light start-up)
 
     table = Table(title="Models on disk")
     for column in ("id", "hub", "revision", "size", "partial", "last used", "path"):

@@ -28,7 +28,7 @@ def refuse_worker_options(command: str, engine: EngineConfig) -> None:
 
 def run_worker_node(model: ModelOptions, engine: EngineConfig) -> None:
     """This node's engines, joined to the head node, with no API server, until SIGTERM or Ctrl-C."""
-    from swiftcli.loading import resolve_spec
+    from swiftcli.loading import resolve_spec  # looked up per call: tests patch it on its module
 
     backend = model.infer_backend or default_backend()
     check_scaling(engine, backend)
@@ -48,7 +48,7 @@ def ray_dataset_answerer(model: ModelOptions, engine: EngineConfig, gen: Any, sk
 
     @contextlib.contextmanager
     def connected() -> Iterator[Any]:
-        from swiftcli.loading import resolve_spec
+        from swiftcli.loading import resolve_spec  # looked up per call: tests patch it on its module
 
         import_ray_llm()
         spec = resolve_spec(model)

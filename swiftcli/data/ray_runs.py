@@ -34,7 +34,7 @@ SAMPLING_FIELDS = ("n", "max_tokens", "temperature", "top_p", "top_k", "repetiti
 
 def import_ray_llm() -> Any:
     try:
-        import ray
+        import ray  # deferred: ray loads only when needed (a light start-up)
         import ray.data.llm  # noqa: F401 - the batch processor, checked before the cluster is contacted
     except ImportError as exc:
         raise MissingDependencyError(f"Ray Data is not available ({exc})", RAY_HINT) from None
@@ -130,6 +130,7 @@ class RayAnswerer:
         return stats
 
     def _answers(self, items: list[dict[str, Any]]) -> Any:
+        # deferred: ray loads only when needed (a light start-up)
         from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
         replicas = max(1, self.engine.data_parallel_size)

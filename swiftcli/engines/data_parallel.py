@@ -124,7 +124,7 @@ class DataParallelVllmEngine:
 
     @staticmethod
     async def _start(spec: ModelSpec, config: EngineConfig) -> Any:
-        from swiftcli.engines.vllm_async import AsyncVllmEngine
+        from swiftcli.engines.vllm_async import AsyncVllmEngine  # here: engines.vllm_async imports this module
 
         return AsyncVllmEngine(spec, config)
 
@@ -225,9 +225,10 @@ class DataParallelVllmEngine:
 def run_headless(spec: ModelSpec, config: EngineConfig) -> None:
     """A worker node: this node's share of the engines (its data-parallel replicas, or its TP/PP ranks), joined
     to the head node, with no API server; returns when they stop (SIGTERM or Ctrl-C)."""
-    from swiftcli.engines.vllm import engine_args, import_vllm
+    from swiftcli.engines.vllm import engine_args, import_vllm  # here: engines.vllm imports this module
 
     import_vllm()
+    # deferred: vllm loads only when needed (a light start-up)
     from vllm.entrypoints.cli.serve import run_headless as vllm_run_headless
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser

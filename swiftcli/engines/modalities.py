@@ -51,7 +51,7 @@ def check_language_only(path: Path, config: dict[str, Any], weights: Path | None
 
 
 def _tensor_names(weights: Path) -> list[str]:
-    from safetensors import safe_open
+    from safetensors import safe_open  # deferred: safetensors loads only when needed (a light start-up)
 
     try:
         with safe_open(str(weights), framework="numpy") as f:

@@ -46,7 +46,7 @@ def get_model_tokenizer(
     ).to(device)  # type: ignore[arg-type]
     if spec.adapters:
         try:
-            from peft import PeftModel
+            from peft import PeftModel  # deferred: peft loads only when needed (a light start-up)
         except ImportError:
             raise MissingDependencyError("LoRA adapters on the pt backend need peft", "pip install peft") from None
         for path in spec.adapters:

@@ -225,6 +225,7 @@ def sampling_params(request: EngineRequest, max_tokens: int, final_only: bool = 
         "include_stop_str_in_output": cfg.include_stop_str_in_output,
     }
     if request.guided:
+        # deferred: vllm loads only when needed (a light start-up)
         from vllm.sampling_params import StructuredOutputsParams
 
         kwargs["structured_outputs"] = StructuredOutputsParams(**request.guided)

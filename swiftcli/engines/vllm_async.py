@@ -38,7 +38,7 @@ class AsyncVllmEngine:
 
     def __init__(self, spec: ModelSpec, config: EngineConfig | None = None) -> None:
         import_vllm()
-        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.engine.arg_utils import AsyncEngineArgs  # deferred: vllm loads only when needed (a light start-up)
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.spec = spec
@@ -75,7 +75,7 @@ class AsyncVllmEngine:
         return list(self._lora)
 
     def add_lora(self, name: str, path: str) -> None:
-        from vllm.lora.request import LoRARequest
+        from vllm.lora.request import LoRARequest  # deferred: vllm loads only when needed (a light start-up)
 
         if not self.lora_enabled:
             raise EngineError("LoRA adapters need an engine started with LoRA enabled",
@@ -113,6 +113,7 @@ class AsyncVllmEngine:
         try:
             params = sampling_params(request, max_tokens)
             if guided:
+                # deferred: vllm loads only when needed (a light start-up)
                 from vllm.sampling_params import StructuredOutputsParams
 
                 params.structured_outputs = StructuredOutputsParams(**guided)
@@ -160,14 +161,14 @@ class AsyncVllmEngine:
     @property
     def failure(self) -> str | None:
         """Which data-parallel rank stopped, once the engine has died (None otherwise, or with one rank)."""
-        from swiftcli.engines.data_parallel import failed_replica
+        from swiftcli.engines.data_parallel import failed_replica  # here: engines.data_parallel imports this module
 
         llm = getattr(self, "llm", None)
         return failed_replica(llm) if llm is not None and self.errored else None
 
     def replicas(self) -> list[Any]:
         """Each data-parallel engine rank (engines.data_parallel.ReplicaState); empty with one."""
-        from swiftcli.engines.data_parallel import replica_states
+        from swiftcli.engines.data_parallel import replica_states  # here: engines.data_parallel imports this module
 
         llm = getattr(self, "llm", None)
         return list(replica_states(llm)) if llm is not None else []
@@ -189,7 +190,7 @@ class AsyncVllmEngine:
 def _request_error(exc: Exception) -> Exception:
     """vLLM's exception -> ours: bad request, overload, dead engine; anything else unchanged."""
     try:
-        from vllm.exceptions import GracefulHTTPError
+        from vllm.exceptions import GracefulHTTPError  # deferred: vllm loads only when needed (a light start-up)
         from vllm.v1.engine.exceptions import EngineDeadError
     except ImportError:
         GracefulHTTPError = EngineDeadError = ()  # type: ignore[assignment,misc]  # noqa: N806
@@ -205,7 +206,7 @@ def _request_error(exc: Exception) -> Exception:
 def _client_errors() -> tuple[type[BaseException], ...]:
     """Exceptions vLLM raises for a bad request (as opposed to a broken engine)."""
     try:
-        from vllm.exceptions import VLLMClientError
+        from vllm.exceptions import VLLMClientError  # deferred: vllm loads only when needed (a light start-up)
     except ImportError:
         return (ValueError,)
     return (ValueError, VLLMClientError)

@@ -166,7 +166,7 @@ def _last_line(text: str) -> str:
 
 def _check_in_process(tasks: list[str], include_path: str | None) -> dict[str, Any]:
     """What check_tasks runs in its subprocess (lm-eval's task index is slow to build and logs a lot)."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager, get_task_dict  # deferred: lm_eval loads only when needed (a light start-up)
 
     manager = TaskManager(include_path=include_path)
     known = set(manager.all_tasks)

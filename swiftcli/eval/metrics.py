@@ -64,7 +64,7 @@ class RougeTokenizer:
                 with warnings.catch_warnings():
                     # jieba 0.42 imports pkg_resources, which warns on every import on new setuptools.
                     warnings.simplefilter("ignore", DeprecationWarning)
-                    import jieba
+                    import jieba  # deferred: jieba loads only when needed (a light start-up)
             except ImportError as exc:
                 raise MissingDependencyError("jieba is not installed", "pip install 'swiftcli[eval]'") from exc
             jieba.setLogLevel(60)
@@ -77,6 +77,7 @@ class TextScorer:
 
     def __init__(self, references: Sequence[str], zh_tokenizer: str = "char") -> None:
         try:
+            # deferred: rouge_score loads only when needed (a light start-up)
             from rouge_score.rouge_scorer import RougeScorer
             from sacrebleu.metrics import BLEU
         except ImportError as exc:

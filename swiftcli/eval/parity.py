@@ -158,7 +158,7 @@ def vllm_traces(engine: Any, prompts: Sequence[list[int]], stop_ids: Sequence[in
 def transformers_traces(spec: ModelSpec, prompts: Sequence[list[int]], stop_ids: Sequence[int],
                         max_new_tokens: int, dtype: str) -> list[Trace]:
     """Greedy answers from transformers (peft applies `spec.adapters`), one prompt at a time: no padding."""
-    import torch
+    import torch  # deferred: torch loads only when needed (a light start-up)
 
     model, tokenizer = get_model_tokenizer(spec, dtype, device="cpu")
     traces = []
@@ -256,7 +256,7 @@ def _merged_side(start_engine: EngineStarter, spec: ModelSpec, config: EngineCon
                  stops: list[int], max_new_tokens: int, dtype: str) -> list[Trace]:
     """Merge into a temporary folder in the check's dtype (a bf16 merge would round the weights the reference
     keeps in float32), then run it on vLLM as a plain model."""
-    from swiftcli.export.merge import merge_lora
+    from swiftcli.export.merge import merge_lora  # looked up per call: tests patch it on its module
 
     folder = Path(tempfile.mkdtemp(prefix="swiftcli-parity-"))
     try:

@@ -140,7 +140,7 @@ async def _generate_remote(
     default_system: str | None,
     on_progress: Progress | None,
 ) -> tuple[str, Generated]:
-    import openai
+    import openai  # deferred: openai loads only when needed (a light start-up)
 
     progress = on_progress or (lambda _: None)
     model: str = target.model if target.model else await asyncio.to_thread(resolve_remote_model, target)

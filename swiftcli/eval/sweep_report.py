@@ -48,10 +48,10 @@ def table(sweep: Any) -> dict[str, Any]:
 
 def learning_curve_figure(sweep: Any) -> Any:
     """One panel per dataset metric, a point per checkpoint, the best one ringed."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib loads only when needed (a light start-up)
 
     matplotlib.use("Agg")  # no display: files only
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib loads only when needed (a light start-up)
 
     curves = series(sweep.points)
     use_steps = all(p.step is not None for p in sweep.points)

@@ -271,7 +271,7 @@ def _load_for_quantization(spec: ModelSpec, opts: QuantOptions, group_size: int,
         from gptqmodel import GPTQModel, QuantizeConfig
     except ImportError as exc:
         raise MissingDependencyError(f"gptqmodel does not import: {exc}", INSTALL_HINT) from None
-    import torch
+    import torch  # deferred: torch loads only when needed (a light start-up)
 
     config = QuantizeConfig(bits=opts.bits, group_size=group_size, method=opts.method,
                             offload_to_disk_path=str(offload),

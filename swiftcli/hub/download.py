@@ -116,7 +116,7 @@ def _hf_download(model_id: str, revision: str | None, local_dir: str | Path | No
 
 def _hf_missing_bytes(model_id: str, revision: str | None, local_dir: str | Path | None) -> int:
     """Bytes of the repository's files that are not on disk yet (what the download will write)."""
-    import huggingface_hub as hf
+    import huggingface_hub as hf  # deferred: huggingface_hub loads only when needed (a light start-up)
     from huggingface_hub.hf_api import RepoFile
 
     api = hf.HfApi()
@@ -130,7 +130,7 @@ def _hf_missing_bytes(model_id: str, revision: str | None, local_dir: str | Path
 
 
 def _hf_snapshot_dir(model_id: str, sha: str | None) -> Path | None:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # deferred: huggingface_hub loads only when needed (a light start-up)
     from huggingface_hub.file_download import repo_folder_name
 
     if sha is None:
@@ -140,7 +140,7 @@ def _hf_snapshot_dir(model_id: str, sha: str | None) -> Path | None:
 
 def hf_error(exc: BaseException, model_id: str, revision: str | None) -> SwiftError:
     """A huggingface_hub error as the cause a person can act on."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # deferred: huggingface_hub loads only when needed (a light start-up)
     from huggingface_hub import errors as hf_errors
 
     endpoint = constants.ENDPOINT
@@ -183,6 +183,7 @@ def hf_error(exc: BaseException, model_id: str, revision: str | None) -> SwiftEr
 def _modelscope_download(model_id: str, revision: str | None, local_dir: str | Path | None,
                          callback: ProgressCallback | None) -> Path:
     try:
+        # deferred: modelscope loads only when needed (a light start-up)
         from modelscope import snapshot_download as ms_download
     except ImportError:
         raise MissingDependencyError(
@@ -330,7 +331,7 @@ def _cache_dir(hub: str) -> str:
 
 def cache_dirs() -> dict[str, Path]:
     """Where each hub client keeps its downloads."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # deferred: huggingface_hub loads only when needed (a light start-up)
 
     ms = os.environ.get("MODELSCOPE_CACHE")
     return {HF: Path(constants.HF_HUB_CACHE),

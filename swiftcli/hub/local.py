@@ -62,6 +62,7 @@ def remove(model: LocalModel) -> None:
 
 
 def _hf_models(used: dict[str, float]) -> list[LocalModel]:
+    # deferred: huggingface_hub loads only when needed (a light start-up)
     from huggingface_hub import CacheNotFound, scan_cache_dir
 
     root = cache_dirs()[HF]

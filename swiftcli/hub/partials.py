@@ -29,7 +29,7 @@ class PartialFile:
 
 
 def hf_cache_dir() -> Path:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # deferred: huggingface_hub loads only when needed (a light start-up)
 
     return Path(constants.HF_HUB_CACHE)
 

@@ -118,6 +118,7 @@ def hf_tqdm_class(counter: ByteCounter) -> type:
 
 def modelscope_callback_class(counter: ByteCounter) -> type:
     """A ModelScope `ProgressCallback` subclass (made per file with its name and size) that feeds `counter`."""
+    # deferred: modelscope loads only when needed (a light start-up)
     from modelscope.hub.callback import ProgressCallback as MsCallback
 
     class _Callback(MsCallback):  # type: ignore[misc]

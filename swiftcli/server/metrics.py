@@ -77,6 +77,7 @@ class _ReplicaCollector:
         return []
 
     def collect(self) -> Any:
+        # deferred: prometheus_client loads only when needed (a light start-up)
         from prometheus_client.core import GaugeMetricFamily
 
         up = GaugeMetricFamily("swiftcli_engine_rank_up", "1 while the data-parallel engine rank runs.",

@@ -24,7 +24,7 @@ class ListenOptions(ListenConfig):
 
 
 def _server_class() -> Any:
-    import uvicorn
+    import uvicorn  # deferred: uvicorn loads only when needed (a light start-up)
 
     class DrainingServer(uvicorn.Server):  # type: ignore[misc]
         def __init__(self, config: Any, state: ServerState, shutdown_timeout: float,
@@ -80,7 +80,7 @@ def serve(settings: ServerSettings, loader: Loader, listen: ListenOptions,
           announce: Callable[[str], None] = logger.info) -> int:
     """Serve until drained; returns the process exit code (1 when the model could not be loaded). `announce`
     says once where the server answers, when the model is ready (deploy: the command's message line)."""
-    import uvicorn
+    import uvicorn  # deferred: uvicorn loads only when needed (a light start-up)
 
     app = create_app(settings, loader=loader)
     state: ServerState = app.state.server
