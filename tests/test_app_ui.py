@@ -209,7 +209,8 @@ class TestOnTheEngine:
         # The page is still usable: the next question is answered (with the stopped turn in its history, which
         # tips this small model's answer either way, so only its completion is checked).
         send(page, FRANCE)
-        third = wait_answer(page, 3)
+        # That history can also send it rambling to the page's token cap (1,024 here), minutes on a loaded CPU.
+        third = wait_answer(page, 3, timeout=ANSWER_TIMEOUT_MS * 5)
         assert third.split("\n")[0].strip() and "smollm2-135m-instruct · " in third
         page.screenshot(path=str(tmp_path / "app-ui.png"), full_page=True)
         assert (tmp_path / "app-ui.png").stat().st_size > 10_000
