@@ -69,9 +69,12 @@ def words(text: str) -> str:
 
 def pick(page: Any, elem_id: str, value: str) -> None:
     """Choose `value` in a Gradio dropdown as a user does: open it, click the option."""
-    page.locator(f"#{elem_id} input").click()
-    # Each dropdown keeps its own option list in the page: the one of the open dropdown is the visible one.
-    page.get_by_role("option", name=value, exact=True).locator("visible=true").click()
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    # The input names its own option list (aria-controls): another dropdown's list may still be in the page, and
+    # visible, while it closes.
+    options = page.locator(f'[id="{box.get_attribute("aria-controls")}"]')
+    options.get_by_role("option", name=value, exact=True).click()
     page.wait_for_function("([id, v]) => document.querySelector(`#${id} input`).value === v", arg=[elem_id, value])
 
 
