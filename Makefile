@@ -40,10 +40,8 @@ install-test: $(call stamp,$(TEST_EXTRA))
 run: install
 	$(BIN)/swiftcli infer --query "What is the capital of France?"
 
-# Two pytest workers, a test file each at a time (its module fixtures start once); each worker's engines
-# compute on their own share of the cores (tests/conftest.py). The slowest tests are listed at the end.
 test: install-test
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 # ruff, mypy, and the layer order (import-linter; the contract is in pyproject.toml).
 lint: install-test

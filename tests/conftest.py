@@ -12,31 +12,6 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 # Engines that tests start (in process and in subprocesses) share 2 cores and a few GiB: keep KV caches small.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-BIND_VARIABLE = "VLLM_CPU_OMP_THREADS_BIND"
-
-
-def worker_cores(worker: str | None, workers: int, cores: list[int]) -> str | None:
-    """The cores the engines of pytest-xdist worker `gwN` compute on: an equal share of this process's cores, so
-    that two workers' engines do not both take core 0 (vLLM's own choice for one engine); None outside xdist."""
-    if not worker or workers < 2 or len(cores) < workers:
-        return None
-    share = len(cores) // workers
-    mine = cores[int(worker.removeprefix("gw")) % workers * share:][:share]
-    return str(mine[0]) if share == 1 else ",".join(map(str, mine))
-
-
-_CORES = worker_cores(os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")),
-                      sorted(os.sched_getaffinity(0)))
-if _CORES is not None:
-    os.environ.setdefault(BIND_VARIABLE, _CORES)
-
-
-@pytest.fixture
-def all_cores(monkeypatch):
-    """For a test whose engine has several CPU workers (TP, PP, DP): swiftcli binds them over all cores itself,
-    which it does only where the binding is unset. Subprocesses started in the test inherit the unset variable."""
-    monkeypatch.delenv(BIND_VARIABLE, raising=False)
-
 
 @pytest.fixture
 def lend_session_engine(vllm_engine, monkeypatch):

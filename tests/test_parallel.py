@@ -89,7 +89,7 @@ def single_worker_tokens(vllm_engine):
 @pytest.mark.slow
 # TP=3 is checked through `deploy` below (the same engine, behind the server); a pipeline here, in process.
 @pytest.mark.parametrize("tp, pp", [(1, 2)], ids=["pp2"])
-def test_parallel_engine_matches_one_worker(single_worker_tokens, tp, pp, all_cores):
+def test_parallel_engine_matches_one_worker(single_worker_tokens, tp, pp):
     from swiftcli import get_default_template_type, get_template, get_vllm_engine, inference_vllm
 
     # eager by default on CPU, but a pipeline runs compiled there (see engines.vllm._enforce_eager)
@@ -106,7 +106,7 @@ def test_parallel_engine_matches_one_worker(single_worker_tokens, tp, pp, all_co
 
 
 @pytest.mark.slow
-def test_deploy_with_tp3_matches_one_worker(single_worker_tokens, vllm_engine, all_cores):
+def test_deploy_with_tp3_matches_one_worker(single_worker_tokens, vllm_engine):
     """`swiftcli deploy --tensor_parallel_size 3` (threads bound automatically) answers like TP=1."""
     from openai import OpenAI
     from server_utils import start_server
