@@ -115,12 +115,6 @@ def size_or_zero(path: Path) -> int:
         return 0
 
 
-def ctrl_c_as_in_a_terminal() -> None:
-    """A suite started in the background (`make test &`) ignores SIGINT, and a child inherits that; the command
-    under test gets Ctrl-C as a terminal would deliver it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_rerun_after_an_interrupt_completes_and_leaves_no_partial_file(hub, embedded_spec, tmp_path, stop):
@@ -130,8 +124,7 @@ def test_rerun_after_an_interrupt_completes_and_leaves_no_partial_file(hub, embe
     hub.stall_after = STALL_AFTER
     try:
         proc = subprocess.Popen([sys.executable, "-m", "swiftcli", "download", MODEL], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=ctrl_c_as_in_a_terminal)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 90
         partial: list[Path] = []
         while time.monotonic() < deadline and proc.poll() is None:
