@@ -71,7 +71,8 @@ def deploy_server():
     from server_utils import start_server
 
     # Requests without max_tokens stop at 128 new tokens: a 135M model can ramble for its whole context.
-    server = start_server(["--max_new_tokens", "128"])
+    # vLLM's default process layout: the tests that share this server cover it.
+    server = start_server(["--max_new_tokens", "128"], one_process=False)
     yield server
     server.stop()
 

@@ -14,6 +14,21 @@ from pathlib import Path
 
 import httpx
 
+# The suite starts dozens of commands that each build one vLLM engine. vLLM's CPU platform runs an engine as three
+# processes (the command, the engine core, its worker), each importing torch and vLLM anew: about 20 s of every
+# start and stop on 2 cores. A command a test starts with `command_env()` runs its engine inside its own process
+# instead (vLLM's VLLM_ENABLE_V1_MULTIPROCESSING=0): the same engine and model runner, the same greedy answers.
+# vLLM's default layout keeps its own coverage: the pytest process's session engines and deploy server, the
+# `make run` command in test_cli, the `--verbose` tests, and commands that hold several engines at once.
+ONE_PROCESS_ENGINE = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+def command_env(*, one_process: bool = True, **extra: str) -> dict[str, str]:
+    """The environment for a `swiftcli` command a test starts: this one's, small KV caches, quiet vLLM logs."""
+    return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+            "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+            **(ONE_PROCESS_ENGINE if one_process else {}), **extra}
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -60,11 +75,11 @@ class Server:
         return self.process.returncode
 
 
-def start_server(args: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> Server:
+def start_server(args: list[str], env: dict[str, str] | None = None, timeout: float = 300,
+                 one_process: bool = True) -> Server:
     """Run `python -m swiftcli.cli deploy ARGS --port FREE` and wait until /health answers 200."""
     port = free_port()
-    environ = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-               "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"), **(env or {})}
+    environ = command_env(one_process=one_process, **(env or {}))
     log = Path(tempfile.mkstemp(prefix=f"swiftcli-deploy-{port}-", suffix=".log")[1])
     log_file = log.open("wb")
     process = subprocess.Popen([sys.executable, "-m", "swiftcli.cli", "deploy", *args, "--port", str(port)],

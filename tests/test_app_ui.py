@@ -45,12 +45,9 @@ def free_port() -> int:
 
 
 def server_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    env["GRADIO_ANALYTICS_ENABLED"] = "False"
-    env["COLUMNS"] = "120"
-    return env
+    from server_utils import command_env
+
+    return command_env(GRADIO_ANALYTICS_ENABLED="False", COLUMNS="120")
 
 
 @contextmanager

@@ -4,7 +4,6 @@ real REPL in a pseudo-terminal (prompt_toolkit, Rich Live, Ctrl-C aborting a run
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -218,8 +217,10 @@ def plain(text: str) -> str:
 @pytest.mark.slow
 def test_repl_in_a_terminal(tmp_path):
     pexpect = pytest.importorskip("pexpect")
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="ERROR", PROMPT_TOOLKIT_NO_CPR="1",
-               TERM="xterm", SWIFTCLI_HOME=str(tmp_path / "home"))
+    from server_utils import command_env
+
+    env = command_env(VLLM_LOGGING_LEVEL="ERROR", PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm",
+                      SWIFTCLI_HOME=str(tmp_path / "home"))
     # `swiftcli infer` with no query on a terminal is the chat, as in ms-swift; no sampling options: a new user's
     # first chat runs on the model's defaults and must answer right.
     child = pexpect.spawn(sys.executable, ["-m", "swiftcli.cli", "infer", "--max_new_tokens", "300"],

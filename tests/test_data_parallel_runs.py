@@ -96,7 +96,7 @@ def test_deploy_dp2_ranks_on_metrics_and_a_dead_rank_on_health():
     from openai import OpenAI
 
     server = start_server(["--data_parallel_size", "2", "--max_new_tokens", "32"], env={"PYTHONPATH": str(ROOT)},
-                          timeout=600)
+                          timeout=600, one_process=False)
     try:
         client = OpenAI(base_url=server.base_url, api_key="none")
         model = client.models.list().data[0].id

@@ -111,8 +111,11 @@ def test_infer_task_embedding_writes_a_vector_per_row(tmp_path, client):
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"query": t}) + "\n" for t in TEXTS))
     out = tmp_path / "vectors.jsonl"
+    from server_utils import command_env
+
     run = subprocess.run([sys.executable, "-m", "swiftcli.cli", "infer", "--task", "embedding", "--val_dataset",
-                          str(rows), "--result_file", str(out)], capture_output=True, text=True, timeout=600)
+                          str(rows), "--result_file", str(out)], capture_output=True, text=True, timeout=600,
+                         env=command_env())
     assert run.returncode == 0, run.stderr[-2000:]
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [w["query"] for w in written] == TEXTS

@@ -165,7 +165,9 @@ def test_kill_9_then_resume(tmp_path, monkeypatch, request):
                                                   for i, q in enumerate(SHORT + LONG)))
     out = tmp_path / "out.jsonl"
     args = ["infer", "--val_dataset", str(rows), "--result_file", str(out), "--max_new_tokens", "64"]
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="ERROR")
+    from server_utils import command_env
+
+    env = command_env(VLLM_LOGGING_LEVEL="ERROR")
     proc = subprocess.Popen([sys.executable, "-m", "swiftcli.cli", *args], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:

@@ -111,7 +111,7 @@ def test_deploy_with_tp3_matches_one_worker(single_worker_tokens, vllm_engine):
     from openai import OpenAI
     from server_utils import start_server
 
-    server = start_server(["--tensor_parallel_size", "3", "--dtype", "fp32"], timeout=600)
+    server = start_server(["--tensor_parallel_size", "3", "--dtype", "fp32"], timeout=600, one_process=False)
     try:
         client = OpenAI(base_url=server.base_url, api_key="EMPTY")
         [model] = [m.id for m in client.models.list().data]

@@ -4,7 +4,6 @@ for the same engine arguments, offline engines with `vllm.LLM`'s; the device-cou
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -72,12 +71,11 @@ def test_user_budget_wins(embedded_spec, restore_binding):
 def test_deploy_logs_vllm_server_budgets(embedded_spec, restore_binding):
     """A live `swiftcli -v deploy`: the budgets it logs are those of its running engine, and equal vLLM's
     server's for the same engine arguments."""
-    from server_utils import Server, free_port
+    from server_utils import Server, command_env, free_port
 
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="swiftcli-verbose-deploy-", suffix=".log")[1])
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-           "VLLM_LOGGING_LEVEL": "WARNING"}
+    env = command_env(VLLM_LOGGING_LEVEL="WARNING")
     log_file = log.open("wb")
     process = subprocess.Popen([sys.executable, "-m", "swiftcli.cli", "-v", "deploy", "--port", str(port)],
                                stdout=log_file, stderr=subprocess.STDOUT, env=env)

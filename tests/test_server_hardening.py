@@ -286,7 +286,9 @@ def test_group_signal_drains_requests_in_flight(sig):
     from server_utils import free_port
 
     port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    from server_utils import command_env
+
+    env = command_env()
     # The drain, not its deadline, is under test: a busy machine may decode the 400 tokens below slower than the
     # default 30 s allows, and the server then rightly cuts them off.
     proc = subprocess.Popen([sys.executable, "-m", "swiftcli.cli", "deploy", "--port", str(port),
