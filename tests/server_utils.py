@@ -19,7 +19,7 @@ import httpx
 # start and stop on 2 cores. A command a test starts with `command_env()` runs its engine inside its own process
 # instead (vLLM's VLLM_ENABLE_V1_MULTIPROCESSING=0): the same engine and model runner, the same greedy answers.
 # vLLM's default layout keeps its own coverage: the pytest process's session engines and deploy server, the
-# `make run` command in test_cli, the `--verbose` tests, and commands that hold several engines at once.
+# `make run` command and the `-v infer` test in test_cli, and commands that hold several engines at once.
 ONE_PROCESS_ENGINE = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 

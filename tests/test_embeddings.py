@@ -108,11 +108,11 @@ def test_each_server_says_how_to_start_the_other(embed_server, deploy_server):
 
 
 def test_infer_task_embedding_writes_a_vector_per_row(tmp_path, client):
+    from server_utils import command_env
+
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"query": t}) + "\n" for t in TEXTS))
     out = tmp_path / "vectors.jsonl"
-    from server_utils import command_env
-
     run = subprocess.run([sys.executable, "-m", "swiftcli.cli", "infer", "--task", "embedding", "--val_dataset",
                           str(rows), "--result_file", str(out)], capture_output=True, text=True, timeout=600,
                          env=command_env())

@@ -283,11 +283,9 @@ def test_dead_engine_errors_streams_turns_health_503_and_exits_nonzero():
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_group_signal_drains_requests_in_flight(sig):
     """A signal to the whole process group (Ctrl-C in a terminal, or a supervisor's SIGTERM) still drains."""
-    from server_utils import free_port
+    from server_utils import command_env, free_port
 
     port = free_port()
-    from server_utils import command_env
-
     env = command_env()
     # The drain, not its deadline, is under test: a busy machine may decode the 400 tokens below slower than the
     # default 30 s allows, and the server then rightly cuts them off.
