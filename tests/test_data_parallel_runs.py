@@ -160,24 +160,13 @@ def ray_cluster(tmp_path):
 def stop_ray_cluster(head, temp):
     """SIGTERM to the cluster's process group, then SIGKILL to whatever of it is left after a few seconds:
     `ray start --block` otherwise spends about 30 s stopping the processes of a cluster a test is done with."""
-    import psutil
-
-    group = [proc for proc in psutil.process_iter() if _in_group(proc, head.pid)]
     os.killpg(head.pid, signal.SIGTERM)
-    _, alive = psutil.wait_procs(group, timeout=5)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=10)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
     head.wait(10)
     shutil.rmtree(temp, ignore_errors=True)
-
-
-def _in_group(proc, pgid):
-    try:
-        return os.getpgid(proc.pid) == pgid
-    except (ProcessLookupError, PermissionError):
-        return False
 
 
 def test_ray_data_run_equals_a_local_run_and_resumes_one(rows, tmp_path, monkeypatch, vllm_engine, ray_cluster):
