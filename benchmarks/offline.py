@@ -156,9 +156,12 @@ def fresh_process_path(path: str, queries: list[str], max_tokens: int, setup: Se
     if path == "raw":
         import vllm
 
+        from swiftcli.engines.parallel import worker_in_process
         from swiftcli.engines.tokenizer import load_tokenizer
+        from swiftcli.engines.vllm import platform_defaults
 
-        llm = vllm.LLM(**args)
+        with worker_in_process(args, platform_defaults().is_cpu):  # the process layout swiftcli's engine has
+            llm = vllm.LLM(**args)
         template = get_template(spec.template_type, load_tokenizer(spec, False))
         close = None
     else:

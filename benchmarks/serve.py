@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -261,9 +262,20 @@ class Running:
     scheduler: dict = field(default_factory=dict)
 
 
+def same_layout(setup: Setup) -> dict[str, str]:
+    """The process layout swiftcli's deploy picks, for vLLM's server too: on CPU one worker runs inside the engine
+    core (engines.parallel.worker_in_process), so both sides start the same processes."""
+    from swiftcli.engines.parallel import MULTIPROCESSING_VARIABLE, worker_in_process
+    from swiftcli.engines.vllm import platform_defaults
+
+    with worker_in_process(setup.engine_args(), platform_defaults().is_cpu):
+        chosen = os.environ.get(MULTIPROCESSING_VARIABLE)
+    return {} if chosen is None else {MULTIPROCESSING_VARIABLE: chosen}
+
+
 def start(kind: str, setup: Setup, port: int, timeout: float) -> Running:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-           "VLLM_LOGGING_LEVEL": "WARNING"}
+           "VLLM_LOGGING_LEVEL": "WARNING", **(same_layout(setup) if kind == "vllm" else {})}
     log = RESULTS / f"serve-{kind}.log"
     with log.open("wb") as handle:
         process = subprocess.Popen(server_command(kind, setup, port), stdout=handle, stderr=subprocess.STDOUT,
@@ -276,7 +288,8 @@ def start(kind: str, setup: Setup, port: int, timeout: float) -> Running:
         stop(process)
         print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
         raise
-    server.scheduler = {**scheduler_settings(kind, setup, log), "startup_s": round(time.perf_counter() - t, 1)}
+    server.scheduler = {**scheduler_settings(kind, setup, log), "startup_s": round(time.perf_counter() - t, 1),
+                        "child_processes": sorted(c.name() for c in psutil.Process(process.pid).children(True))}
     print(f"{kind} up in {server.scheduler['startup_s']} s: {server.scheduler}", flush=True)
     return server
 
@@ -342,8 +355,6 @@ def client_gc(enabled: bool) -> Iterator[list[float]]:
 def api_cpu_seconds(process: subprocess.Popen) -> float:
     """CPU time of the server's API process alone (user + system; its engine-core child is not counted): the
     work on the event loop per token, which decides how fast a busy server answers a new request."""
-    import psutil
-
     times = psutil.Process(process.pid).cpu_times()
     return float(times.user + times.system)
 

@@ -17,6 +17,11 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 # Engines that tests start (in process and in subprocesses) share 2 cores and a few GiB: keep KV caches small.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+# On CPU swiftcli runs one worker inside the process that drives it. The session engines keep vLLM's own layout
+# (engine core and worker processes): the pytest process holds several engines and runs the transformers backend
+# beside them. Commands started with server_utils.command_env() choose their layout; `make run`'s test runs
+# swiftcli's default.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
 
 
 @pytest.fixture

@@ -16,10 +16,11 @@ import httpx
 
 # The suite starts dozens of commands that each build one vLLM engine. vLLM's CPU platform runs an engine as three
 # processes (the command, the engine core, its worker), each importing torch and vLLM anew: about 20 s of every
-# start and stop on 2 cores. A command a test starts with `command_env()` runs its engine inside its own process
-# instead (vLLM's VLLM_ENABLE_V1_MULTIPROCESSING=0): the same engine and model runner, the same greedy answers.
-# vLLM's default layout keeps its own coverage: the pytest process's session engines and deploy server, the
-# `make run` command and the `-v infer` test in test_cli, and commands that hold several engines at once.
+# start and stop on 2 cores. swiftcli runs one CPU worker inside the process that drives it while it starts the
+# engine (engines.parallel.worker_in_process); a command a test starts with `command_env()` has
+# VLLM_ENABLE_V1_MULTIPROCESSING=0 for its whole run, as a user can set it. vLLM's default layout keeps its own
+# coverage (conftest sets VLLM_ENABLE_V1_MULTIPROCESSING=1 for the rest): the pytest process's session engines and
+# deploy server, the `-v infer` test in test_cli, and commands that hold several engines at once.
 ONE_PROCESS_ENGINE = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 

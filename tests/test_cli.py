@@ -49,8 +49,9 @@ def test_infer_query_prints_only_the_answer(tmp_path):
 
     home = Path(os.environ.get("SWIFTCLI_HOME") or os.path.expanduser("~/.cache/swiftcli"))
     command = [sys.executable, "-m", "swiftcli.cli", "infer", "--query", "What is the capital of France?"]
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}  # swiftcli's own layout
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, env=env)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
     assert stdout == "The capital of France is Paris.\n"

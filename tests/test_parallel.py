@@ -70,6 +70,33 @@ def test_user_binding_wins_and_ours_is_undone(monkeypatch):
     assert parallel.AUTO_MARK not in os.environ
 
 
+def _layout_while_starting(args: dict, is_cpu: bool = True) -> str | None:
+    with parallel.worker_in_process(args, is_cpu):
+        return os.environ.get(parallel.MULTIPROCESSING_VARIABLE)
+
+
+@pytest.mark.parametrize(("args", "is_cpu", "expected"), [
+    ({"tensor_parallel_size": 1, "pipeline_parallel_size": 1}, True, "0"),  # one CPU worker: in this process
+    ({"tensor_parallel_size": 1, "pipeline_parallel_size": 1}, False, None),  # GPUs: vLLM's layout
+    ({"tensor_parallel_size": 3, "pipeline_parallel_size": 1}, True, None),
+    ({"tensor_parallel_size": 1, "pipeline_parallel_size": 2}, True, None),
+    ({"tensor_parallel_size": 1, "data_parallel_size": 2}, True, None),
+    ({"tensor_parallel_size": 1, "nnodes": 2, "node_rank": 1}, True, None),
+    ({"tensor_parallel_size": 1, "distributed_executor_backend": "ray"}, True, None),
+])
+def test_one_cpu_worker_starts_in_process_and_the_setting_is_undone(monkeypatch, args, is_cpu, expected):
+    monkeypatch.delenv(parallel.MULTIPROCESSING_VARIABLE, raising=False)
+    assert _layout_while_starting(args, is_cpu) == expected
+    assert parallel.MULTIPROCESSING_VARIABLE not in os.environ
+
+
+@pytest.mark.parametrize("value", ["0", "1"])
+def test_a_layout_the_user_chose_stands(monkeypatch, value):
+    monkeypatch.setenv(parallel.MULTIPROCESSING_VARIABLE, value)
+    assert _layout_while_starting({"tensor_parallel_size": 1}) == value
+    assert os.environ[parallel.MULTIPROCESSING_VARIABLE] == value
+
+
 def _greedy_tokens(engine):
     from swiftcli import get_template
     from swiftcli.config import GenerationConfig

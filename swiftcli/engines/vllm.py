@@ -32,7 +32,7 @@ from swiftcli.engines.data_parallel import check_replica_devices, vllm_scaling_a
 from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
 from swiftcli.engines.modalities import check_accepts
 from swiftcli.engines.outputs import to_result
-from swiftcli.engines.parallel import check_parallel_sizes, prepare_cpu_workers, visible_gpus
+from swiftcli.engines.parallel import check_parallel_sizes, prepare_cpu_workers, visible_gpus, worker_in_process
 from swiftcli.engines.scheduler import OFFLINE, log_limits
 from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.engines.vllm_inputs import rendered_ids, token_input
@@ -248,7 +248,8 @@ class VllmEngine:
         self.config = config or EngineConfig()
         self.engine_args = engine_args(spec, self.config)
         try:
-            self.llm = vllm.LLM(**self.engine_args)  # vllm.LLM's own scheduler budgets (engines.scheduler)
+            with worker_in_process(self.engine_args, platform_defaults().is_cpu):
+                self.llm = vllm.LLM(**self.engine_args)  # vllm.LLM's own scheduler budgets (engines.scheduler)
         except (ValueError, RuntimeError, OSError) as exc:
             raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc
         self._engine = self.llm.llm_engine

@@ -14,6 +14,7 @@ from swiftcli.engines.detach import engine_core_detached
 from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
 from swiftcli.engines.modalities import check_accepts
 from swiftcli.engines.outputs import to_result
+from swiftcli.engines.parallel import worker_in_process
 from swiftcli.engines.scheduler import SERVER, log_limits, usage_context
 from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.engines.vllm import (
@@ -23,6 +24,7 @@ from swiftcli.engines.vllm import (
     _start_hint,
     engine_args,
     import_vllm,
+    platform_defaults,
     sampling_params,
     started_capabilities,
 )
@@ -50,7 +52,7 @@ class AsyncVllmEngine:
         try:
             # vLLM's OpenAI server's scheduler budgets, not the generic engine's (engines.scheduler); the engine
             # core in its own session, so that Ctrl-C or a group SIGTERM lets the server drain
-            with engine_core_detached():
+            with engine_core_detached(), worker_in_process(args, platform_defaults().is_cpu):
                 self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args), usage_context=usage_context(SERVER))
         except (ValueError, RuntimeError, OSError, TypeError) as exc:
             raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc
