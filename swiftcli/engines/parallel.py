@@ -154,8 +154,9 @@ def prepare_cpu_workers(workers: int) -> str | None:
 def worker_in_process(args: dict[str, Any], is_cpu: bool) -> Iterator[None]:
     """While vLLM starts an engine of one CPU worker, run that worker inside the process that drives it: the
     command's own for `vllm.LLM`, the engine core's for the server's AsyncLLM (VLLM_ENABLE_V1_MULTIPROCESSING=0).
-    On 2 cores this halves the start and generates 1.3x to 1.7x faster (benchmarks/RESULTS.md). Several workers,
-    a Ray executor and a VLLM_ENABLE_V1_MULTIPROCESSING the user set keep vLLM's own layout."""
+    On 2 cores this halves the start and generates 1.3x (one stream) to 1.6x (32 prompts) faster
+    (benchmarks/RESULTS.md). Several workers, data parallel, several nodes, a named executor and a
+    VLLM_ENABLE_V1_MULTIPROCESSING the user set keep vLLM's own layout."""
     sizes = ("tensor_parallel_size", "pipeline_parallel_size")
     one_worker = all(int(args.get(size) or 1) == 1 for size in sizes) and not SCALING_OUT & set(args)
     chosen = bool(args.get("distributed_executor_backend")) or MULTIPROCESSING_VARIABLE in os.environ
