@@ -160,7 +160,8 @@ def fresh_process_path(path: str, queries: list[str], max_tokens: int, setup: Se
         from swiftcli.engines.tokenizer import load_tokenizer
         from swiftcli.engines.vllm import platform_defaults
 
-        with worker_in_process(args, platform_defaults().is_cpu):  # the process layout swiftcli's engine has
+        # the process layout swiftcli's engine has (this benchmark runs no data parallel)
+        with worker_in_process(args, is_cpu=platform_defaults().is_cpu, distributed=False):
             llm = vllm.LLM(**args)
         template = get_template(spec.template_type, load_tokenizer(spec, False))
         close = None

@@ -265,10 +265,12 @@ class Running:
 def same_layout(setup: Setup) -> dict[str, str]:
     """The process layout swiftcli's deploy picks, for vLLM's server too: on CPU one worker runs inside the engine
     core (engines.parallel.worker_in_process), so both sides start the same processes."""
+    from swiftcli.config.distributed import is_distributed
     from swiftcli.engines.parallel import MULTIPROCESSING_VARIABLE, worker_in_process
     from swiftcli.engines.vllm import platform_defaults
 
-    with worker_in_process(setup.engine_args(), platform_defaults().is_cpu):
+    with worker_in_process(setup.engine_args(), is_cpu=platform_defaults().is_cpu,
+                           distributed=is_distributed(setup.config())):
         chosen = os.environ.get(MULTIPROCESSING_VARIABLE)
     return {} if chosen is None else {MULTIPROCESSING_VARIABLE: chosen}
 

@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from swiftcli.config import EngineConfig
+from swiftcli.config.distributed import is_distributed
 from swiftcli.engines import parallel
 from swiftcli.errors import UsageError
 
@@ -70,30 +72,32 @@ def test_user_binding_wins_and_ours_is_undone(monkeypatch):
     assert parallel.AUTO_MARK not in os.environ
 
 
-def _layout_while_starting(args: dict, is_cpu: bool = True) -> str | None:
-    with parallel.worker_in_process(args, is_cpu):
+def _layout_while_starting(config: EngineConfig, is_cpu: bool = True) -> str | None:
+    args = {"tensor_parallel_size": config.tensor_parallel_size,
+            "pipeline_parallel_size": config.pipeline_parallel_size, **config.engine_kwargs}
+    with parallel.worker_in_process(args, is_cpu=is_cpu, distributed=is_distributed(config)):
         return os.environ.get(parallel.MULTIPROCESSING_VARIABLE)
 
 
-@pytest.mark.parametrize(("args", "is_cpu", "expected"), [
-    ({"tensor_parallel_size": 1, "pipeline_parallel_size": 1}, True, "0"),  # one CPU worker: in this process
-    ({"tensor_parallel_size": 1, "pipeline_parallel_size": 1}, False, None),  # GPUs: vLLM's layout
-    ({"tensor_parallel_size": 3, "pipeline_parallel_size": 1}, True, None),
-    ({"tensor_parallel_size": 1, "pipeline_parallel_size": 2}, True, None),
-    ({"tensor_parallel_size": 1, "data_parallel_size": 2}, True, None),
-    ({"tensor_parallel_size": 1, "nnodes": 2, "node_rank": 1}, True, None),
-    ({"tensor_parallel_size": 1, "distributed_executor_backend": "ray"}, True, None),
+@pytest.mark.parametrize(("config", "is_cpu", "expected"), [
+    (EngineConfig(), True, "0"),  # one CPU worker: in this process
+    (EngineConfig(), False, None),  # GPUs: vLLM's layout
+    (EngineConfig(tensor_parallel_size=3), True, None),
+    (EngineConfig(pipeline_parallel_size=2), True, None),
+    (EngineConfig(data_parallel_size=2), True, None),
+    (EngineConfig(master_addr="10.0.0.1", master_port=29500), True, None),  # a multi-node launch
+    (EngineConfig(engine_kwargs={"distributed_executor_backend": "ray"}), True, None),
 ])
-def test_one_cpu_worker_starts_in_process_and_the_setting_is_undone(monkeypatch, args, is_cpu, expected):
+def test_one_cpu_worker_starts_in_process_and_the_setting_is_undone(monkeypatch, config, is_cpu, expected):
     monkeypatch.delenv(parallel.MULTIPROCESSING_VARIABLE, raising=False)
-    assert _layout_while_starting(args, is_cpu) == expected
+    assert _layout_while_starting(config, is_cpu) == expected
     assert parallel.MULTIPROCESSING_VARIABLE not in os.environ
 
 
 @pytest.mark.parametrize("value", ["0", "1"])
 def test_a_layout_the_user_chose_stands(monkeypatch, value):
     monkeypatch.setenv(parallel.MULTIPROCESSING_VARIABLE, value)
-    assert _layout_while_starting({"tensor_parallel_size": 1}) == value
+    assert _layout_while_starting(EngineConfig()) == value
     assert os.environ[parallel.MULTIPROCESSING_VARIABLE] == value
 
 

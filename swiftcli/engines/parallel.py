@@ -27,9 +27,6 @@ from swiftcli.errors import UsageError
 
 BIND_VARIABLE = "VLLM_CPU_OMP_THREADS_BIND"
 MULTIPROCESSING_VARIABLE = "VLLM_ENABLE_V1_MULTIPROCESSING"
-# vLLM arguments of data parallel and of several nodes (engines.data_parallel.vllm_scaling_args)
-SCALING_OUT = {"data_parallel_size", "data_parallel_size_local", "data_parallel_address", "nnodes", "master_addr",
-               "master_port"}
 
 
 def model_shape(model_dir: Path) -> dict[str, int]:
@@ -151,14 +148,15 @@ def prepare_cpu_workers(workers: int) -> str | None:
 
 
 @contextmanager
-def worker_in_process(args: dict[str, Any], is_cpu: bool) -> Iterator[None]:
+def worker_in_process(args: dict[str, Any], *, is_cpu: bool, distributed: bool) -> Iterator[None]:
     """While vLLM starts an engine of one CPU worker, run that worker inside the process that drives it: the
     command's own for `vllm.LLM`, the engine core's for the server's AsyncLLM (VLLM_ENABLE_V1_MULTIPROCESSING=0).
     On 2 cores this halves the start and generates 1.3x (one stream) to 1.6x (32 prompts) faster
     (benchmarks/RESULTS.md). Several workers, data parallel, several nodes, a named executor and a
-    VLLM_ENABLE_V1_MULTIPROCESSING the user set keep vLLM's own layout."""
+    VLLM_ENABLE_V1_MULTIPROCESSING the user set keep vLLM's own layout. `distributed`: the engine's settings go
+    through vLLM's data-parallel or multi-node launch (config.distributed.is_distributed)."""
     sizes = ("tensor_parallel_size", "pipeline_parallel_size")
-    one_worker = all(int(args.get(size) or 1) == 1 for size in sizes) and not SCALING_OUT & set(args)
+    one_worker = all(int(args.get(size) or 1) == 1 for size in sizes) and not distributed
     chosen = bool(args.get("distributed_executor_backend")) or MULTIPROCESSING_VARIABLE in os.environ
     if not is_cpu or not one_worker or chosen:
         yield

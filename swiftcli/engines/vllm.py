@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from swiftcli.config.distributed import local_replicas
+from swiftcli.config.distributed import is_distributed, local_replicas
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import (
     Completion,
@@ -248,7 +248,8 @@ class VllmEngine:
         self.config = config or EngineConfig()
         self.engine_args = engine_args(spec, self.config)
         try:
-            with worker_in_process(self.engine_args, platform_defaults().is_cpu):
+            with worker_in_process(self.engine_args, is_cpu=platform_defaults().is_cpu,
+                                   distributed=is_distributed(self.config)):
                 self.llm = vllm.LLM(**self.engine_args)  # vllm.LLM's own scheduler budgets (engines.scheduler)
         except (ValueError, RuntimeError, OSError) as exc:
             raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc

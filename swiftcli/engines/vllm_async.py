@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+from swiftcli.config.distributed import is_distributed
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.base import Completion, EngineRequest, RequestResult, check_context_length
 from swiftcli.engines.detach import engine_core_detached
@@ -52,7 +53,8 @@ class AsyncVllmEngine:
         try:
             # vLLM's OpenAI server's scheduler budgets, not the generic engine's (engines.scheduler); the engine
             # core in its own session, so that Ctrl-C or a group SIGTERM lets the server drain
-            with engine_core_detached(), worker_in_process(args, platform_defaults().is_cpu):
+            with engine_core_detached(), worker_in_process(args, is_cpu=platform_defaults().is_cpu,
+                                                           distributed=is_distributed(self.config)):
                 self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args), usage_context=usage_context(SERVER))
         except (ValueError, RuntimeError, OSError, TypeError) as exc:
             raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc
