@@ -17,11 +17,10 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 # Engines that tests start (in process and in subprocesses) share 2 cores and a few GiB: keep KV caches small.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-# On CPU swiftcli runs one worker inside the process that drives it. The session engines keep vLLM's own layout
-# (engine core and worker processes): the pytest process holds several engines and runs the transformers backend
-# beside them. Commands started with server_utils.command_env() choose their layout; `make run`'s test runs
-# swiftcli's default.
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+# On CPU swiftcli runs one worker inside the process that drives it (engines.parallel.worker_in_process): the
+# session engines and the commands tests start run that way, as a user's do. vLLM's own layout (engine core and
+# worker processes) is what data, tensor and pipeline parallel run in, and what
+# server_utils.command_env(one_process=False) asks for.
 
 
 @pytest.fixture
@@ -75,9 +74,9 @@ def deploy_server():
     127.0.0.1: `.base_url` is `http://127.0.0.1:PORT/v1`, `.root_url` without /v1, `.pid`, `.stop()`."""
     from server_utils import start_server
 
-    # Requests without max_tokens stop at 128 new tokens: a 135M model can ramble for its whole context.
-    # vLLM's default process layout: the tests that share this server cover it.
-    server = start_server(["--max_new_tokens", "128"], one_process=False)
+    # Requests without max_tokens stop at 128 new tokens: a 135M model can ramble for its whole context. `-v`:
+    # its log holds what a verbose deploy logs (test_scheduler reads the budgets there).
+    server = start_server(["--max_new_tokens", "128", "-v"])
     yield server
     server.stop()
 

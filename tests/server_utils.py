@@ -14,21 +14,21 @@ from pathlib import Path
 
 import httpx
 
-# The suite starts dozens of commands that each build one vLLM engine. vLLM's CPU platform runs an engine as three
-# processes (the command, the engine core, its worker), each importing torch and vLLM anew: about 20 s of every
-# start and stop on 2 cores. swiftcli runs one CPU worker inside the process that drives it while it starts the
-# engine (engines.parallel.worker_in_process); a command a test starts with `command_env()` has
-# VLLM_ENABLE_V1_MULTIPROCESSING=0 for its whole run, as a user can set it. vLLM's default layout keeps its own
-# coverage (conftest sets VLLM_ENABLE_V1_MULTIPROCESSING=1 for the rest): the pytest process's session engines and
-# deploy server, the `-v infer` test in test_cli, and commands that hold several engines at once.
-ONE_PROCESS_ENGINE = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+# The suite starts dozens of commands that each build one vLLM engine. On CPU swiftcli runs one worker inside the
+# process that drives it (engines.parallel.worker_in_process), and a command a test starts does so too, as a user's
+# does. vLLM's own layout (engine core and worker processes, each importing torch and vLLM anew: about 20 s more
+# per start and stop on 2 cores) is what `one_process=False` asks for, as a user can with
+# VLLM_ENABLE_V1_MULTIPROCESSING=1; data, tensor and pipeline parallel run in it whatever the variable says.
+MULTIPROCESSING_VARIABLE = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
 def command_env(*, one_process: bool = True, **extra: str) -> dict[str, str]:
-    """The environment for a `swiftcli` command a test starts: this one's, small KV caches, quiet vLLM logs."""
-    return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+    """The environment for a `swiftcli` command a test starts: this one's, small KV caches, quiet vLLM logs, and
+    swiftcli's own process layout unless `one_process=False`."""
+    environ = {key: value for key, value in os.environ.items() if key != MULTIPROCESSING_VARIABLE}
+    return {**environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
             "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
-            **(ONE_PROCESS_ENGINE if one_process else {}), **extra}
+            **({} if one_process else {MULTIPROCESSING_VARIABLE: "1"}), **extra}
 
 
 def free_port() -> int:

@@ -49,9 +49,8 @@ def test_infer_query_prints_only_the_answer(tmp_path):
 
     home = Path(os.environ.get("SWIFTCLI_HOME") or os.path.expanduser("~/.cache/swiftcli"))
     command = [sys.executable, "-m", "swiftcli.cli", "infer", "--query", "What is the capital of France?"]
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}  # swiftcli's own layout
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, env=env)
+                            stdin=subprocess.DEVNULL)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
     assert stdout == "The capital of France is Paris.\n"
@@ -63,12 +62,15 @@ def test_infer_query_prints_only_the_answer(tmp_path):
 
 @pytest.mark.slow
 def test_verbose_shows_engine_logs():
+    import re
+
     proc = subprocess.run([sys.executable, "-m", "swiftcli.cli", "-v", "infer", "--max_new_tokens", "4",
                            "--query", "Hi"],
                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(proc.stdout.splitlines()) == 1
-    assert "EngineCore" in proc.stderr  # vLLM's engine process logs, on stderr
+    # vLLM's own log lines (`WARNING 12-07 05:26:37 [cpu_worker.py:114] ...`), on stderr
+    assert re.search(r"[A-Z]+ \d\d-\d\d [\d:]+ \[\w+\.py:\d+\]", proc.stderr), proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("args", [["models"], ["models", "--json"]])

@@ -175,7 +175,7 @@ class TestBaseModelServer:
             "model": "base",
             "prompt": "Once upon a time",
             # Long enough that the drain is still waiting on it while the checks below run, on any machine.
-            "max_tokens": 600,
+            "max_tokens": 200,
             "ignore_eos": True,
             "stream": True,
             "temperature": 0,

@@ -94,6 +94,42 @@ def test_one_cpu_worker_starts_in_process_and_the_setting_is_undone(monkeypatch,
     assert parallel.MULTIPROCESSING_VARIABLE not in os.environ
 
 
+def test_a_process_hosts_one_engines_worker_at_a_time(monkeypatch):
+    """vLLM's model-parallel state is one per process: a second offline engine started while one's worker runs here
+    keeps vLLM's layout (closing it would otherwise tear that state down under the first). test_export's merged
+    engine, started and closed beside the session engine, is the case on the real engine."""
+    monkeypatch.delenv(parallel.MULTIPROCESSING_VARIABLE, raising=False)
+    monkeypatch.setattr(parallel, "_hosted_workers", {"count": 0})
+    with parallel.worker_in_process({}, is_cpu=True, distributed=False, here=True) as first:
+        assert first and os.environ[parallel.MULTIPROCESSING_VARIABLE] == "0"
+    with parallel.worker_in_process({}, is_cpu=True, distributed=False, here=True) as second:
+        assert not second and parallel.MULTIPROCESSING_VARIABLE not in os.environ
+    with parallel.worker_in_process({}, is_cpu=True, distributed=False) as core:  # an engine core's worker
+        assert not core and os.environ[parallel.MULTIPROCESSING_VARIABLE] == "0"
+    parallel.release_hosted_worker()
+    with parallel.worker_in_process({}, is_cpu=True, distributed=False, here=True) as again:
+        assert again
+    with pytest.raises(RuntimeError), parallel.worker_in_process({}, is_cpu=True, distributed=False, here=True):
+        raise RuntimeError("vLLM could not start")
+    assert parallel._hosted_workers["count"] == 1  # a start that failed hosts nothing
+
+
+@pytest.mark.slow  # imports vLLM
+def test_the_next_engine_reads_the_environment_as_it_is_now(monkeypatch):
+    """After an engine core starts in a process, vLLM answers its environment reads from a cache: a second engine
+    would start with the first one's layout and thread binding (the session engine, then test_export's merged
+    engine, ran in this process and tore its parallel state down)."""
+    import vllm.envs as envs
+
+    monkeypatch.setenv(parallel.BIND_VARIABLE, "0")
+    envs.enable_envs_cache()  # as vLLM's engine core does once it is up
+    assert envs.VLLM_CPU_OMP_THREADS_BIND == "0"
+    monkeypatch.setenv(parallel.BIND_VARIABLE, "0|1")
+    assert envs.VLLM_CPU_OMP_THREADS_BIND == "0", "vLLM no longer caches: this rule may go"
+    with parallel.worker_in_process({"tensor_parallel_size": 2}, is_cpu=True, distributed=False):
+        assert envs.VLLM_CPU_OMP_THREADS_BIND == "0|1"
+
+
 @pytest.mark.parametrize("value", ["0", "1"])
 def test_a_layout_the_user_chose_stands(monkeypatch, value):
     monkeypatch.setenv(parallel.MULTIPROCESSING_VARIABLE, value)

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -68,27 +64,11 @@ def test_user_budget_wins(embedded_spec, restore_binding):
 
 
 @pytest.mark.slow
-def test_deploy_logs_vllm_server_budgets(embedded_spec, restore_binding):
-    """A live `swiftcli -v deploy`: the budgets it logs are those of its running engine, and equal vLLM's
-    server's for the same engine arguments."""
-    from server_utils import Server, command_env, free_port
-
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="swiftcli-verbose-deploy-", suffix=".log")[1])
-    env = command_env(VLLM_LOGGING_LEVEL="WARNING")
-    log_file = log.open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "swiftcli.cli", "-v", "deploy", "--port", str(port)],
-                               stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    server = Server(process, port, log, log_file)
-    try:
-        deadline = time.monotonic() + 600
-        found: list[tuple[str, str, str]] = []
-        while not found and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(1)  # the line comes as soon as the engine is up, before the server answers /health
-            found = LOG_LINE.findall(server.output())
-    finally:
-        server.stop()
-    assert found, server.output()[-3000:]
+def test_deploy_logs_vllm_server_budgets(embedded_spec, deploy_server):
+    """A live `swiftcli -v deploy` (the session's): the budgets it logs are those of its running engine, and equal
+    vLLM's server's for the same engine arguments."""
+    found = LOG_LINE.findall(deploy_server.output())
+    assert found, deploy_server.output()[-3000:]
     kind, seqs, tokens = found[-1]
     assert kind == "server"
     expected = vllm_server_limits(engine_args(embedded_spec, EngineConfig(seed=0)))

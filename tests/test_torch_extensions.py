@@ -27,6 +27,7 @@ def run(site: Path, code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow  # two interpreters that import transformers' model classes: 12-13 s on 2 cores
 def test_a_torchvision_built_for_another_torch_is_hidden(tmp_path):
     import importlib.metadata
 

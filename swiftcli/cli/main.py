@@ -7,10 +7,13 @@ the root's), and usage errors print as one `Error:` line like every other error.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import sys
+import threading
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -132,5 +135,27 @@ expand_multi_values = argv.expand_multi_values
 
 
 def main() -> None:
-    # `swift` is the same app under ms-swift's name: usage lines and shell completion answer to the name typed.
-    app(prog_name="swift" if os.path.basename(sys.argv[0]) == "swift" else "swiftcli")
+    try:
+        # `swift` is the same app under ms-swift's name: usage lines and shell completion answer to the name typed.
+        app(prog_name="swift" if os.path.basename(sys.argv[0]) == "swift" else "swiftcli")
+    except SystemExit as done:
+        if (done.code is None or isinstance(done.code, int)) and not _threads_to_wait_for():
+            _end_process(done.code or 0)
+        raise
+
+
+def _threads_to_wait_for() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate()
+            if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()]
+
+
+def _end_process(code: int) -> NoReturn:
+    """End a finished command the way the interpreter would, less its teardown: once torch and vLLM are loaded,
+    freeing about 6,700 modules and 740,000 objects one by one takes 3 s on 2 cores, and a finished command needs
+    none of it. The exit handlers still run (logging's, temporary files', multiprocessing's, an engine left
+    open), then the standard streams flush. Only when no thread is left that the interpreter would wait for."""
+    atexit._run_exitfuncs()  # what the interpreter runs at exit; not in atexit's documented API
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing left to flush to
+            stream.flush()
+    os._exit(code)

@@ -11,13 +11,16 @@ nodes ("Not enough allowed NUMA nodes"). There `cpu_thread_binding` spreads the 
 instead, via VLLM_CPU_OMP_THREADS_BIND; a value the user set is left alone.
 
 One CPU worker runs inside the process that drives it (`worker_in_process`): vLLM's default starts it as a process
-of its own, one more start of torch and vLLM and one message between processes per step.
+of its own, one more start of torch and vLLM and one message between processes per step. vLLM keeps its
+model-parallel state once per process, so a process hosts one engine's worker at a time: closing a second one there
+would tear that state down under the first.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,22 +150,47 @@ def prepare_cpu_workers(workers: int) -> str | None:
     return value
 
 
+# Engines whose worker runs in this process now (at most one: see the module's docstring).
+_hosted_workers = {"count": 0}
+
+
 @contextmanager
-def worker_in_process(args: dict[str, Any], *, is_cpu: bool, distributed: bool) -> Iterator[None]:
+def worker_in_process(args: dict[str, Any], *, is_cpu: bool, distributed: bool,
+                      here: bool = False) -> Iterator[bool]:
     """While vLLM starts an engine of one CPU worker, run that worker inside the process that drives it: the
-    command's own for `vllm.LLM`, the engine core's for the server's AsyncLLM (VLLM_ENABLE_V1_MULTIPROCESSING=0).
-    On 2 cores this halves the start and generates 1.3x (one stream) to 1.6x (32 prompts) faster
-    (benchmarks/RESULTS.md). Several workers, data parallel, several nodes, a named executor and a
-    VLLM_ENABLE_V1_MULTIPROCESSING the user set keep vLLM's own layout. `distributed`: the engine's settings go
-    through vLLM's data-parallel or multi-node launch (config.distributed.is_distributed)."""
+    command's own for `vllm.LLM` (`here`), the engine core's for the server's AsyncLLM
+    (VLLM_ENABLE_V1_MULTIPROCESSING=0). On 2 cores this halves the start and generates 1.3x (one stream) to 1.6x
+    (32 prompts) faster (benchmarks/RESULTS.md). Several workers, data parallel, several nodes, a named executor, a
+    VLLM_ENABLE_V1_MULTIPROCESSING the user set, and a `here` engine while this process already hosts one keep
+    vLLM's own layout. `distributed`: the engine's settings go through vLLM's data-parallel or multi-node launch
+    (config.distributed.is_distributed). Yields whether a `here` engine's worker runs in this process: the engine
+    then calls `release_hosted_worker` once it has shut down."""
+    read_vllm_environment_afresh()
     sizes = ("tensor_parallel_size", "pipeline_parallel_size")
     one_worker = all(int(args.get(size) or 1) == 1 for size in sizes) and not distributed
     chosen = bool(args.get("distributed_executor_backend")) or MULTIPROCESSING_VARIABLE in os.environ
-    if not is_cpu or not one_worker or chosen:
-        yield
+    if not is_cpu or not one_worker or chosen or (here and _hosted_workers["count"]):
+        yield False
         return
     os.environ[MULTIPROCESSING_VARIABLE] = "0"
     try:
-        yield
+        yield here
     finally:
         os.environ.pop(MULTIPROCESSING_VARIABLE, None)
+    if here:  # started: this process now hosts its worker
+        _hosted_workers["count"] += 1
+
+
+def read_vllm_environment_afresh() -> None:
+    """An engine core that starts in a process makes vLLM read its environment variables once there, and answer
+    every later read from that cache (vllm.envs.enable_envs_cache). The next engine this process starts must see
+    the variables as they are now: this layout choice, and the thread binding of its workers."""
+    envs = sys.modules.get("vllm.envs")
+    disable = getattr(envs, "disable_envs_cache", None)
+    if disable is not None:
+        disable()
+
+
+def release_hosted_worker() -> None:
+    """A `worker_in_process(here=True)` engine has shut down: the process may host another engine's worker."""
+    _hosted_workers["count"] = max(0, _hosted_workers["count"] - 1)

@@ -32,7 +32,13 @@ from swiftcli.engines.data_parallel import check_replica_devices, vllm_scaling_a
 from swiftcli.engines.heap import freeze_startup_heap, thaw_heap
 from swiftcli.engines.modalities import check_accepts
 from swiftcli.engines.outputs import to_result
-from swiftcli.engines.parallel import check_parallel_sizes, prepare_cpu_workers, visible_gpus, worker_in_process
+from swiftcli.engines.parallel import (
+    check_parallel_sizes,
+    prepare_cpu_workers,
+    release_hosted_worker,
+    visible_gpus,
+    worker_in_process,
+)
 from swiftcli.engines.scheduler import OFFLINE, log_limits
 from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.engines.vllm_inputs import rendered_ids, token_input
@@ -249,13 +255,13 @@ class VllmEngine:
         self.engine_args = engine_args(spec, self.config)
         try:
             with worker_in_process(self.engine_args, is_cpu=platform_defaults().is_cpu,
-                                   distributed=is_distributed(self.config)):
+                                   distributed=is_distributed(self.config), here=True) as hosted:
                 self.llm = vllm.LLM(**self.engine_args)  # vllm.LLM's own scheduler budgets (engines.scheduler)
         except (ValueError, RuntimeError, OSError) as exc:
             raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc
         self._engine = self.llm.llm_engine
         self.scheduler_limits = log_limits(self._engine.vllm_config, OFFLINE)
-        self._finalizer = weakref.finalize(self, _shutdown_core, self._engine)
+        self._finalizer = weakref.finalize(self, _shutdown_core, self._engine, hosted)
         self.hf_tokenizer = load_tokenizer(spec, self.config.trust_remote_code)
         self.max_model_len = int(self._engine.model_config.max_model_len)
         self.generation_config = GenerationConfig.from_model_dir(spec.model_dir)
@@ -368,16 +374,21 @@ def lora_breaks_batched_prompt_logprobs(args: dict[str, Any]) -> bool:
 SHUTDOWN_GRACE_SECONDS = 30.0
 
 
-def _shutdown_core(llm_engine: Any) -> None:
+def _shutdown_core(llm_engine: Any, hosted: bool = False) -> None:
     """Stop vLLM's engine process. Run by `close`, or at interpreter exit for an engine never closed (as in
     ms-swift's examples): left to vLLM's own exit handling, it logs "engine core exited unexpectedly". vLLM's
-    own grace period (5 s) is too short for a busy CPU, where it then force-kills the workers; give it more."""
+    own grace period (5 s) is too short for a busy CPU, where it then force-kills the workers; give it more.
+    `hosted`: the engine's worker ran in this process, which may host another one now."""
     shutdown = getattr(getattr(llm_engine, "engine_core", None), "shutdown", None)
-    if shutdown is not None:
-        try:
-            shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
-        except TypeError:  # releases whose shutdown takes no timeout
-            shutdown()
+    try:
+        if shutdown is not None:
+            try:
+                shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
+            except TypeError:  # releases whose shutdown takes no timeout
+                shutdown()
+    finally:
+        if hosted:
+            release_hosted_worker()
 
 
 def _external_id(request_id: str, pending: dict[str, EngineRequest]) -> str | None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from swiftcli.config.distributed import is_distributed
 from swiftcli.config.spec import EngineConfig, GenerationConfig, ModelSpec
 from swiftcli.engines.detach import engine_core_detached
+from swiftcli.engines.parallel import worker_in_process
 from swiftcli.engines.scheduler import SERVER, usage_context
 from swiftcli.engines.tokenizer import load_tokenizer
 from swiftcli.engines.vllm import (
@@ -18,6 +20,7 @@ from swiftcli.engines.vllm import (
     _start_hint,
     engine_args,
     import_vllm,
+    platform_defaults,
 )
 from swiftcli.engines.vllm_async import _request_error, shutdown_llm
 from swiftcli.engines.vllm_inputs import token_input
@@ -62,7 +65,8 @@ class AsyncVllmEmbedder:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         try:
-            with engine_core_detached():
+            with engine_core_detached(), worker_in_process(args, is_cpu=platform_defaults().is_cpu,
+                                                           distributed=is_distributed(self.config)):
                 self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args), usage_context=usage_context(SERVER))
         except (ValueError, RuntimeError, OSError, TypeError) as exc:
             raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc
@@ -115,7 +119,9 @@ def embed_texts(spec: ModelSpec, config: EngineConfig, texts: Sequence[str]) -> 
 
     args.pop("disable_log_stats")
     try:
-        llm = LLM(**args)
+        with worker_in_process(args, is_cpu=platform_defaults().is_cpu, distributed=is_distributed(config),
+                               here=True) as hosted:
+            llm = LLM(**args)
     except (ValueError, RuntimeError, OSError, TypeError) as exc:
         raise EngineError(f"vLLM could not start: {_first_line(exc)}", _start_hint(exc)) from exc
     try:
@@ -124,5 +130,5 @@ def embed_texts(spec: ModelSpec, config: EngineConfig, texts: Sequence[str]) -> 
         outputs = llm.embed(prompts, use_tqdm=False)  # type: ignore[arg-type]
         return [[float(x) for x in out.outputs.embedding] for out in outputs]
     finally:
-        _shutdown_core(llm.llm_engine)
+        _shutdown_core(llm.llm_engine, hosted)
         del llm
