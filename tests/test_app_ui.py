@@ -140,6 +140,23 @@ def questions(page: Any) -> list[str]:
     return [str(t).strip() for t in page.locator(USER).all_inner_texts()]
 
 
+def cap_answers(page: Any, tokens: int) -> None:
+    """Set the page's max_new_tokens control: answers that may ramble (a stopped turn in the history tips this
+    small model either way) then end in seconds; the footer's token count shows the cap held."""
+    control = page.locator("#max_new_tokens input[type=number]")
+    if not control.is_visible():
+        page.locator("#settings").get_by_text("Settings").first.click()
+    control.fill(str(tokens))
+    control.press("Tab")
+    assert control.input_value() == str(tokens)
+
+
+def footer_tokens(answer: str) -> int:
+    stats = re.search(r"· (\d+) tokens · [\d.]+ tokens/s", answer)
+    assert stats, answer
+    return int(stats.group(1))
+
+
 def check_stop(page: Any, count: int) -> str:
     """Ask for a long answer, press Stop while it streams; the answer must stop growing and say so."""
     send(page, STORY, enter=False)
@@ -205,11 +222,13 @@ class TestOnTheEngine:
             time.sleep(0.2)
 
         # The page is still usable: the next question is answered (with the stopped turn in its history, which
-        # tips this small model's answer either way, so only its completion is checked).
+        # tips this small model's answer either way, so only its completion is checked). That history can also
+        # send it rambling: the page's own control caps it.
+        cap_answers(page, 32)
         send(page, FRANCE)
-        # That history can also send it rambling to the page's token cap (256 here).
-        third = wait_answer(page, 3, timeout=ANSWER_TIMEOUT_MS * 2)
+        third = wait_answer(page, 3)
         assert third.split("\n")[0].strip() and "smollm2-135m-instruct · " in third
+        assert footer_tokens(third) <= 32
         page.screenshot(path=str(tmp_path / "app-ui.png"), full_page=True)
         assert (tmp_path / "app-ui.png").stat().st_size > 10_000
 
@@ -221,6 +240,7 @@ class TestOnTheEngine:
                                arg=[BOT, FINISHED, answers(page)[2]], timeout=ANSWER_TIMEOUT_MS)
         regenerated = wait_answer(page, 3)  # the same history as the third answer: only completion is checked
         assert regenerated.split("\n")[0].strip() and "smollm2-135m-instruct · " in regenerated
+        assert footer_tokens(regenerated) <= 32
         assert questions(page) == [FRANCE, STORY, FRANCE]
 
         page.locator("#clear").click()
@@ -259,10 +279,11 @@ class TestOnTheEngine:
         first.goto(url)
         second.goto(url)
         arithmetic = "What is 2 + 2?"
+        cap_answers(second, 32)  # its answer may ramble; the cap is this tab's own
         send(first, FRANCE)
         send(second, arithmetic)
         assert "Paris" in wait_answer(first, 1)
-        wait_answer(second, 1)
+        assert footer_tokens(wait_answer(second, 1)) <= 32
         assert questions(first) == [FRANCE]
         assert questions(second) == [arithmetic]
         # A reload starts a new conversation; the other tab keeps its own.
@@ -310,11 +331,13 @@ def test_api_url_front_end_to_swiftcli_deploy(context: Any, tmp_path: Path) -> N
             assert "smollm2-deploy · " in answer
             assert page.locator("#training-run").count() == 0, "a server without checkpoints has no run panel"
             assert "stopped · smollm2-deploy" in check_stop(page, 2)
-            send(page, FRANCE)
             # The stopped turn is in this answer's history, which tips the small model either way: completion only.
-            # It may also ramble to the page's token cap, minutes on a loaded CPU.
-            third = wait_answer(page, 3, timeout=ANSWER_TIMEOUT_MS * 5)
+            # It may also ramble: the page's control caps it, and the server honours that cap.
+            cap_answers(page, 32)
+            send(page, FRANCE)
+            third = wait_answer(page, 3)
             assert third.split("\n")[0].strip() and "smollm2-deploy · " in third
+            assert footer_tokens(third) <= 32
             page.screenshot(path=str(tmp_path / "app-ui-api.png"))
 
 
