@@ -143,12 +143,19 @@ def questions(page: Any) -> list[str]:
 def cap_answers(page: Any, tokens: int) -> None:
     """Set the page's max_new_tokens control: answers that may ramble (a stopped turn in the history tips this
     small model either way) then end in seconds; the footer's token count shows the cap held."""
-    control = page.locator("#max_new_tokens input[type=number]")
+    number, slider = "#max_new_tokens input[type=number]", "#max_new_tokens input[type=range]"
+    control = page.locator(number)
     if not control.is_visible():
         page.locator("#settings").get_by_text("Settings").first.click()
+    # The accordion mounts its controls as it opens, and a mounting slider writes its value into the box after it
+    # shows: a value typed before that is overwritten. Type once the box holds the slider's value.
+    page.wait_for_function("(s) => { const box = document.querySelector(s); return box && box.value !== ''; }",
+                           arg=number)
     control.fill(str(tokens))
     control.press("Tab")
-    assert control.input_value() == str(tokens)
+    page.wait_for_function("([n, r, v]) => document.querySelector(n).value === v"
+                           " && document.querySelector(r).value === v", arg=[number, slider, str(tokens)],
+                           timeout=10_000)
 
 
 def footer_tokens(answer: str) -> int:
