@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from engine_lending import lend
+from engine_lending import lend, start_with
 from server_utils import free_port, start_server
 from typer.testing import CliRunner
 
@@ -53,6 +53,10 @@ def one_engine_results(rows, out, monkeypatch, vllm_engine, args):
     return lines(out)
 
 
+def refuse_to_start(*args, **kwargs):
+    raise AssertionError("an engine was started before the run's settings were checked")
+
+
 def run_cli(args, timeout=600):
     return subprocess.run([sys.executable, "-m", "swiftcli.cli", *args], env=ENV, cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
@@ -87,8 +91,10 @@ def test_dp2_dataset_equals_one_engine_through_kill_9_and_resume(rows, tmp_path,
     assert f"Resuming {out}: {len(before)} of {len(QUERIES)} rows" in result.stderr
     assert lines(out) == reference  # no duplicate, no gap, the same answers as one engine
 
-    changed = run_cli([*command[:-1], "64"])  # other settings must not mix into this file
-    assert changed.returncode != 0 and "holds the results of another run" in changed.stderr
+    # Other settings must not mix into this file, and the command says so before it starts any engine.
+    start_with(monkeypatch, refuse_to_start)
+    changed = CliRunner().invoke(app, ["infer", *command[1:-1], "64"])
+    assert changed.exit_code != 0 and "holds the results of another run" in changed.output, changed.output
     assert lines(out) == reference
 
 
