@@ -40,8 +40,11 @@ install-test: $(call stamp,$(TEST_EXTRA))
 run: install
 	$(BIN)/swiftcli infer --query "What is the capital of France?"
 
+# Two test processes (pytest-xdist), each module whole in one of them; conftest.py gives each its share of the CPUs.
+TEST_WORKERS ?= 2
+
 test: install-test
-	$(BIN)/python -m pytest -q --durations=25 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 # ruff, mypy, and the layer order (import-linter; the contract is in pyproject.toml).
 lint: install-test

@@ -17,6 +17,17 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 # Engines that tests start (in process and in subprocesses) share 2 cores and a few GiB: keep KV caches small.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n N`), each test process and what it starts compute on one thread (OMP_NUM_THREADS,
+    set before torch loads): on 2 cores, two processes that each ran an engine on as many threads as there are
+    cores would wait on each other's threads at every step. Engines of several workers (data, tensor and pipeline
+    parallel) still bind a core per worker: vLLM sets their threads itself."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 # On CPU swiftcli runs one worker inside the process that drives it (engines.parallel.worker_in_process): the
 # session engines and the commands tests start run that way, as a user's do. vLLM's own layout (engine core and
 # worker processes) is what data, tensor and pipeline parallel run in, and what

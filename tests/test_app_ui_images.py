@@ -66,6 +66,7 @@ def test_an_uploaded_image_reaches_the_engine_and_shows_in_the_conversation(cont
         page.locator("#message img").first.wait_for()  # the upload's preview: the file is on the server
         send(page, QUESTION)
         with_image = wait_answer(page, 1)
+        page.locator(f"{USER} img").first.wait_for()  # the image may show after the answer's text
         assert page.locator(f"{USER} img").count() == 1, "the image shows above its question"
         assert QUESTION in page.locator(USER).first.inner_text()
         assert with_image.split("\n")[0].strip(), "an answer"

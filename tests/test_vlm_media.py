@@ -66,17 +66,23 @@ def test_a_local_directory_is_recognized_as_a_vision_model_from_its_config(tmp_p
     assert resolve_model(model_id_or_path=str(tmp_path / "text")).modalities == ()
 
 
-def test_models_command_shows_which_take_images():
+def test_models_command_shows_which_take_images(monkeypatch):
     from typer.testing import CliRunner
 
+    from swiftcli.cli import output
     from swiftcli.cli.main import app
+
+    # A terminal 220 columns wide. A console made while COLUMNS was set (pytest-xdist's workers start with
+    # COLUMNS=80) keeps that width over a COLUMNS set later; `_width` is what Rich's width setter sets, and undoing
+    # this gives the console back the width it had, fixed or not.
+    monkeypatch.setattr(output.stdout, "_width", 220)
 
     result = CliRunner().invoke(app, ["models", "--output", "json"])
     assert result.exit_code == 0, result.output
     rows = {r["model_type"]: r for r in json.loads(result.stdout)}
     assert rows["qwen2_5-vl-7b-instruct"]["modalities"] == ["image", "video"]
     assert rows["smollm2-135m-instruct"]["modalities"] == []
-    table = CliRunner().invoke(app, ["models"], env={"COLUMNS": "220"})
+    table = CliRunner().invoke(app, ["models"])
     line = next(row for row in table.stdout.splitlines() if "gemma3-4b-it" in row)
     assert "text+image" in line and "video" not in line
 
