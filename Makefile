@@ -40,11 +40,14 @@ install-test: $(call stamp,$(TEST_EXTRA))
 run: install
 	$(BIN)/swiftcli infer --query "What is the capital of France?"
 
-# Two test processes (pytest-xdist), each module whole in one of them; conftest.py gives each its share of the CPUs.
+# Two test processes (pytest-xdist), each module whole in one of them (tests/conftest.py gives each one compute
+# thread); then, alone, the modules marked `alone`: data, tensor and pipeline parallel start a process and a few GiB
+# per worker, more than fits beside the other test process on a 2-core, 24 GiB machine.
 TEST_WORKERS ?= 2
 
 test: install-test
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone" --durations=25 tests
+	$(BIN)/python -m pytest -q -m alone --durations=10 tests
 
 # ruff, mypy, and the layer order (import-linter; the contract is in pyproject.toml).
 lint: install-test

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from swiftcli.cli.main import app
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = ["What is the capital of France?", "What is 2+2?", "Name a colour."]

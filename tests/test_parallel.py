@@ -12,6 +12,8 @@ from swiftcli.config.distributed import is_distributed
 from swiftcli.engines import parallel
 from swiftcli.errors import UsageError
 
+pytestmark = pytest.mark.alone
+
 PROMPTS = ["What is the capital of France?", "Name three colours.", "Count from one to five."]
 
 
