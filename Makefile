@@ -40,14 +40,19 @@ install-test: $(call stamp,$(TEST_EXTRA))
 run: install
 	$(BIN)/swiftcli infer --query "What is the capital of France?"
 
-# Two test processes (pytest-xdist), each module whole in one of them (tests/conftest.py gives each one compute
-# thread); then, alone, the modules marked `alone`: data, tensor and pipeline parallel start a process and a few GiB
-# per worker, more than fits beside the other test process on a 2-core, 24 GiB machine.
-TEST_WORKERS ?= 2
+# The suite in one pytest process where memory is short, else in two (pytest-xdist, each module whole in one of
+# them; tests/conftest.py gives each one compute thread) and then, alone, the modules marked `alone` (data, tensor
+# and pipeline parallel start a process and a few GiB per worker). Two processes used 22 GiB at their peak here:
+# `make test TEST_WORKERS=2` asks for them; by default they run where 28 GiB are available and there are 2 CPUs.
+TEST_WORKERS ?= $(shell awk -v cpus=$$(nproc) '/MemAvailable/ {print (cpus >= 2 && $$2 >= 28 * 1024 * 1024) ? 2 : 0}' /proc/meminfo)
 
 test: install-test
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone" --durations=25 tests
-	$(BIN)/python -m pytest -q -m alone --durations=10 tests
+	if [ "$(TEST_WORKERS)" -gt 0 ]; then \
+	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone" --durations=25 tests && \
+	  $(BIN)/python -m pytest -q -m alone --durations=10 tests; \
+	else \
+	  $(BIN)/python -m pytest -q --durations=25 tests; \
+	fi
 
 # ruff, mypy, and the layer order (import-linter; the contract is in pyproject.toml).
 lint: install-test
