@@ -42,7 +42,7 @@ run: install
 
 # The suite in one pytest process where memory is short, else in two (pytest-xdist, each module whole in one of
 # them; tests/conftest.py gives each one compute thread) and then, alone, the modules marked `alone` (data, tensor
-# and pipeline parallel start a process and a few GiB per worker). Two processes used 22 GiB at their peak here:
+# and pipeline parallel start a process and a few GiB per worker). Two processes used 22-24 GiB at their peaks here:
 # `make test TEST_WORKERS=2` asks for them; by default they run where 28 GiB are available and there are 2 CPUs.
 TEST_WORKERS ?= $(shell awk -v cpus=$$(nproc) '/MemAvailable/ {print (cpus >= 2 && $$2 >= 28 * 1024 * 1024) ? 2 : 0}' /proc/meminfo)
 

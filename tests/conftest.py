@@ -21,9 +21,9 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 def pytest_configure(config):
     """Under pytest-xdist (`-n N`), each test process and what it starts compute on one thread (OMP_NUM_THREADS,
-    set before torch loads): on 2 cores, two processes that each ran an engine on as many threads as there are
-    cores would wait on each other's threads at every step. Engines of several workers (data, tensor and pipeline
-    parallel) still bind a core per worker: vLLM sets their threads itself."""
+    set before torch loads): on 2 cores, two processes whose torch work (the pt backend, transformers references,
+    quantizing) ran on as many threads as there are cores would wait on each other's threads. vLLM's engines
+    already step on one torch thread, and bind a core per worker where there are several."""
     if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
 

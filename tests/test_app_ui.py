@@ -106,7 +106,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def context(browser: Any) -> Iterator[Any]:
     ctx = browser.new_context(viewport={"width": 1200, "height": 900})
-    # Each wait polls the page; the bound is for a machine where other tests (`make test` runs two processes)
+    # Each wait polls the page; the bound is for a machine where other tests (`make test` may run two processes)
     # share the cores with the browser, the server and the engine.
     ctx.set_default_timeout(60_000)
     yield ctx
